@@ -1,0 +1,98 @@
+// The `modhost` host program: python3's command line, with modhost's cache.
+//
+//   modhost script.py [args]   run a script as __main__
+//   modhost -c CODE [args]     run a string
+//   modhost -m MODULE [args]   run a module (runpy semantics)
+//   modhost                    REPL on a terminal, else run the script on stdin
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "interpreter/interpreter.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"modhost: Python with a module cache that reloads, unloads and inspects "
+               "modules safely.\nEverything after SCRIPT, -c CODE or -m MODULE goes to sys.argv.",
+               "modhost"};
+  app.prefix_command();  // stop at the script: its arguments are its own
+  app.set_version_flag("-V,--version", "modhost " MODHOST_VERSION);
+  std::string code, module;
+  std::vector<std::string> paths;
+  bool add_cwd = false;
+  app.add_option("-c", code, "Program passed in as a string");
+  app.add_option("-m", module, "Run a library module as a script");
+  app.add_option("-p,--path", paths, "Prepend DIR to the module search path (repeatable)")
+      ->type_name("DIR")
+      ->allow_extra_args(false);  // one DIR per -p: the next word may be the script
+  app.add_flag("--cwd-path", add_cwd, "Put the working directory on sys.path, as python3 -c does");
+  app.footer("Arguments after the script are passed to it: modhost [options] SCRIPT [args...]");
+  // python3 ends its own options at -c CODE / -m MODULE too: what follows
+  // belongs to the program even when it looks like an option (-m json.tool --help).
+  // CLI11 stops at the first positional by itself; cut the rest off here.
+  int own_args = argc;
+  for (int i = 1; i + 1 < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-c" || arg == "-m") {
+      own_args = i + 2;
+      break;
+    }
+    if (arg == "-p" || arg == "--path") ++i;  // skip the option's value
+    else if (arg.empty() || arg[0] != '-') break;
+  }
+  try {
+    app.parse(own_args, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (!code.empty() && !module.empty()) {
+    std::cerr << "modhost: use either -c or -m, not both\n";
+    return 2;
+  }
+  std::vector<std::string> rest = app.remaining();
+  rest.insert(rest.end(), argv + own_args, argv + argc);
+
+  modhost::interpreter_config config;
+  config.add_working_directory = add_cwd;
+  config.module_paths.assign(paths.begin(), paths.end());
+  std::string script;
+  if (!code.empty()) {
+    config.argv.push_back("-c");
+  } else if (!module.empty()) {
+    config.argv.push_back(module);  // runpy replaces it with the module's path
+  } else if (!rest.empty()) {
+    script = rest.front();
+    rest.erase(rest.begin());
+    config.argv.push_back(script);
+    if (script != "-" && access(script.c_str(), R_OK) != 0) {
+      std::cerr << "modhost: can't open file '" << script << "': " << std::strerror(errno) << "\n";
+      return 2;
+    }
+  } else {
+    config.argv.push_back(isatty(STDIN_FILENO) ? "" : "-");
+  }
+  config.argv.insert(config.argv.end(), rest.begin(), rest.end());
+
+  try {
+    modhost::interpreter python(config);
+    if (script == "-") script.clear();  // `modhost -` reads the script from stdin
+    return modhost::interpreter::exit_code_of([&] {
+      if (!code.empty())
+        python.run_string(code, "<string>");
+      else if (!module.empty())
+        python.run_module(module);
+      else if (!script.empty())
+        python.run_file(script);
+      else
+        python.run_repl();
+    });
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,195 @@
+#include <pybind11/embed.h>  // Python.h first, as CPython requires
+
+#include "interpreter/interpreter.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <stdexcept>
+
+#include "interpreter/gil.h"
+#include "interpreter/internal/translate_errors.h"
+#include "modules/module_cache.h"
+
+namespace py = pybind11;
+
+namespace modhost {
+namespace detail {
+void link_bindings();  // bindings/modhost_module.cpp: keeps `import modhost` linked in
+}
+
+namespace {
+
+interpreter* g_current = nullptr;
+
+const std::string& stdlib_dir_name() {
+  static const std::string name =
+      "python" + std::to_string(PY_MAJOR_VERSION) + "." + std::to_string(PY_MINOR_VERSION);
+  return name;
+}
+
+bool is_home(const std::filesystem::path& dir) {
+  std::error_code ec;
+  return std::filesystem::exists(dir / "lib" / stdlib_dir_name() / "os.py", ec);
+}
+
+// The libpython this process really uses: the file that defines Py_InitializeFromConfig.
+std::filesystem::path linked_library() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&Py_InitializeFromConfig), &info) == 0 || !info.dli_fname)
+    return {};
+  std::error_code ec;
+  auto path = std::filesystem::canonical(info.dli_fname, ec);
+  return ec ? std::filesystem::path(info.dli_fname) : path;
+}
+
+// The prefix whose lib/pythonX.Y holds the stdlib of `library`: the nearest
+// ancestor of the library's directory with that layout (/usr for
+// /usr/lib/x86_64-linux-gnu/libpython3.11.so, the venv-less prefix for a
+// source build). Falls back to the stdlib CMake saw at build time (a static
+// libpython linked into the executable).
+std::filesystem::path python_home(const std::filesystem::path& library) {
+  for (auto dir = library.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+    if (is_home(dir)) return dir;
+    if (dir == dir.root_path()) break;
+  }
+  return std::filesystem::path(MODHOST_PYTHON_STDLIB).parent_path().parent_path();
+}
+
+void check(PyStatus status, PyConfig& config) {
+  if (!PyStatus_Exception(status)) return;
+  PyConfig_Clear(&config);
+  std::string what = "modhost: cannot start Python";
+  if (status.func) what += std::string(" (") + status.func + ")";
+  if (status.err_msg) what += std::string(": ") + status.err_msg;
+  throw std::runtime_error(what);
+}
+
+}  // namespace
+
+interpreter::interpreter(interpreter_config config) : config_(std::move(config)) {
+  if (g_current || Py_IsInitialized())
+    throw std::logic_error("modhost::interpreter: Python is already running in this process");
+  detail::link_bindings();
+
+  info_.library = linked_library();
+  info_.home = python_home(info_.library);
+
+  PyConfig py_config;
+  PyConfig_InitPythonConfig(&py_config);
+  py_config.parse_argv = 0;  // sys.argv exactly as given; options are the host's business
+  py_config.use_environment = config_.use_environment ? 1 : 0;
+  py_config.install_signal_handlers = config_.install_signal_handlers ? 1 : 0;
+  py_config.safe_path = 1;  // never an implicit sys.path[0]; run_file adds it explicitly
+  check(PyConfig_SetBytesString(&py_config, &py_config.home, info_.home.c_str()), py_config);
+  auto executable = info_.home / "bin" / stdlib_dir_name();
+  std::error_code ec;
+  if (std::filesystem::exists(executable, ec))  // sys.executable: a python3 of the same install
+    check(PyConfig_SetBytesString(&py_config, &py_config.executable, executable.c_str()),
+          py_config);
+
+  std::vector<std::string> argv = config_.argv.empty() ? std::vector<std::string>{""}
+                                                       : config_.argv;
+  std::vector<char*> raw_argv;
+  for (auto& arg : argv) raw_argv.push_back(arg.data());
+  check(PyConfig_SetBytesArgv(&py_config, static_cast<Py_ssize_t>(raw_argv.size()),
+                              raw_argv.data()),
+        py_config);
+  check(Py_InitializeFromConfig(&py_config), py_config);
+  PyConfig_Clear(&py_config);
+  g_current = this;
+
+  try {
+    detail::translate_errors([&] {
+      auto sys_path = py::module_::import("sys").attr("path").cast<py::list>();
+      for (auto it = config_.module_paths.rbegin(); it != config_.module_paths.rend(); ++it)
+        sys_path.insert(0, py::str(std::filesystem::absolute(*it).string()));
+      if (config_.add_working_directory) sys_path.insert(0, py::str(""));
+      info_.version = py::module_::import("platform").attr("python_version")().cast<std::string>();
+    });
+    cache_ = std::make_unique<module_cache>();
+  } catch (...) {
+    cache_.reset();
+    g_current = nullptr;
+    Py_FinalizeEx();
+    throw;
+  }
+  if (config_.release_gil) released_ = PyEval_SaveThread();
+}
+
+interpreter::~interpreter() {
+  if (released_) PyEval_RestoreThread(static_cast<PyThreadState*>(released_));
+  cache_.reset();
+  g_current = nullptr;
+  Py_FinalizeEx();
+}
+
+interpreter* interpreter::current() noexcept { return g_current; }
+
+void interpreter::run_string(std::string_view code, const std::string& filename) {
+  detail::translate_errors([&] {
+    py::dict globals = py::module_::import("__main__").attr("__dict__");
+    py::object compiled = py::module_::import("builtins").attr("compile")(
+        py::bytes(code.data(), code.size()), filename, "exec", 0, true);
+    py::module_::import("builtins").attr("exec")(compiled, globals);
+  });
+}
+
+void interpreter::run_file(const std::filesystem::path& path) {
+  detail::translate_errors([&] {
+    auto io = py::module_::import("io");
+    py::bytes source = io.attr("open_code")(path.string()).attr("__enter__")().attr("read")();
+    auto script_dir = std::filesystem::weakly_canonical(std::filesystem::absolute(path)).parent_path();
+    py::module_::import("sys").attr("path").attr("insert")(0, script_dir.string());
+    py::dict globals = py::module_::import("__main__").attr("__dict__");
+    globals["__file__"] = path.string();
+    globals["__cached__"] = py::none();
+    py::object compiled = py::module_::import("builtins").attr("compile")(
+        source, path.string(), "exec", 0, true);
+    py::module_::import("builtins").attr("exec")(compiled, globals);
+  });
+}
+
+void interpreter::run_module(const std::string& name) {
+  detail::translate_errors([&] {
+    py::module_::import("runpy").attr("_run_module_as_main")(name, true);
+  });
+}
+
+void interpreter::run_repl() {
+  if (!isatty(STDIN_FILENO)) {  // python3 < script.py: read the whole script, run it
+    std::string source((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    run_string(source, "<stdin>");
+    return;
+  }
+  run_string(R"PY(
+import code as _code, sys as _sys
+try:
+    import readline as _readline, rlcompleter as _rlcompleter
+    _readline.parse_and_bind("tab: complete")
+except ImportError:
+    pass
+_code.interact(
+    banner=f"modhost {__import__('modhost').__version__} (Python {_sys.version.split()[0]})\n"
+           "Type help(modhost) for the module cache; exit() or Ctrl-D leaves.",
+    local=globals(), exitmsg="")
+)PY",
+             "<repl>");
+}
+
+int interpreter::report(const python_error& e) {
+  gil_acquire gil;
+  if (auto code = e.exit_code()) {
+    if (!e.message().empty()) std::cerr << e.message() << std::endl;
+    return *code;
+  }
+  e.restore();
+  PyErr_Print();  // honours sys.excepthook, like an uncaught exception in python3
+  return 1;
+}
+
+}  // namespace modhost

@@ -1,0 +1,108 @@
+// modhost::interpreter — the one embedded CPython of a process, RAII.
+//
+// Built from an explicit PyConfig: it loads the stdlib of the libpython the
+// program is linked against (found from the library itself, never from
+// PATH or PYTHONHOME), puts no working directory on sys.path unless asked,
+// and prepends the host's module search paths. Creating it starts Python and
+// the module cache; destroying it finalizes Python. CPython cannot be
+// restarted safely in one process, so create it once, early in main():
+//
+//   BAD:  for (...) { modhost::interpreter py; ... }   // second start crashes
+//   GOOD: int main() { modhost::interpreter py(config); ... run the app ... }
+//
+// All run_* functions need the GIL (the main thread holds it after start-up
+// unless config.release_gil is set; other threads take it with gil_acquire
+// from interpreter/gil.h).
+// A Python exception surfaces as modhost::python_error.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "interpreter/python_error.h"
+
+namespace modhost {
+
+class module_cache;
+
+struct interpreter_config {
+  // sys.argv; empty means [""] as in an interactive python3.
+  std::vector<std::string> argv;
+  // Directories prepended to sys.path, first wins.
+  std::vector<std::filesystem::path> module_paths;
+  // Put the working directory on sys.path (python3 -c does; modhost does not
+  // unless asked, so a stray file in the cwd cannot shadow a module).
+  bool add_working_directory = false;
+  // Let Python handle SIGINT (KeyboardInterrupt); a host with its own
+  // signal handling turns this off.
+  bool install_signal_handlers = true;
+  // Honour PYTHON* environment variables (PYTHONPATH, PYTHONDONTWRITEBYTECODE, ...).
+  // PYTHONHOME is never honoured: the stdlib always matches the linked libpython.
+  bool use_environment = true;
+  // Release the GIL after start-up so host threads can take it (gil_acquire);
+  // the main thread then takes it like any other thread.
+  bool release_gil = false;
+};
+
+// Facts about the running interpreter, for diagnostics and `modhost.python`.
+struct interpreter_info {
+  std::string version;       // "3.11.2"
+  std::filesystem::path home;     // prefix whose lib/pythonX.Y is the stdlib
+  std::filesystem::path library;  // the libpython file this process uses
+};
+
+class interpreter {
+ public:
+  explicit interpreter(interpreter_config config = {});
+  ~interpreter();
+  interpreter(const interpreter&) = delete;
+  interpreter& operator=(const interpreter&) = delete;
+  interpreter(interpreter&&) = delete;
+  interpreter& operator=(interpreter&&) = delete;
+
+  // The live interpreter, or nullptr.
+  static interpreter* current() noexcept;
+
+  // Runs Python source in __main__'s namespace (like python3 -c).
+  void run_string(std::string_view code, const std::string& filename = "<string>");
+  // Runs a script file as __main__ (like python3 FILE): sets __file__ and
+  // puts the script's directory first on sys.path, as python3 does.
+  void run_file(const std::filesystem::path& path);
+  // Runs a module as __main__ with runpy semantics (like python3 -m NAME);
+  // sys.argv[0] becomes the module's path.
+  // A module that cannot be found raises SystemExit(1) with python3 -m's message.
+  void run_module(const std::string& name);
+  // Interactive loop on stdin with line editing when readline is available;
+  // Ctrl-C cancels the current line. Returns when stdin ends; exit() and
+  // quit() raise SystemExit as usual.
+  void run_repl();
+
+  // Runs `fn` and converts its outcome to a process exit code the way
+  // python3 does: 0, SystemExit's code, or 1 after printing the traceback.
+  template <class Fn>
+  static int exit_code_of(Fn&& fn) {
+    try {
+      fn();
+      return 0;
+    } catch (const python_error& e) {
+      return report(e);
+    }
+  }
+  // Prints an uncaught exception as python3 would and returns the exit code.
+  static int report(const python_error& e);
+
+  module_cache& cache() noexcept { return *cache_; }
+  const interpreter_info& info() const noexcept { return info_; }
+  const interpreter_config& config() const noexcept { return config_; }
+
+ private:
+  interpreter_config config_;
+  interpreter_info info_;
+  std::unique_ptr<module_cache> cache_;  // destroyed before Python finalizes
+  void* released_ = nullptr;  // the main PyThreadState while release_gil holds
+};
+
+}  // namespace modhost

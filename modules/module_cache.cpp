@@ -1,0 +1,1 @@
+#include "modules/module_cache.h"
