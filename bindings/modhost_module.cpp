@@ -1,20 +1,209 @@
 // The `modhost` embedded module: the interpreter and its module cache, seen
 // from scripts. Registered before Python starts (PYBIND11_EMBEDDED_MODULE);
 // the interpreter calls detail::link_bindings() so the linker keeps this file.
+// The names and meanings are DESIGN.md's script-side contract; modhost.pyi
+// beside this file is the typed stub.
 #include <pybind11/embed.h>
+#include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
 #include "interpreter/interpreter.h"
+#include "modules/module_cache.h"
 
 namespace py = pybind11;
+using namespace pybind11::literals;
 
 namespace modhost::detail {
 void link_bindings() {}
 }  // namespace modhost::detail
 
+namespace {
+
+modhost::module_cache& cache() {
+  auto* interp = modhost::interpreter::current();
+  if (!interp) throw std::runtime_error("modhost: no interpreter is running");
+  return interp->cache();
+}
+
+// A module object or a module name.
+std::string module_name_of(py::handle module_or_name) {
+  if (py::isinstance<py::str>(module_or_name)) return module_or_name.cast<std::string>();
+  if (!PyModule_Check(module_or_name.ptr()))
+    throw py::type_error("expected a module or a module name, got " +
+                         std::string(Py_TYPE(module_or_name.ptr())->tp_name));
+  return py::str(module_or_name.attr("__name__"));
+}
+
+py::object fingerprint_object(const std::optional<modhost::fingerprint>& print) {
+  if (!print) return py::none();
+  py::object namespace_type = py::module_::import("types").attr("SimpleNamespace");
+  return namespace_type("size"_a = print->size, "mtime_ns"_a = print->mtime_ns,
+                        "ctime_ns"_a = print->ctime_ns, "inode"_a = print->inode,
+                        "content_hash"_a = print->content_hash);
+}
+
+}  // namespace
+
 PYBIND11_EMBEDDED_MODULE(modhost, m) {
-  m.doc() = "modhost: reload, unload and inspect Python modules safely inside a C++ host.";
+  m.doc() =
+      "modhost: reload, unload and inspect Python modules safely inside a C++ host.\n\n"
+      "Every import is tracked by a C++ cache in front of sys.modules. reload() is\n"
+      "atomic (a failure restores the old namespace exactly), unload() refuses while\n"
+      "anything still holds the module or its code and says who, is_changed() compares\n"
+      "fingerprints confirmed by a content hash.";
   m.attr("__version__") = MODHOST_VERSION;
+
+  py::exception<modhost::module_in_use_error> module_in_use(m, "ModuleInUseError",
+                                                            PyExc_RuntimeError);
+  module_in_use.doc() =
+      "unload() refused: something outside sys.modules and the cache still holds the\n"
+      "module or its code. .name is the module, .referrers describes each holder.";
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const modhost::python_error& e) {
+      e.restore();
+    } catch (const modhost::module_in_use_error& e) {
+      py::object type = py::module_::import("modhost").attr("ModuleInUseError");
+      py::object exc = type(e.what());
+      exc.attr("name") = e.name();
+      exc.attr("referrers") = e.referrers();
+      PyErr_SetObject(type.ptr(), exc.ptr());
+    }
+  });
+
+  py::class_<modhost::module_info>(m, "ModuleInfo", "What the cache knows about one module.")
+      .def_readonly("name", &modhost::module_info::name)
+      .def_property_readonly("path", [](const modhost::module_info& i) -> py::object {
+        if (i.path.empty()) return py::none();
+        return py::str(i.path.string());
+      }, "Origin file, or None for built-in modules and namespace packages.")
+      .def_property_readonly("kind", [](const modhost::module_info& i) { return modhost::to_string(i.kind); },
+                             "'source', 'package', 'namespace package', 'built-in', 'extension' or 'other'.")
+      .def_property_readonly("state", [](const modhost::module_info& i) { return modhost::to_string(i.state); },
+                             "'loaded', 'reloading', 'failed' (last reload failed; old code runs) or 'unloaded'.")
+      .def_readonly("generation", &modhost::module_info::generation,
+                    "1 at first load, +1 per successful reload.")
+      .def_readonly("reloadable", &modhost::module_info::reloadable,
+                    "False for built-in and extension modules (and sys, builtins, __main__).")
+      .def_property_readonly("fingerprint", [](const modhost::module_info& i) { return fingerprint_object(i.fingerprint); },
+                             "size, mtime_ns, ctime_ns, inode, content_hash of the file whose code runs.")
+      .def_property_readonly("last_error", [](const modhost::module_info& i) -> py::object {
+        if (i.last_error.empty()) return py::none();
+        return py::str(i.last_error);
+      }, "'Type: message' of the last failed reload, or None.")
+      .def_readonly("dependencies", &modhost::module_info::dependencies)
+      .def_readonly("dependents", &modhost::module_info::dependents)
+      .def("__repr__", [](const modhost::module_info& i) {
+        return "<ModuleInfo " + i.name + " " + modhost::to_string(i.kind) + " generation " +
+               std::to_string(i.generation) + " " + modhost::to_string(i.state) + ">";
+      });
+
+  py::class_<modhost::unload_report>(m, "UnloadReport", "What unload() did.")
+      .def_readonly("unloaded", &modhost::unload_report::unloaded,
+                    "The module and its submodules, deepest first.")
+      .def_readonly("lingering", &modhost::unload_report::lingering,
+                    "With force=True: holders that still keep old code alive.")
+      .def_readonly("freed", &modhost::unload_report::freed,
+                    "The module object itself was freed.")
+      .def("__repr__", [](const modhost::unload_report& r) {
+        return "<UnloadReport unloaded=" + py::repr(py::cast(r.unloaded)).cast<std::string>() +
+               " freed=" + (r.freed ? "True" : "False") + ">";
+      });
+
+  m.def("load", [](const std::string& name) { return cache().load(name); }, "name"_a,
+        "load(name) -> module\n\nImport `name` through the cache, like importlib.import_module\n"
+        "(absolute names). A loaded module is a C++ hash-map hit.");
+
+  m.def(
+      "reload",
+      [](py::object module_or_name, bool dependents) -> py::object {
+        modhost::reload_options options;
+        options.dependents = dependents;
+        modhost::reload_report report;
+        if (py::isinstance<py::str>(module_or_name))
+          report = cache().reload(module_or_name.cast<std::string>(), options);
+        else
+          report = cache().reload(module_or_name, options);
+        if (report.error) {
+          report.error->restore();
+          throw py::error_already_set();
+        }
+        return report.module;
+      },
+      "module"_a, py::kw_only(), "dependents"_a = false,
+      "reload(module_or_name, *, dependents=False) -> module\n\n"
+      "A drop-in for importlib.reload that is atomic. The module's current source is\n"
+      "compiled from disk (never a stale bytecode cache) and run in its own namespace;\n"
+      "the same module object comes back. If anything raises (a syntax error, an\n"
+      "exception at any statement, KeyboardInterrupt), the namespace is restored\n"
+      "exactly (same keys, same objects) and the original exception propagates.\n\n"
+      "dependents=True also re-executes every loaded module that imported it,\n"
+      "transitively, dependencies first, a cycle as one unit; if any fails, all of\n"
+      "them are rolled back. Built-in and extension modules behave as with\n"
+      "importlib.reload: nothing runs again. sys, builtins, __main__ and modhost are\n"
+      "refused with ValueError.");
+
+  m.def(
+      "unload",
+      [](const std::string& name, bool force) { return cache().unload(name, force); }, "name"_a,
+      py::kw_only(), "force"_a = false,
+      "unload(name, *, force=False) -> UnloadReport\n\n"
+      "Remove the module (and its loaded submodules) from sys.modules and the cache.\n"
+      "Refuses with ModuleInUseError (a RuntimeError; .referrers names the holders)\n"
+      "while anything else holds the module or its code: another module's global,\n"
+      "a `from plug import hook` binding, an instance of its classes, a running frame,\n"
+      "a C++ handle. force=True unloads anyway; .lingering lists what still holds old\n"
+      "code. A later import loads fresh code.");
+
+  m.def("refcount", [](const std::string& name) { return cache().refcount(name); }, "name"_a,
+        "refcount(name) -> int\n\nReferences to the module object beyond sys.modules, the cache and\n"
+        "its parent package's attribute. 0: nothing else holds it (the old idiom\n"
+        "sys.getrefcount(m) <= 3).");
+
+  m.def("referrers", [](const std::string& name) { return cache().referrers(name); }, "name"_a,
+        "referrers(name) -> list[str]\n\nWho keeps the module or its code alive, readable:\n"
+        "\"module 'app' global 'plug'\", \"module 'app' global 'hook' (function plug.hook)\",\n"
+        "\"thread main frame plug.run\", \"C++ handle plug.on_event\".");
+
+  m.def("is_changed", [](py::object module) { return cache().is_changed(module_name_of(module)); },
+        "name"_a,
+        "is_changed(name) -> bool\n\nThe source on disk differs from what runs (size, mtime_ns, ctime_ns,\n"
+        "inode, confirmed by a content hash: a touch is not a change). A deleted file counts.");
+
+  m.def("changed", [] { return cache().changed(); },
+        "changed() -> list[str]\n\nEvery tracked module whose file changed on disk.");
+
+  m.def("dependencies", [](py::object module) { return cache().dependencies(module_name_of(module)); },
+        "name"_a, "dependencies(name) -> list[str]\n\nWhat the module imported while its top-level code ran.");
+  m.def("dependents", [](py::object module) { return cache().dependents(module_name_of(module)); },
+        "name"_a, "dependents(name) -> list[str]\n\nThe modules that imported it while their top-level code ran.");
+  m.def("from_imports", [](py::object module) { return cache().from_imports(module_name_of(module)); },
+        "name"_a,
+        "from_imports(name) -> dict[str, list[str]]\n\nFor each `from x import a, b` the module ran at top level: x -> [a, b].");
+
+  m.def("info", [](py::object module) { return cache().info(module_name_of(module)); }, "name"_a,
+        "info(name) -> ModuleInfo\n\nname, path, kind, state, generation, reloadable, fingerprint, last_error,\n"
+        "dependencies, dependents.");
+
+  m.def("modules", [] { return cache().modules(); },
+        "modules() -> list[str]\n\nThe names the cache tracks (every module in sys.modules), sorted.");
+
+  m.def(
+      "on_reload",
+      [](py::function callback) {
+        auto id = cache().subscribe([callback](const modhost::reload_report& report) {
+          try {
+            callback(report.name, report.generation);
+          } catch (py::error_already_set& e) {
+            e.discard_as_unraisable("modhost reload callback");
+          }
+        });
+        return py::cpp_function([id] { cache().unsubscribe(id); });
+      },
+      "callback"_a,
+      "on_reload(callback) -> unsubscribe\n\nCall callback(name, generation) after every successful reload.\n"
+      "Returns a function that removes the subscription.");
 
   m.def(
       "interpreter_info",

@@ -1,0 +1,53 @@
+// Change detection for module files: a fingerprint of what was loaded.
+//
+// The cheap fields (size, mtime_ns, ctime_ns, inode, device) come from one
+// stat(); when all match, the file is unchanged. When any differs, the
+// content hash decides, so a `touch` is not a change and an edit that keeps
+// size and mtime is still caught (it changes ctime, which nobody can set back).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string_view>
+
+namespace modhost {
+
+struct fingerprint {
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  std::uint64_t inode = 0;
+  std::uint64_t device = 0;
+  std::uint64_t content_hash = 0;  // 64-bit FNV-1a of the file's bytes
+
+  // Same stat fields (the hash is not compared).
+  bool same_stat(const fingerprint& other) const noexcept {
+    return size == other.size && mtime_ns == other.mtime_ns && ctime_ns == other.ctime_ns &&
+           inode == other.inode && device == other.device;
+  }
+};
+
+// 64-bit FNV-1a.
+std::uint64_t content_hash(std::string_view bytes) noexcept;
+
+// The stat fields of a regular file (content_hash left 0); empty if the file
+// is missing or not a regular file.
+std::optional<fingerprint> stat_fingerprint(const std::filesystem::path& file) noexcept;
+
+// stat + read + hash. Empty if the file cannot be read.
+std::optional<fingerprint> take_fingerprint(const std::filesystem::path& file);
+
+enum class file_change {
+  unchanged,  // same stat fields
+  touched,    // stat fields differ, content the same (`fresh` has the new stat fields)
+  changed,    // content differs
+  missing,    // gone, unreadable, or no longer a regular file
+};
+
+// Compares `file` with what was `known`; fills `fresh` (when not null) with
+// the file's current fingerprint when it was read.
+file_change compare_file(const fingerprint& known, const std::filesystem::path& file,
+                         fingerprint* fresh = nullptr);
+
+}  // namespace modhost
