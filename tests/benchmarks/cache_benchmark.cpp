@@ -1,0 +1,442 @@
+// modhost_benchmarks — the module cache beside what plain CPython offers.
+//
+// One interpreter for the whole process (CPython cannot be restarted); the
+// main thread holds the GIL, so every benchmark is single-threaded and calls
+// Python directly. Fixtures are real .py files in a temp dir on sys.path.
+//
+//   find_hit/*        a loaded module from C++: cache.find vs PyImport_GetModule
+//                     vs PyImport_ImportModule
+//   reload_unchanged/*  an unchanged ~180-line module: cache.reload vs importlib.reload
+//   is_changed/*      cache.is_changed on an unchanged file vs one stat()
+//   referrers/*       cache.referrers with 500, 1,000 and 2,000 extra modules loaded
+#include <benchmark/benchmark.h>
+#include <pybind11/embed.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+
+#include "interpreter/interpreter.h"
+#include "modules/module_cache.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Fixture files
+
+// A realistic plugin: imports, constants, a dataclass, an enum, three classes
+// and fifteen functions (about 180 lines).
+constexpr const char* kPluginSource = R"PY("""Order routing plugin: the kind of module a host reloads while it runs."""
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional
+
+VERSION = "2.4.1"
+DEFAULT_VENUE = "XNAS"
+MAX_ORDER_QTY = 1_000_000
+TICK_SIZE = 0.01
+FEE_BPS = 0.35
+VENUES = ("XNAS", "XNYS", "ARCX", "BATS", "IEXG")
+SYMBOL_RE = re.compile(r"^[A-Z]{1,5}(\.[A-Z])?$")
+LIMITS: Dict[str, int] = {"XNAS": 500_000, "XNYS": 400_000, "ARCX": 250_000}
+
+
+class Side(enum.Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class RoutingError(RuntimeError):
+    """A route that cannot be taken."""
+
+
+@dataclass
+class Order:
+    symbol: str
+    side: Side
+    qty: int
+    price: float
+    venue: str = DEFAULT_VENUE
+    tags: List[str] = field(default_factory=list)
+
+    def notional(self) -> float:
+        return self.qty * self.price
+
+    def is_marketable(self, best: float) -> bool:
+        return self.price >= best if self.side is Side.BUY else self.price <= best
+
+
+class Book:
+    """A tiny price-level book."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.bids: Dict[float, int] = {}
+        self.asks: Dict[float, int] = {}
+
+    def add(self, order: Order) -> None:
+        levels = self.bids if order.side is Side.BUY else self.asks
+        levels[order.price] = levels.get(order.price, 0) + order.qty
+
+    def best_bid(self) -> Optional[float]:
+        return max(self.bids) if self.bids else None
+
+    def best_ask(self) -> Optional[float]:
+        return min(self.asks) if self.asks else None
+
+    def spread(self) -> Optional[float]:
+        bid, ask = self.best_bid(), self.best_ask()
+        if bid is None or ask is None:
+            return None
+        return round(ask - bid, 6)
+
+
+class Router:
+    """Chooses a venue for each order."""
+
+    def __init__(self, venues: Iterable[str] = VENUES) -> None:
+        self.venues = list(venues)
+        self.sent: List[Order] = []
+
+    def route(self, order: Order) -> str:
+        validate(order)
+        venue = choose_venue(order, self.venues)
+        order.venue = venue
+        self.sent.append(order)
+        return venue
+
+    def stats(self) -> Dict[str, int]:
+        counts: Dict[str, int] = {}
+        for order in self.sent:
+            counts[order.venue] = counts.get(order.venue, 0) + 1
+        return counts
+
+
+def round_to_tick(price: float, tick: float = TICK_SIZE) -> float:
+    return round(math.floor(price / tick + 0.5) * tick, 6)
+
+
+def valid_symbol(symbol: str) -> bool:
+    return bool(SYMBOL_RE.match(symbol))
+
+
+def validate(order: Order) -> None:
+    if not valid_symbol(order.symbol):
+        raise RoutingError(f"bad symbol {order.symbol!r}")
+    if not 0 < order.qty <= MAX_ORDER_QTY:
+        raise RoutingError(f"bad quantity {order.qty}")
+    if order.price <= 0:
+        raise RoutingError(f"bad price {order.price}")
+
+
+def venue_limit(venue: str) -> int:
+    return LIMITS.get(venue, 100_000)
+
+
+def choose_venue(order: Order, venues: List[str]) -> str:
+    for venue in venues:
+        if order.qty <= venue_limit(venue):
+            return venue
+    return DEFAULT_VENUE
+
+
+def fee(order: Order) -> float:
+    return order.notional() * FEE_BPS / 10_000
+
+
+def split(order: Order, parts: int) -> List[Order]:
+    base, extra = divmod(order.qty, parts)
+    return [Order(order.symbol, order.side, base + (1 if i < extra else 0), order.price)
+            for i in range(parts)]
+
+
+def vwap(fills: Iterable[tuple]) -> float:
+    qty = sum(q for q, _ in fills)
+    return sum(q * p for q, p in fills) / qty if qty else 0.0
+
+
+def parse_order(text: str) -> Order:
+    data = json.loads(text)
+    return Order(data["symbol"], Side(data["side"]), int(data["qty"]), float(data["price"]))
+
+
+def dump_order(order: Order) -> str:
+    return json.dumps({"symbol": order.symbol, "side": order.side.value,
+                       "qty": order.qty, "price": order.price, "venue": order.venue})
+
+
+def aggregate(orders: Iterable[Order]) -> Dict[str, float]:
+    totals: Dict[str, float] = {}
+    for order in orders:
+        totals[order.symbol] = totals.get(order.symbol, 0.0) + order.notional()
+    return totals
+
+
+def mid(book: Book) -> Optional[float]:
+    bid, ask = book.best_bid(), book.best_ask()
+    return None if bid is None or ask is None else (bid + ask) / 2
+
+
+def slippage(order: Order, fill_price: float) -> float:
+    sign = 1 if order.side is Side.BUY else -1
+    return sign * (fill_price - order.price) * order.qty
+
+
+def describe(order: Order) -> str:
+    return f"{order.side.value} {order.qty} {order.symbol} @ {order.price:.2f} on {order.venue}"
+
+
+def on_event(event: dict) -> Optional[str]:
+    if event.get("type") != "order":
+        return None
+    return Router().route(parse_order(json.dumps(event["order"])))
+
+
+_default_router = Router()
+)PY";
+
+// The 2,000 small modules of the referrers benchmark: a couple of globals,
+// functions, sometimes a class; some import earlier ones.
+std::string small_module(int i) {
+  auto name = [](int k) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "bm_ref_%04d", k);
+    return std::string(buffer);
+  };
+  std::string text = "\"\"\"Small module " + std::to_string(i) + ".\"\"\"\n";
+  if (i > 0 && i % 3 == 0) text += "import " + name(i / 2) + "\n";
+  if (i > 0 && i % 5 == 0) text += "from " + name(i - 1) + " import compute\n";
+  text += "INDEX = " + std::to_string(i) + "\n";
+  text += "NAMES = ['a', 'b', 'c']\n";
+  text += "def compute(x):\n    return x * INDEX + len(NAMES)\n";
+  text += "def describe():\n    return f'module {INDEX}'\n";
+  if (i % 4 == 1) text += "class Item:\n    def __init__(self, v):\n        self.v = v\n\nDEFAULT = Item(INDEX)\n";
+  return text;
+}
+
+constexpr int kMaxReferrerModules = 2000;
+
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "modhost-bench-XXXXXX").string();
+    if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path write(const std::string& relative, const std::string& text) const {
+    auto file = path_ / relative;
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out) throw std::runtime_error("cannot write " + file.string());
+    return file;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+const temp_dir* g_dir = nullptr;
+
+modhost::module_cache& cache() { return modhost::interpreter::current()->cache(); }
+
+// Runs `body`, turning a Python error into a skipped benchmark with its message.
+template <class Fn>
+void guarded(benchmark::State& state, Fn&& body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 1. A loaded module from C++
+
+constexpr const char* kHitModule = "bench_plugin";
+
+void find_hit_cache_find(benchmark::State& state) {
+  guarded(state, [&] {
+    cache().load(kHitModule);
+    const std::string name = kHitModule;
+    if (!cache().find(name)) throw std::runtime_error("bench_plugin not in the cache");
+    for (auto _ : state) {
+      py::object module = cache().find(name);
+      benchmark::DoNotOptimize(module.ptr());
+    }
+  });
+}
+
+void find_hit_pyimport_getmodule(benchmark::State& state) {
+  guarded(state, [&] {
+    cache().load(kHitModule);
+    py::str name(kHitModule);
+    for (auto _ : state) {
+      PyObject* module = PyImport_GetModule(name.ptr());  // new reference
+      benchmark::DoNotOptimize(module);
+      Py_XDECREF(module);
+    }
+  });
+}
+
+void find_hit_pyimport_importmodule(benchmark::State& state) {
+  guarded(state, [&] {
+    cache().load(kHitModule);
+    for (auto _ : state) {
+      PyObject* module = PyImport_ImportModule(kHitModule);  // new reference
+      if (!module) throw py::error_already_set();
+      benchmark::DoNotOptimize(module);
+      Py_DECREF(module);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// 2. Reload of an unchanged module (two copies of the same source, so one
+// benchmark's state cannot help or hinder the other)
+
+void reload_cache(benchmark::State& state) {
+  guarded(state, [&] {
+    cache().load("bench_reload_cache");
+    for (auto _ : state) {
+      modhost::reload_report report = cache().reload("bench_reload_cache");
+      if (!report) throw std::runtime_error("reload failed: " + std::string(report.error->what()));
+      benchmark::DoNotOptimize(report.generation);
+    }
+  });
+}
+
+void reload_importlib(benchmark::State& state) {
+  guarded(state, [&] {
+    py::object module = cache().load("bench_reload_importlib");
+    py::object reload = py::module_::import("importlib").attr("reload");
+    for (auto _ : state) {
+      py::object result = reload(module);
+      benchmark::DoNotOptimize(result.ptr());
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// 3. Change detection on an unchanged file
+
+void is_changed_cache(benchmark::State& state) {
+  guarded(state, [&] {
+    cache().load(kHitModule);
+    const std::string name = kHitModule;
+    if (cache().is_changed(name)) throw std::runtime_error("bench_plugin reported changed");
+    for (auto _ : state) {
+      bool changed = cache().is_changed(name);
+      benchmark::DoNotOptimize(changed);
+    }
+  });
+}
+
+void is_changed_stat(benchmark::State& state) {
+  const std::string file = (g_dir->path() / "bench_plugin.py").string();
+  for (auto _ : state) {
+    struct stat st {};
+    int rc = ::stat(file.c_str(), &st);
+    benchmark::DoNotOptimize(rc);
+    benchmark::DoNotOptimize(st.st_mtim);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 4. referrers() as the number of loaded modules grows (run with increasing
+// Args: the modules imported for 500 stay for 1,000 and 2,000)
+
+void referrers_cache(benchmark::State& state) {
+  guarded(state, [&] {
+    py::module_ importlib = py::module_::import("importlib");
+    for (int i = 0; i < state.range(0); ++i) {
+      char name[32];
+      std::snprintf(name, sizeof name, "bm_ref_%04d", i);
+      cache().load(name);
+    }
+    // The queried module: imported by bm_ref_0003 (`import`) and
+    // bm_ref_0005's neighbour chain, with a class whose instance it keeps.
+    const std::string target = "bm_ref_0001";
+    std::size_t found = cache().referrers(target).size();
+    const double loaded = static_cast<double>(PyDict_Size(PyImport_GetModuleDict()));
+    for (auto _ : state) {
+      auto holders = cache().referrers(target);
+      benchmark::DoNotOptimize(holders.data());
+    }
+    state.counters["sys_modules"] = loaded;
+    state.counters["referrers"] = static_cast<double>(found);
+    // Seconds per module in sys.modules (shown inverted: time per module).
+    state.counters["per_module"] =
+        benchmark::Counter(loaded, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  });
+}
+
+void register_benchmarks() {
+  benchmark::RegisterBenchmark("find_hit/modhost_cache_find", find_hit_cache_find);
+  benchmark::RegisterBenchmark("find_hit/PyImport_GetModule", find_hit_pyimport_getmodule);
+  benchmark::RegisterBenchmark("find_hit/PyImport_ImportModule", find_hit_pyimport_importmodule);
+  benchmark::RegisterBenchmark("reload_unchanged/modhost_cache_reload", reload_cache)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("reload_unchanged/importlib_reload", reload_importlib)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("is_changed/modhost_cache_is_changed", is_changed_cache);
+  benchmark::RegisterBenchmark("is_changed/stat", is_changed_stat);
+  benchmark::RegisterBenchmark("referrers/modhost_cache_referrers", referrers_cache)
+      ->Arg(500)
+      ->Arg(1000)
+      ->Arg(kMaxReferrerModules)
+      ->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  try {
+    temp_dir dir;
+    g_dir = &dir;
+    dir.write("bench_plugin.py", kPluginSource);
+    dir.write("bench_reload_cache.py", kPluginSource);
+    dir.write("bench_reload_importlib.py", kPluginSource);
+    for (int i = 0; i < kMaxReferrerModules; ++i) {
+      char file[32];
+      std::snprintf(file, sizeof file, "bm_ref_%04d.py", i);
+      dir.write(file, small_module(i));
+    }
+
+    modhost::interpreter_config config;
+    config.argv = {"modhost_benchmarks"};
+    config.module_paths = {dir.path()};
+    modhost::interpreter python(config);
+    py::module_::import("importlib").attr("invalidate_caches")();
+
+    register_benchmarks();
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    g_dir = nullptr;
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "modhost_benchmarks: " << e.what() << std::endl;
+    return 1;
+  }
+}
