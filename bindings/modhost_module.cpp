@@ -99,7 +99,8 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
                std::to_string(i.generation) + " " + modhost::to_string(i.state) + ">";
       });
 
-  py::class_<modhost::unload_report>(m, "UnloadReport", "What unload() did.")
+  py::class_<modhost::unload_report>(m, "UnloadReport",
+                                             "What unload() did: the modules removed, what still lingers, whether it was freed.")
       .def_readonly("unloaded", &modhost::unload_report::unloaded,
                     "The module and its submodules, deepest first.")
       .def_readonly("lingering", &modhost::unload_report::lingering,

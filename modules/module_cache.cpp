@@ -939,6 +939,12 @@ module_info module_cache::info(const std::string& name) {
   });
 }
 
+std::vector<module_info> module_cache::entries() {
+  std::vector<module_info> infos;
+  for (const auto& name : modules()) infos.push_back(info(name));
+  return infos;
+}
+
 std::vector<std::string> module_cache::modules() {
   return detail::translate_errors([&] {
     impl_->sync_all();

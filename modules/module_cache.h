@@ -177,6 +177,8 @@ class module_cache {
   module_info info(const std::string& name);
   // Tracked module names, sorted.
   std::vector<std::string> modules();
+  // info() of every tracked module, sorted by name.
+  std::vector<module_info> entries();
 
   using reload_callback = std::function<void(const reload_report&)>;
   // Calls `callback` after every successful reload. Returns an id for unsubscribe().

@@ -1,0 +1,120 @@
+"""Shared fixture for the module cache's script-side tests (tests/python/test_cache_*.py).
+
+Each test gets a fresh temporary directory on sys.path and a unique tag; every
+module a test creates is named with that tag (``self.mod("plug")`` ->
+``plug_c12``), so the tests of one file, which share one interpreter, never see
+each other's modules. Cleanup removes the directory from sys.path, the test's
+modules from sys.modules (and their attributes from parent packages), and the
+test's names from builtins.
+"""
+import builtins
+import importlib
+import itertools
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import textwrap
+import unittest
+
+import modhost
+
+_counter = itertools.count(1)
+
+
+class CacheTestCase(unittest.TestCase):
+    def setUp(self):
+        self.tag = "c%d_%d" % (os.getpid() % 10000, next(_counter))
+        self.dir = tempfile.mkdtemp(prefix="modhost-cache-test-")
+        sys.path.insert(0, self.dir)
+        importlib.invalidate_caches()
+        self.addCleanup(self._clean_up)
+
+    def _clean_up(self):
+        while self.dir in sys.path:
+            sys.path.remove(self.dir)
+        sys.path_importer_cache.pop(self.dir, None)
+        for name in [n for n in list(sys.modules) if self.tag in n]:
+            sys.modules.pop(name, None)
+        for name in [n for n in list(vars(builtins)) if self.tag in n]:
+            delattr(builtins, name)
+        # Make everything removable again (a test may have chmod-ed a file).
+        for root, dirs, files in os.walk(self.dir):
+            for entry in dirs + files:
+                try:
+                    os.chmod(os.path.join(root, entry), stat.S_IRWXU)
+                except OSError:
+                    pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+        importlib.invalidate_caches()
+
+    # -- names and files ----------------------------------------------------
+
+    def mod(self, base):
+        """A module name unique to this test: 'plug' -> 'plug_c12_3'."""
+        return "%s_%s" % (base, self.tag)
+
+    def path_of(self, name, package=False):
+        parts = name.split(".")
+        if package:
+            return os.path.join(self.dir, *parts, "__init__.py")
+        return os.path.join(self.dir, *parts[:-1], parts[-1] + ".py")
+
+    def write(self, name, text, package=False):
+        """Writes module `name` (dotted names go into package directories)."""
+        path = self.path_of(name, package)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        data = text if isinstance(text, bytes) else textwrap.dedent(text).encode()
+        with open(path, "wb") as f:
+            f.write(data)
+        importlib.invalidate_caches()
+        return path
+
+    def write_same_stat(self, name, text, package=False):
+        """Rewrites a module with same-size content and restores its mtime."""
+        path = self.path_of(name, package)
+        before = os.stat(path)
+        data = textwrap.dedent(text).encode()
+        self.assertEqual(len(data), before.st_size, "the test's same-size edit is not the same size")
+        with open(path, "wb") as f:
+            f.write(data)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        self.assertEqual(os.stat(path).st_mtime_ns, before.st_mtime_ns)
+        return path
+
+    def load(self, name):
+        return importlib.import_module(name)
+
+    # -- builtins as a shared log -------------------------------------------
+
+    @property
+    def log_name(self):
+        return "log_" + self.tag
+
+    def log(self):
+        """The list modules append to with log_code()."""
+        return vars(builtins).setdefault(self.log_name, [])
+
+    def log_code(self, label="__name__"):
+        """Source lines appending `label` to this test's log when a module runs."""
+        return "import builtins\nbuiltins.__dict__.setdefault(%r, []).append(%s)\n" % (self.log_name, label)
+
+    # -- assertions ----------------------------------------------------------
+
+    def snapshot(self, module):
+        """(keys in order, {key: object}) of a module's namespace."""
+        return list(vars(module).keys()), dict(vars(module))
+
+    def assertNamespaceIs(self, module, snap):
+        """The namespace has exactly the same keys, bound to the very same objects."""
+        keys, objects = snap
+        self.assertEqual(list(vars(module).keys()), keys)
+        for key, value in objects.items():
+            self.assertIs(vars(module)[key], value, "global %r is a different object" % key)
+
+    def assertNothingElseChanged(self, modules_before):
+        self.assertEqual(sorted(sys.modules), sorted(modules_before))
+
+
+__all__ = ["CacheTestCase", "modhost"]
