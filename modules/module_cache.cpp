@@ -102,6 +102,11 @@ struct handle_slot {
 
 using detail::cache_entry;
 
+namespace detail {
+// modules/internal/*.py, embedded at build time (CMakeLists.txt).
+extern const char* const reload_support_source;
+}  // namespace detail
+
 namespace {
 
 [[noreturn]] void raise(PyObject* type, const std::string& message) {
@@ -117,86 +122,7 @@ namespace {
   throw python_error::fetch();
 }
 
-// The import-system steps of importlib.reload, in Python because they are
-// importlib's own (spec lookup, module lock, module attributes); the cache
-// decides what code runs and undoes it on failure.
-constexpr const char* kReloadSupport = R"PY(
-import sys
-from importlib import _bootstrap, machinery
 
-def find_spec(name, module):
-    parent_name = name.rpartition('.')[0]
-    if parent_name:
-        try:
-            parent = sys.modules[parent_name]
-        except KeyError:
-            raise ImportError(f"parent {parent_name!r} not in sys.modules", name=parent_name) from None
-        pkgpath = parent.__path__
-    else:
-        pkgpath = None
-    spec = _bootstrap._find_spec(name, pkgpath, module)
-    if spec is None:
-        raise ModuleNotFoundError(f"spec not found for the module {name!r}", name=name)
-    return spec
-
-def source_path(spec):
-    """The .py file the cache compiles itself, or None to let the loader run."""
-    if spec.has_location and isinstance(spec.loader, machinery.SourceFileLoader):
-        return spec.origin
-    return None
-
-def read_source(path):
-    with open_code(path) as f:
-        return f.read()
-
-def execute(name, module, spec, code):
-    with _bootstrap._ModuleLockManager(name):
-        if sys.modules.get(name) is not module:
-            raise ImportError(f"module {name!r} not in sys.modules", name=name)
-        _bootstrap._init_module_attrs(spec, module, override=True)
-        try:
-            if code is not None:
-                exec(code, module.__dict__)
-            elif spec.loader is not None:
-                spec.loader.exec_module(module)
-        finally:
-            current = sys.modules.pop(name, None)
-            if current is not None:
-                sys.modules[name] = current
-        if current is None:
-            raise ImportError(f"module {name!r} removed itself from sys.modules while it ran",
-                              name=name)
-    return current
-
-def classify(name, module):
-    """(kind, path) of a module, from its spec."""
-    if name in sys.builtin_module_names:
-        return 'builtin', None
-    spec = getattr(module, '__spec__', None)
-    if spec is None:
-        return 'other', getattr(module, '__file__', None)
-    origin, locations = spec.origin, spec.submodule_search_locations
-    if origin in ('built-in', 'frozen'):
-        return 'builtin', None
-    if origin is None or not spec.has_location:
-        return ('namespace_package' if locations is not None else 'other'), None
-    if origin.endswith(tuple(machinery.EXTENSION_SUFFIXES)):
-        return 'extension', origin
-    if origin.endswith('.py'):
-        return ('package' if locations is not None else 'source'), origin
-    return 'other', origin
-
-def is_initializing(module):
-    return getattr(getattr(module, '__spec__', None), '_initializing', False)
-
-def drop_bytecode_cache(path):
-    from importlib.util import cache_from_source
-    import os
-    try:
-        os.remove(cache_from_source(path))
-    except (OSError, ValueError, NotImplementedError):
-        pass
-)PY";
 
 module_kind kind_from(const std::string& text) {
   if (text == "source") return module_kind::source;
@@ -272,8 +198,7 @@ class module_cache::impl {
   std::map<std::uint64_t, reload_callback> subscribers_;
   std::uint64_t next_subscriber_ = 1;
   std::set<std::string> reloading_;
-  bool recording_ = false;  // record_import is running (it must not recurse)
-  py::dict support_;        // kReloadSupport's namespace
+  py::dict support_;  // reload_support.py's namespace
   py::object original_import_;
   py::object original_import_module_;
 
@@ -301,6 +226,9 @@ class module_cache::impl {
 namespace {
 
 module_cache::impl* g_cache = nullptr;  // the hook's way back; one cache per process
+// record_import is running on this thread: it must not recurse, and another
+// thread that takes the GIL meanwhile must still record its own imports.
+thread_local bool t_recording = false;
 
 // Positional or keyword argument `index` of __import__(name, globals, locals, fromlist, level).
 PyObject* import_argument(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, int index) {
@@ -319,9 +247,9 @@ PyObject* import_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObj
   module_cache::impl* cache = g_cache;
   if (!cache) return nullptr;
   PyObject* result = PyObject_Vectorcall(cache->original_import_.ptr(), args, nargsf, kwnames);
-  if (!result || cache->recording_) return result;
+  if (!result || t_recording) return result;
   Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  cache->recording_ = true;
+  t_recording = true;
   try {
     cache->record_import(import_argument(args, nargs, kwnames, 0),
                          import_argument(args, nargs, kwnames, 1),
@@ -330,7 +258,7 @@ PyObject* import_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObj
   } catch (...) {
     PyErr_Clear();
   }
-  cache->recording_ = false;
+  t_recording = false;
   return result;
 }
 
@@ -340,8 +268,8 @@ PyObject* import_module_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf
   module_cache::impl* cache = g_cache;
   if (!cache) return nullptr;
   PyObject* result = PyObject_Vectorcall(cache->original_import_module_.ptr(), args, nargsf, kwnames);
-  if (!result || cache->recording_ || !PyModule_Check(result)) return result;
-  cache->recording_ = true;
+  if (!result || t_recording || !PyModule_Check(result)) return result;
+  t_recording = true;
   try {
     PyObject* name = PyModule_GetNameObject(result);
     PyObject* globals = PyEval_GetGlobals();  // borrowed: the caller's module
@@ -350,7 +278,7 @@ PyObject* import_module_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf
   } catch (...) {
   }
   PyErr_Clear();
-  cache->recording_ = false;
+  t_recording = false;
   return result;
 }
 
@@ -365,8 +293,9 @@ PyMethodDef g_import_module_def = {"import_module", reinterpret_cast<PyCFunction
 
 module_cache::impl::impl() {
   detail::translate_errors([&] {
-    py::exec(kReloadSupport, support_);
-    support_["open_code"] = py::module_::import("io").attr("open_code");
+    py::object code = py::module_::import("builtins").attr("compile")(
+        detail::reload_support_source, "modhost/modules/internal/reload_support.py", "exec");
+    py::module_::import("builtins").attr("exec")(code, support_);
     py::module_ builtins = py::module_::import("builtins");
     py::module_ importlib = py::module_::import("importlib");
     original_import_ = builtins.attr("__import__");
@@ -442,6 +371,9 @@ cache_entry* module_cache::impl::lookup(const std::string& name) {
       entry.confirmed_version = version;
       return &entry;
     }
+    // Mid-reload, sys.modules may briefly differ; the reload restores or
+    // commits it, so the entry must stay where it is.
+    if (reloading_.count(name)) return nullptr;
     if (!current || !PyModule_Check(current)) {  // deleted or replaced by a non-module
       forget(name);
       return nullptr;
@@ -782,14 +714,13 @@ unload_report module_cache::impl::unload(const std::string& name, bool force) {
     if (reloading_.count(n)) raise(PyExc_RuntimeError, "cannot unload '" + n + "' while it is being reloaded");
 
   unload_report report;
-  py::object weak;
+  py::object weak = py::reinterpret_steal<py::object>(PyWeakref_NewRef(entry->module.ptr(), nullptr));
+  if (!weak) PyErr_Clear();
   {
     auto query = referrer_query_for(names);
     auto holders = detail::translate_errors([&] { return detail::find_referrers(query); });
     if (!holders.empty() && !force) throw module_in_use_error(name, std::move(holders));
     report.lingering = std::move(holders);
-    weak = py::reinterpret_steal<py::object>(PyWeakref_NewRef(entry->module.ptr(), nullptr));
-    if (!weak) PyErr_Clear();
   }
   PyObject* modules = PyImport_GetModuleDict();
   for (const auto& n : names) {

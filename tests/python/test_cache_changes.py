@@ -1,0 +1,162 @@
+"""Change detection (is_changed, changed) and modules that cannot be reloaded."""
+import importlib
+import os
+import sys
+import unittest
+
+from cache_fixtures import CacheTestCase, modhost
+
+
+class ChangeDetection(CacheTestCase):
+    def setUp(self):
+        super().setUp()
+        self.name = self.mod("plug")
+        self.path = self.write(self.name, "VALUE = 1\n")
+        self.load(self.name)
+
+    def test_not_changed_right_after_import(self):
+        self.assertFalse(modhost.is_changed(self.name))
+        self.assertNotIn(self.name, modhost.changed())
+
+    def test_an_edit_is_a_change(self):
+        self.write(self.name, "VALUE = 2  # edited\n")
+        self.assertTrue(modhost.is_changed(self.name))
+        self.assertTrue(modhost.is_changed(sys.modules[self.name]))
+        self.assertIn(self.name, modhost.changed())
+
+    def test_changed_lists_only_the_edited_modules(self):
+        other = self.mod("other")
+        self.write(other, "VALUE = 1\n")
+        self.load(other)
+        self.write(self.name, "VALUE = 2  # edited\n")
+
+        changed = modhost.changed()
+
+        self.assertIn(self.name, changed)
+        self.assertNotIn(other, changed)
+        self.assertEqual(changed, sorted(changed))
+
+    def test_touch_is_not_a_change(self):
+        st = os.stat(self.path)
+        later = st.st_mtime_ns + 5_000_000_000
+        os.utime(self.path, ns=(later, later))
+        self.assertFalse(modhost.is_changed(self.name))
+        self.assertNotIn(self.name, modhost.changed())
+        # Rewriting the very same bytes is a touch too.
+        self.write(self.name, "VALUE = 1\n")
+        self.assertFalse(modhost.is_changed(self.name))
+
+    def test_same_size_edit_with_mtime_restored_is_a_change(self):
+        self.write_same_stat(self.name, "VALUE = 7\n")
+        self.assertTrue(modhost.is_changed(self.name))
+        self.assertIn(self.name, modhost.changed())
+
+    def test_package_init_edit_is_a_change(self):
+        pkg = self.mod("pkg")
+        self.write(pkg, "VALUE = 1\n", package=True)
+        self.load(pkg)
+        self.assertFalse(modhost.is_changed(pkg))
+        self.write(pkg, "VALUE = 22\n", package=True)
+        self.assertTrue(modhost.is_changed(pkg))
+        self.assertIn(pkg, modhost.changed())
+
+    def test_deleted_file_is_a_change(self):
+        os.remove(self.path)
+        self.assertTrue(modhost.is_changed(self.name))
+        self.assertIn(self.name, modhost.changed())
+        # The running code is not affected.
+        self.assertEqual(sys.modules[self.name].VALUE, 1)
+
+    def test_reload_makes_it_unchanged_again(self):
+        self.write(self.name, "VALUE = 2  # edited\n")
+        modhost.reload(self.name)
+        self.assertFalse(modhost.is_changed(self.name))
+        self.assertNotIn(self.name, modhost.changed())
+
+    def test_failed_reload_leaves_it_changed(self):
+        self.write(self.name, "raise ValueError('broken')\n")
+        with self.assertRaises(ValueError):
+            modhost.reload(self.name)
+        self.assertTrue(modhost.is_changed(self.name))
+
+    def test_info_fingerprint_describes_the_running_file(self):
+        info = modhost.info(self.name)
+        st = os.stat(self.path)
+        self.assertEqual(info.path, self.path)
+        self.assertEqual(info.kind, "source")
+        self.assertTrue(info.reloadable)
+        self.assertEqual(info.fingerprint.size, st.st_size)
+        self.assertEqual(info.fingerprint.mtime_ns, st.st_mtime_ns)
+        self.assertEqual(info.fingerprint.inode, st.st_ino)
+
+
+def first_loaded_extension():
+    for candidate in ("_json", "_decimal", "_ctypes", "_bz2", "_lzma", "_hashlib", "_ssl", "_asyncio"):
+        try:
+            importlib.import_module(candidate)
+        except ImportError:
+            continue
+        if modhost.info(candidate).kind == "extension":
+            return candidate
+    for name in modhost.modules():
+        if modhost.info(name).kind == "extension":
+            return name
+    return None
+
+
+class NotReloadable(unittest.TestCase):
+    def test_extension_module_is_not_reloadable_and_reload_is_a_no_op(self):
+        name = first_loaded_extension()
+        if name is None:
+            self.skipTest("no extension module available on this installation")
+        module = sys.modules[name]
+        info = modhost.info(name)
+        self.assertEqual(info.kind, "extension")
+        self.assertFalse(info.reloadable)
+        self.assertTrue(info.path.endswith(".so"), info.path)
+        snap = dict(vars(module))
+
+        self.assertIs(modhost.reload(name), module)
+        self.assertIs(modhost.reload(module), module)
+
+        self.assertIs(sys.modules[name], module)
+        self.assertEqual(modhost.info(name).generation, info.generation)
+        self.assertEqual(modhost.info(name).state, "loaded")
+        self.assertFalse(modhost.is_changed(name))
+        # As with importlib.reload, only the import attributes (__spec__, __loader__) are renewed.
+        for key, value in snap.items():
+            if not key.startswith("__"):
+                self.assertIs(vars(module)[key], value, key)
+
+    def test_builtin_module_reload_is_a_no_op(self):
+        import itertools
+        info = modhost.info("itertools")
+        self.assertEqual(info.kind, "built-in")
+        self.assertFalse(info.reloadable)
+        self.assertIsNone(info.path)
+
+        self.assertIs(modhost.reload("itertools"), itertools)
+
+        self.assertEqual(list(itertools.islice(itertools.count(), 3)), [0, 1, 2])
+        self.assertEqual(modhost.info("itertools").generation, info.generation)
+        self.assertFalse(modhost.is_changed("itertools"))
+        self.assertNotIn("itertools", modhost.changed())
+
+    def test_interpreter_modules_are_refused_with_a_reason(self):
+        for name in ("sys", "builtins", "__main__", "modhost"):
+            with self.subTest(name=name):
+                module = sys.modules[name]
+                with self.assertRaises(ValueError) as caught:
+                    modhost.reload(name)
+                self.assertIn(name, str(caught.exception))
+                self.assertIn(":", str(caught.exception))  # "...refuses to reload 'sys': <reason>"
+                with self.assertRaises(ValueError):
+                    modhost.reload(module)
+                self.assertIs(sys.modules[name], module)
+                self.assertFalse(modhost.info(name).reloadable)
+        self.assertIn("__main__", sys.modules)
+        self.assertIs(sys.modules["__main__"].NotReloadable, NotReloadable)
+
+
+if __name__ == "__main__":
+    unittest.main()

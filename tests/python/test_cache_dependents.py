@@ -1,0 +1,149 @@
+"""modhost.reload(..., dependents=True): importers re-run too, dependencies first, all or nothing."""
+import sys
+import unittest
+
+from cache_fixtures import CacheTestCase, modhost
+
+
+class ReloadWithDependents(CacheTestCase):
+    def test_importer_using_import_statement_is_reexecuted_after_its_dependency(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, self.log_code() + "VALUE = 1\n")
+        self.write(b, f"import {a}\nDOUBLE = {a}.VALUE * 2\n" + self.log_code())
+        self.load(b)
+        self.assertEqual(self.log(), [a, b])
+        self.write(a, self.log_code() + "VALUE = 5\n")
+
+        result = modhost.reload(a, dependents=True)
+
+        self.assertIs(result, sys.modules[a])
+        self.assertEqual(self.log(), [a, b, a, b])
+        self.assertEqual(sys.modules[b].DOUBLE, 10)
+        self.assertEqual(modhost.info(a).generation, 2)
+        self.assertEqual(modhost.info(b).generation, 2)
+
+    def test_importer_using_from_import_gets_the_new_value(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "X = 'old'\n")
+        self.write(b, f"from {a} import X\nSEEN = X\n")
+        self.load(b)
+        self.assertEqual(sys.modules[b].SEEN, "old")
+        self.write(a, "X = 'new'\n")
+
+        modhost.reload(a, dependents=True)
+
+        self.assertEqual(sys.modules[b].X, "new")
+        self.assertEqual(sys.modules[b].SEEN, "new")
+
+    def test_without_dependents_only_the_target_runs(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, self.log_code() + "X = 'old'\n")
+        self.write(b, f"from {a} import X\n" + self.log_code())
+        self.load(b)
+        self.write(a, self.log_code() + "X = 'new'\n")
+
+        modhost.reload(a)
+
+        self.assertEqual(self.log(), [a, b, a])
+        self.assertEqual(sys.modules[b].X, "old")
+        self.assertEqual(modhost.info(b).generation, 1)
+
+    def test_chain_runs_dependencies_first(self):
+        a, b, c = self.mod("a"), self.mod("b"), self.mod("c")
+        self.write(a, self.log_code() + "N = 1\n")
+        self.write(b, f"import {a}\nN = {a}.N + 1\n" + self.log_code())
+        self.write(c, f"import {b}\nN = {b}.N + 1\n" + self.log_code())
+        self.load(c)
+        del self.log()[:]
+        self.write(a, self.log_code() + "N = 100\n")
+
+        modhost.reload(a, dependents=True)
+
+        self.assertEqual(self.log(), [a, b, c])
+        self.assertEqual(sys.modules[c].N, 102)
+
+    def test_diamond_runs_each_module_once_and_the_shared_importer_last(self):
+        a, b, c, d = (self.mod(x) for x in "abcd")
+        self.write(a, self.log_code() + "N = 1\n")
+        self.write(b, f"import {a}\nN = {a}.N * 2\n" + self.log_code())
+        self.write(c, f"import {a}\nN = {a}.N * 3\n" + self.log_code())
+        self.write(d, f"import {b}, {c}\nN = {b}.N + {c}.N\n" + self.log_code())
+        self.load(d)
+        del self.log()[:]
+        self.write(a, self.log_code() + "N = 10\n")
+
+        modhost.reload(a, dependents=True)
+
+        order = self.log()
+        self.assertEqual(sorted(order), sorted([a, b, c, d]))
+        self.assertEqual(order[0], a)
+        self.assertEqual(order[-1], d)
+        self.assertEqual(sys.modules[d].N, 50)
+
+    def test_reload_of_a_middle_module_leaves_its_own_dependency_alone(self):
+        a, b, c = self.mod("a"), self.mod("b"), self.mod("c")
+        self.write(a, self.log_code() + "N = 1\n")
+        self.write(b, f"import {a}\nN = {a}.N + 1\n" + self.log_code())
+        self.write(c, f"import {b}\nN = {b}.N + 1\n" + self.log_code())
+        self.load(c)
+        del self.log()[:]
+
+        modhost.reload(b, dependents=True)
+
+        self.assertEqual(self.log(), [b, c])
+        self.assertEqual(modhost.info(a).generation, 1)
+
+    def test_cycle_reloads_as_one_unit(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, f"import {b}\nTAG = 'a1'\n" + self.log_code())
+        self.write(b, f"import {a}\nTAG = 'b1'\n" + self.log_code())
+        self.load(a)
+        self.assertEqual(sorted(self.log()), sorted([a, b]))
+        del self.log()[:]
+        self.write(a, f"import {b}\nTAG = 'a2'\n" + self.log_code())
+        self.write(b, f"import {a}\nTAG = 'b2'\n" + self.log_code())
+
+        modhost.reload(a, dependents=True)
+
+        self.assertEqual(self.log(), [a, b])  # each once, the requested module leads its unit
+        self.assertEqual((sys.modules[a].TAG, sys.modules[b].TAG), ("a2", "b2"))
+        self.assertEqual(modhost.info(a).generation, 2)
+        self.assertEqual(modhost.info(b).generation, 2)
+
+    def test_failing_dependent_rolls_back_every_module_and_its_exception_propagates(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "VALUE = 1\ndef f():\n    return 'a old'\n")
+        self.write(b, f"import {a}\nSEEN = {a}.VALUE\ndef g():\n    return 'b old'\n")
+        self.load(b)
+        mod_a, mod_b = sys.modules[a], sys.modules[b]
+        snap_a, snap_b = self.snapshot(mod_a), self.snapshot(mod_b)
+        self.write(a, "VALUE = 2\nNEW_IN_A = True\ndef f():\n    return 'a new'\n")
+        self.write(b, f"import {a}\nSEEN = {a}.VALUE\ndef g():\n    return 'b new'\n"
+                      "raise LookupError('dependent broke')\n")
+
+        with self.assertRaises(LookupError) as caught:
+            modhost.reload(a, dependents=True)
+
+        self.assertEqual(str(caught.exception), "dependent broke")
+        self.assertNamespaceIs(mod_a, snap_a)
+        self.assertNamespaceIs(mod_b, snap_b)
+        self.assertEqual(mod_a.f(), "a old")
+        self.assertEqual(mod_b.g(), "b old")
+        self.assertFalse(hasattr(mod_a, "NEW_IN_A"))
+        self.assertIs(sys.modules[a], mod_a)
+        self.assertIs(sys.modules[b], mod_b)
+        self.assertEqual(modhost.info(a).generation, 1)
+        self.assertEqual(modhost.info(b).generation, 1)
+        self.assertEqual(modhost.info(b).state, "failed")
+        self.assertIn("LookupError", modhost.info(b).last_error)
+        # The graph survives the rollback: b still depends on a.
+        self.assertIn(b, modhost.dependents(a))
+
+        # Fixing the dependent makes the same request succeed.
+        self.write(b, f"import {a}\nSEEN = {a}.VALUE\ndef g():\n    return 'b new'\n")
+        modhost.reload(a, dependents=True)
+        self.assertEqual((mod_a.f(), mod_b.g(), mod_b.SEEN), ("a new", "b new", 2))
+
+
+if __name__ == "__main__":
+    unittest.main()

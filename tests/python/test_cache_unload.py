@@ -1,0 +1,242 @@
+"""modhost.unload, refcount and referrers: refuse while something holds the module, name who.
+
+The test methods never keep the module under test in a local variable when
+they unload it or count references: a test's own frame is a holder too.
+"""
+import gc
+import sys
+import threading
+import unittest
+import weakref
+
+from cache_fixtures import CacheTestCase, modhost
+
+PLUG = """
+def hook():
+    return 'plug v1'
+
+class Widget:
+    pass
+
+def run(event):
+    event.wait(30)
+    return 'ran'
+"""
+
+
+class Unload(CacheTestCase):
+    def setUp(self):
+        super().setUp()
+        self.plug = self.mod("plug")
+        self.app = self.mod("app")
+        self.write(self.plug, PLUG)
+
+    def assertRefusedWith(self, name, expected_fragments):
+        """unload(name) raises ModuleInUseError whose referrers name the holder."""
+        with self.assertRaises(modhost.ModuleInUseError) as caught:
+            modhost.unload(name)
+        error = caught.exception
+        self.assertIsInstance(error, RuntimeError)
+        self.assertEqual(error.name, name)
+        matching = [r for r in error.referrers if all(f in r for f in expected_fragments)]
+        self.assertTrue(matching, "no referrer mentions %r: %r" % (expected_fragments, error.referrers))
+        self.assertIn(name, str(error))
+        # Nothing was removed and the module still works.
+        self.assertIn(name, sys.modules)
+        self.assertIn(name, modhost.modules())
+        self.assertEqual(sys.modules[name].hook(), "plug v1")
+        return error
+
+    def test_refuses_while_another_module_global_holds_it(self):
+        self.write(self.app, f"import {self.plug}\n")
+        self.load(self.app)
+
+        error = self.assertRefusedWith(self.plug, [])
+        self.assertIn(f"module '{self.app}' global '{self.plug}'", error.referrers)
+        self.assertIn(f"module '{self.app}' global '{self.plug}'", modhost.referrers(self.plug))
+
+    def test_refuses_while_a_from_import_binding_exists(self):
+        self.write(self.app, f"from {self.plug} import hook\n")
+        self.load(self.app)
+
+        error = self.assertRefusedWith(self.plug, [])
+        self.assertIn(f"module '{self.app}' global 'hook' (function {self.plug}.hook)", error.referrers)
+
+    def test_refuses_while_an_instance_is_held_in_another_modules_list(self):
+        self.write(self.app, "items = []\n")
+        self.load(self.app)
+        self.load(self.plug)
+        sys.modules[self.app].items.append(sys.modules[self.plug].Widget())
+
+        self.assertRefusedWith(self.plug, [self.app, "items", f"{self.plug}.Widget"])
+
+    def test_refuses_while_a_thread_runs_its_code(self):
+        self.load(self.plug)
+        event = threading.Event()
+        thread = threading.Thread(target=sys.modules[self.plug].run, args=(event,), name="plug-runner")
+        thread.start()
+        self.addCleanup(thread.join, 30)
+        self.addCleanup(event.set)
+        try:
+            self.assertRefusedWith(self.plug, ["thread", "plug-runner", f"{self.plug}.run"])
+        finally:
+            event.set()
+            thread.join(30)
+        self.assertFalse(thread.is_alive())
+        del thread
+        gc.collect()
+        report = modhost.unload(self.plug)
+        self.assertEqual(report.unloaded, [self.plug])
+
+    def test_after_the_holders_go_unload_succeeds_and_the_module_dies(self):
+        self.write(self.app, f"import {self.plug}\nfrom {self.plug} import hook\n")
+        self.load(self.app)
+        self.assertRefusedWith(self.plug, [])
+        del sys.modules[self.app].hook
+        delattr(sys.modules[self.app], self.plug)
+        ref = weakref.ref(sys.modules[self.plug])
+
+        report = modhost.unload(self.plug)
+
+        self.assertEqual(report.unloaded, [self.plug])
+        self.assertEqual(list(report.lingering), [])
+        self.assertTrue(report.freed)
+        self.assertNotIn(self.plug, sys.modules)
+        self.assertNotIn(self.plug, modhost.modules())
+        gc.collect()
+        self.assertIsNone(ref())
+
+    def test_a_later_import_loads_fresh_code(self):
+        self.load(self.plug)
+        modhost.unload(self.plug)
+        self.write(self.plug, "def hook():\n    return 'plug v2'\n")
+
+        fresh = self.load(self.plug)
+
+        self.assertEqual(fresh.hook(), "plug v2")
+        self.assertEqual(modhost.info(self.plug).generation, 1)
+        self.assertEqual(modhost.info(self.plug).state, "loaded")
+
+    def test_a_later_import_after_a_same_size_edit_loads_fresh_code(self):
+        saved = sys.dont_write_bytecode
+        sys.dont_write_bytecode = False
+        self.addCleanup(setattr, sys, "dont_write_bytecode", saved)
+        self.write(self.plug, "def hook():\n    return 'plug v1'\n")
+        self.load(self.plug)
+        self.write_same_stat(self.plug, "def hook():\n    return 'plug v2'\n")
+        modhost.unload(self.plug)
+
+        self.assertEqual(self.load(self.plug).hook(), "plug v2")
+
+    def test_force_unloads_anyway_and_reports_lingering_holders(self):
+        self.write(self.app, f"import {self.plug}\nfrom {self.plug} import hook\n")
+        self.load(self.app)
+
+        report = modhost.unload(self.plug, force=True)
+
+        self.assertEqual(report.unloaded, [self.plug])
+        self.assertIn(f"module '{self.app}' global '{self.plug}'", report.lingering)
+        self.assertIn(f"module '{self.app}' global 'hook' (function {self.plug}.hook)", report.lingering)
+        self.assertFalse(report.freed)
+        self.assertNotIn(self.plug, sys.modules)
+        self.assertNotIn(self.plug, modhost.modules())
+        # The holder keeps running the old code it holds.
+        self.assertEqual(sys.modules[self.app].hook(), "plug v1")
+
+    def test_unloading_a_package_takes_its_loaded_submodules(self):
+        pkg = self.mod("pkg")
+        self.write(pkg, "", package=True)
+        self.write(pkg + ".sub", "VALUE = 1\n", package=True)
+        self.write(pkg + ".sub.deep", "VALUE = 2\n")
+        self.load(pkg + ".sub.deep")
+        refs = [weakref.ref(sys.modules[n]) for n in (pkg, pkg + ".sub", pkg + ".sub.deep")]
+
+        report = modhost.unload(pkg)
+
+        self.assertEqual(report.unloaded, [pkg + ".sub.deep", pkg + ".sub", pkg])
+        for name in (pkg, pkg + ".sub", pkg + ".sub.deep"):
+            self.assertNotIn(name, sys.modules)
+            self.assertNotIn(name, modhost.modules())
+        gc.collect()
+        self.assertEqual([r() for r in refs], [None, None, None])
+
+    def test_a_package_whose_submodule_is_held_is_refused_as_a_whole(self):
+        pkg = self.mod("pkg")
+        self.write(pkg, "", package=True)
+        self.write(pkg + ".sub", "def f():\n    return 'sub'\n")
+        self.write(self.app, f"from {pkg}.sub import f\n")
+        self.load(self.app)
+
+        with self.assertRaises(modhost.ModuleInUseError) as caught:
+            modhost.unload(pkg)
+
+        self.assertTrue(any(f"module '{self.app}' global 'f' (function {pkg}.sub.f)" == r
+                            for r in caught.exception.referrers), caught.exception.referrers)
+        self.assertIn(pkg, sys.modules)
+        self.assertIn(pkg + ".sub", sys.modules)
+        self.assertEqual(sys.modules[pkg + ".sub"].f(), "sub")
+
+    def test_unload_of_a_module_never_imported_is_an_import_error(self):
+        with self.assertRaises(ImportError):
+            modhost.unload(self.mod("never"))
+
+    def test_unload_refuses_sys_and_builtin_modules(self):
+        for name in ("sys", "builtins", "__main__", "modhost"):
+            with self.subTest(name=name), self.assertRaises(ValueError):
+                modhost.unload(name)
+        self.assertIn("sys", sys.modules)
+        self.assertIn("modhost", sys.modules)
+
+
+class RefcountAndReferrers(CacheTestCase):
+    def test_zero_for_a_module_nothing_else_holds(self):
+        name = self.mod("plug")
+        self.write(name, "VALUE = 1\n")
+        self.load(name)  # the returned module is not kept
+
+        self.assertEqual(modhost.refcount(name), 0)
+        self.assertEqual(modhost.referrers(name), [])
+
+    def test_zero_for_a_submodule_held_only_by_its_package_attribute(self):
+        pkg = self.mod("pkg")
+        self.write(pkg, "", package=True)
+        self.write(pkg + ".sub", "VALUE = 1\n")
+        self.load(pkg + ".sub")
+        self.assertIs(getattr(sys.modules[pkg], "sub"), sys.modules[pkg + ".sub"])
+
+        self.assertEqual(modhost.refcount(pkg + ".sub"), 0)
+
+    def test_one_after_another_module_keeps_a_reference(self):
+        name, holder = self.mod("plug"), self.mod("holder")
+        self.write(name, "VALUE = 1\n")
+        self.write(holder, "ref = None\n")
+        self.load(name)
+        self.load(holder)
+
+        sys.modules[holder].ref = sys.modules[name]
+
+        self.assertEqual(modhost.refcount(name), 1)
+        self.assertEqual(modhost.referrers(name), [f"module '{holder}' global 'ref'"])
+
+        sys.modules[holder].ref = None
+        self.assertEqual(modhost.refcount(name), 0)
+        self.assertEqual(modhost.referrers(name), [])
+
+    def test_a_local_variable_of_a_running_frame_counts(self):
+        name = self.mod("plug")
+        self.write(name, "VALUE = 1\n")
+        held = self.load(name)
+
+        self.assertEqual(modhost.refcount(name), 1)
+        self.assertTrue(any("local 'held'" in r for r in modhost.referrers(name)), modhost.referrers(name))
+        del held
+
+    def test_refcount_of_a_module_never_imported_is_an_import_error(self):
+        with self.assertRaises(ImportError):
+            modhost.refcount(self.mod("never"))
+        with self.assertRaises(ImportError):
+            modhost.referrers(self.mod("never"))
+
+
+if __name__ == "__main__":
+    unittest.main()
