@@ -194,16 +194,22 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "on_reload",
       [](py::function callback) {
         auto id = cache().subscribe([callback](const modhost::reload_report& report) {
-          try {
-            callback(report.name, report.generation);
-          } catch (py::error_already_set& e) {
-            e.discard_as_unraisable("modhost reload callback");
+          for (const auto& name : report.reexecuted) {  // the target and, with dependents, the rest
+            try {
+              callback(name, cache().info(name).generation);
+            } catch (py::error_already_set& e) {
+              e.discard_as_unraisable("modhost reload callback");
+            } catch (const modhost::python_error& e) {
+              e.restore();
+              PyErr_WriteUnraisable(callback.ptr());
+            }
           }
         });
         return py::cpp_function([id] { cache().unsubscribe(id); });
       },
       "callback"_a,
-      "on_reload(callback) -> unsubscribe\n\nCall callback(name, generation) after every successful reload.\n"
+      "on_reload(callback) -> unsubscribe\n\nCall callback(name, generation) after every successful reload, once for\n"
+      "each module it re-executed. An exception in the callback is printed, not raised.\n"
       "Returns a function that removes the subscription.");
 
   m.def(

@@ -46,6 +46,7 @@ const char* to_string(module_state state) noexcept {
 const char* to_string(reload_outcome outcome) noexcept {
   switch (outcome) {
     case reload_outcome::reloaded: return "reloaded";
+    case reload_outcome::unchanged: return "unchanged";
     case reload_outcome::not_reloadable: return "not reloadable";
     case reload_outcome::failed: return "failed";
   }
@@ -105,6 +106,7 @@ using detail::cache_entry;
 namespace detail {
 // modules/internal/*.py, embedded at build time (CMakeLists.txt).
 extern const char* const reload_support_source;
+extern const char* const deep_update_source;
 }  // namespace detail
 
 namespace {
@@ -198,6 +200,9 @@ class module_cache::impl {
   std::map<std::uint64_t, reload_callback> subscribers_;
   std::uint64_t next_subscriber_ = 1;
   std::set<std::string> reloading_;
+  // Fingerprints of the source bytes the loader compiled, by module name,
+  // until the module is tracked (TrackedSourceLoader in reload_support.py).
+  std::unordered_map<std::string, fingerprint> loaded_sources_;
   py::dict support_;  // reload_support.py's namespace
   py::object original_import_;
   py::object original_import_module_;
@@ -217,7 +222,8 @@ class module_cache::impl {
     module_kind kind;
     std::filesystem::path path;
   };
-  pending_commit run_code(cache_entry& entry);
+  pending_commit run_code(cache_entry& entry, const snapshot& before, bool deep,
+                          py::handle undo, reload_report& report);
   void rollback(std::vector<snapshot>& snapshots);
   void classify(cache_entry& entry);
   bool runs_top_level(const std::string& importer, PyObject* globals);
@@ -282,6 +288,25 @@ PyObject* import_module_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf
   return result;
 }
 
+// note_source(name, path, source_bytes): TrackedSourceLoader read these bytes
+// and is about to compile them.
+PyObject* note_source(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  module_cache::impl* cache = g_cache;
+  if (!cache || nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) ||
+      !PyBytes_Check(args[2]))
+    Py_RETURN_NONE;
+  const char* path = PyUnicode_AsUTF8(args[1]);
+  if (!path) return nullptr;
+  fingerprint print = stat_fingerprint(path).value_or(fingerprint{});
+  print.content_hash = content_hash(std::string_view(
+      PyBytes_AS_STRING(args[2]), static_cast<std::size_t>(PyBytes_GET_SIZE(args[2]))));
+  cache->loaded_sources_[PyUnicode_AsUTF8(args[0])] = print;
+  Py_RETURN_NONE;
+}
+
+PyMethodDef g_note_source_def = {"note_source", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(note_source)),
+                                 METH_FASTCALL, "Records the fingerprint of source bytes a loader compiles."};
+
 PyMethodDef g_import_hook_def = {"__import__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(import_hook)),
                                  METH_FASTCALL | METH_KEYWORDS,
                                  "__import__ as recorded by modhost's module cache."};
@@ -296,8 +321,13 @@ module_cache::impl::impl() {
     py::object code = py::module_::import("builtins").attr("compile")(
         detail::reload_support_source, "modhost/modules/internal/reload_support.py", "exec");
     py::module_::import("builtins").attr("exec")(code, support_);
+    code = py::module_::import("builtins").attr("compile")(
+        detail::deep_update_source, "modhost/modules/internal/deep_update.py", "exec");
+    py::module_::import("builtins").attr("exec")(code, support_);
     py::module_ builtins = py::module_::import("builtins");
     py::module_ importlib = py::module_::import("importlib");
+    support_["install_source_loader"](
+        py::reinterpret_steal<py::object>(PyCFunction_NewEx(&g_note_source_def, nullptr, nullptr)));
     original_import_ = builtins.attr("__import__");
     original_import_module_ = importlib.attr("import_module");
     builtins.attr("__import__") =
@@ -329,7 +359,15 @@ void module_cache::impl::classify(cache_entry& entry) {
   entry.kind = kind_from(kind_path[0].cast<std::string>());
   entry.path = kind_path[1].is_none() ? std::filesystem::path()
                                       : std::filesystem::path(kind_path[1].cast<std::string>());
-  entry.print = has_file(entry.kind) ? take_fingerprint(entry.path) : std::nullopt;
+  entry.print.reset();
+  if (!has_file(entry.kind)) return;
+  auto loaded = loaded_sources_.find(entry.name);
+  if (loaded != loaded_sources_.end()) {
+    entry.print = loaded->second;  // what the loader compiled, even if the file moved on since
+    loaded_sources_.erase(loaded);
+  } else {
+    entry.print = take_fingerprint(entry.path);
+  }
 }
 
 cache_entry* module_cache::impl::track(const std::string& name, py::handle module) {
@@ -469,7 +507,10 @@ void module_cache::impl::record_import(PyObject* name_obj, PyObject* globals, Py
 // ---------------------------------------------------------------------------
 // Reload
 
-module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& entry) {
+module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& entry,
+                                                                const snapshot& before, bool deep,
+                                                                py::handle undo,
+                                                                reload_report& report) {
   pending_commit commit{&entry, entry.module, py::object(), std::nullopt, entry.kind, entry.path};
   py::object spec = support_["find_spec"](entry.name, entry.module);
   py::object source = support_["source_path"](spec);
@@ -497,7 +538,28 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
       }
     }
   }
-  commit.module = support_["execute"](entry.name, entry.module, spec, commit.code ? commit.code : py::none());
+  commit.module = support_["execute"](entry.name, entry.module, spec,
+                                     commit.code ? commit.code : py::none(), deep);
+  if (deep) {
+    auto append = [](std::vector<std::string>& to, py::handle items) {
+      for (py::handle item : items) to.push_back(py::str(item));
+    };
+    py::tuple lists = support_["deep_update"](commit.module, before.namespace_copy, undo);
+    append(report.patched, lists[0]);
+    append(report.not_patched, lists[1]);
+    append(report.instances_not_moved, lists[2]);
+    for (const auto& importer : graph_.dependents(entry.name)) {
+      const auto& from = graph_.from_imports(importer);
+      auto taken = from.find(entry.name);
+      cache_entry* holder = taken == from.end() ? nullptr : lookup(importer);
+      if (!holder) continue;
+      py::list names;
+      for (const auto& n : taken->second) names.append(n);
+      append(report.rebound, support_["rebind_from_imports"](commit.module, before.namespace_copy,
+                                                             holder->module, names, undo));
+    }
+  }
+  support_["hand_over"](commit.module, before.namespace_copy);
   if (source.is_none()) {
     py::tuple kind_path = support_["classify"](entry.name, commit.module);
     commit.kind = kind_from(kind_path[0].cast<std::string>());
@@ -544,6 +606,17 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     return report;
   }
 
+  if (options.deep && has_file(target->kind) && target->print) {
+    auto change = compare_file(*target->print, target->path);
+    if (change == file_change::unchanged || change == file_change::touched) {
+      report.outcome = reload_outcome::unchanged;  // same content hash: nothing to do
+      report.generation = target->generation;
+      report.module = target->module;
+      report.duration = std::chrono::steady_clock::now() - started;
+      return report;
+    }
+  }
+
   std::vector<cache_entry*> order{target};
   if (options.dependents) {
     order.clear();
@@ -557,6 +630,7 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
 
   std::vector<snapshot> snapshots;
   std::vector<pending_commit> commits;
+  py::object undo = support_["Undo"]();  // what a deep reload changed outside the namespaces
   for (auto* entry : order) reloading_.insert(entry->name);
   struct reloading_guard {
     impl* self;
@@ -573,7 +647,7 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
       entry->state = module_state::reloading;
       report.reexecuted.push_back(entry->name);
       try {
-        commits.push_back(run_code(*entry));
+        commits.push_back(run_code(*entry, snapshots.back(), options.deep, undo, report));
       } catch (...) {
         report.failed_module = entry->name;
         throw;
@@ -585,11 +659,13 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
   } catch (python_error& e) {
     report.error = e;
   } catch (...) {  // not Python's doing (out of memory...): still leave nothing half-done
+    undo.attr("rollback")();
     rollback(snapshots);
     for (auto* entry : order) entry->state = module_state::loaded;
     throw;
   }
   if (report.error) {
+    undo.attr("rollback")();
     rollback(snapshots);
     for (auto* entry : order)
       if (entry->state == module_state::reloading) entry->state = module_state::loaded;
@@ -599,6 +675,10 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     }
     report.outcome = reload_outcome::failed;
     report.rolled_back = true;
+    report.patched.clear();
+    report.not_patched.clear();
+    report.instances_not_moved.clear();
+    report.rebound.clear();
     report.generation = target->generation;
     report.module = target->module;
     report.duration = std::chrono::steady_clock::now() - started;
@@ -721,6 +801,8 @@ unload_report module_cache::impl::unload(const std::string& name, bool force) {
     auto holders = detail::translate_errors([&] { return detail::find_referrers(query); });
     if (!holders.empty() && !force) throw module_in_use_error(name, std::move(holders));
     report.lingering = std::move(holders);
+    for (const auto& [n, module] : query.modules)  // their own goodbyes; one that raises stops the unload
+      support_["call_unload_hook"](module);
   }
   PyObject* modules = PyImport_GetModuleDict();
   for (const auto& n : names) {

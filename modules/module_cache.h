@@ -77,6 +77,7 @@ struct module_info {
 
 enum class reload_outcome {
   reloaded,        // the new code runs
+  unchanged,       // deep reload of a source whose content hash did not change: nothing ran
   not_reloadable,  // built-in or extension: as importlib.reload, nothing re-ran
   failed,          // the code raised; every module re-executed was rolled back
 };
@@ -84,6 +85,11 @@ enum class reload_outcome {
 const char* to_string(reload_outcome outcome) noexcept;
 
 struct reload_options {
+  // Put the new code into the objects that exist: stale names removed,
+  // functions patched in place, classes updated in place (identity kept),
+  // names other modules took with `from m import name` rebound. An unchanged
+  // source is a no-op.
+  bool deep = false;
   // Also re-execute every loaded module that depends on the target,
   // transitively, dependencies first, a cycle as one unit.
   bool dependents = false;
@@ -99,6 +105,13 @@ struct [[nodiscard]] reload_report {
   std::vector<std::string> added;       // names new in the target's namespace
   std::vector<std::string> removed;     // names gone (only when the module deletes them)
   std::vector<std::string> reexecuted;  // modules whose code ran, in order
+  // Deep reload: "function plug.f" / "class plug.C" updated in place; what
+  // could not be and was rebound instead, with the reason; instances left on
+  // a replaced class; other modules' from-import globals rebound ("app.LIMIT").
+  std::vector<std::string> patched;
+  std::vector<std::string> not_patched;
+  std::vector<std::string> instances_not_moved;
+  std::vector<std::string> rebound;
   bool rolled_back = false;
   std::string failed_module;            // which module raised, when outcome is failed
   std::optional<python_error> error;    // the original exception, when outcome is failed
@@ -155,6 +168,8 @@ class module_cache {
 
   // Removes the module (and its loaded submodules) from sys.modules and the
   // cache. Throws module_in_use_error naming every holder unless `force`.
+  // Calls each module's __unload__() first, if it defines one; if that
+  // raises, nothing is unloaded and the error propagates.
   unload_report unload(const std::string& name, bool force = false);
 
   // References to the module object beyond sys.modules, the cache and its
@@ -181,7 +196,8 @@ class module_cache {
   std::vector<module_info> entries();
 
   using reload_callback = std::function<void(const reload_report&)>;
-  // Calls `callback` after every successful reload. Returns an id for unsubscribe().
+  // Calls `callback` after every successful reload (one report per reload call;
+  // report.reexecuted lists every module it ran). Returns an id for unsubscribe().
   std::uint64_t subscribe(reload_callback callback);
   void unsubscribe(std::uint64_t id);
 

@@ -13,7 +13,7 @@ namespace py = pybind11;
 namespace modhost::detail {
 namespace {
 
-constexpr std::size_t kMaxInstanceReports = 20;
+constexpr std::size_t kMaxInstanceReports = 20;  // lines from the gc scan, then a count
 
 std::string str_attr(py::handle obj, const char* attr) {
   PyObject* value = PyObject_GetAttrString(obj.ptr(), attr);
@@ -75,7 +75,7 @@ class ownership {
     }
     std::string direct = describe(value);
     if (!direct.empty()) return direct;
-    if (value == PyImport_GetModuleDict()) return {};
+    if (value == PyImport_GetModuleDict() || value == PyEval_GetBuiltins()) return {};  // accounted / shared by all
     if (!(PyList_Check(value) || PyTuple_Check(value) || PyAnySet_Check(value) || PyDict_Check(value)))
       return {};
     py::object items = PyDict_Check(value)
@@ -100,6 +100,19 @@ class ownership {
   std::set<std::string> names_;
 };
 
+bool is_container(PyObject* obj) {
+  return PyList_Check(obj) || PyTuple_Check(obj) || PyDict_Check(obj) || PyAnySet_Check(obj);
+}
+
+// Adds `obj` and, for a container, the objects it holds directly.
+void mark_with_items(PyObject* obj, std::unordered_set<PyObject*>& set) {
+  set.insert(obj);
+  if (!is_container(obj)) return;
+  py::object items = PyDict_Check(obj) ? py::reinterpret_steal<py::object>(PyDict_Values(obj))
+                                       : py::reinterpret_borrow<py::object>(obj);
+  for (py::handle item : items) set.insert(item.ptr());
+}
+
 std::string thread_name(long long ident, py::handle threading) {
   if (!threading) return "tid " + std::to_string(ident);
   py::object thread = threading.attr("_active").attr("get")(ident);
@@ -123,12 +136,7 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
     PyObject* dict = PyModule_GetDict(module.ptr());
     while (PyDict_Next(dict, &pos, &key, &value)) {
       if (owned.is_examined_module(value)) ++module_refs[value];
-      reported.insert(value);  // instances kept by the module itself are its own
-      if (PyList_Check(value) || PyTuple_Check(value) || PyDict_Check(value) || PyAnySet_Check(value)) {
-        py::object items = PyDict_Check(value) ? py::reinterpret_steal<py::object>(PyDict_Values(value))
-                                               : py::reinterpret_borrow<py::object>(value);
-        for (py::handle item : items) reported.insert(item.ptr());
-      }
+      mark_with_items(value, reported);  // what the module keeps itself is its own
     }
   }
 
@@ -150,7 +158,7 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
       }
       std::string what = owned.describe_value(value, module_refs);
       if (what.empty()) continue;
-      reported.insert(value);
+      mark_with_items(value, reported);
       found.push_back("module '" + holder + "' global '" + global + "' (" + what + ")");
     }
   }
@@ -183,7 +191,7 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
         }
         std::string what = owned.describe_value(value.ptr(), module_refs);
         if (!what.empty()) {
-          reported.insert(value.ptr());
+          mark_with_items(value.ptr(), reported);
           found.push_back(where + " local '" + py::str(local).cast<std::string>() + "' (" + what + ")");
         }
       }
@@ -193,33 +201,113 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
   // 3. C++ handles: invisible to gc, so the cache tells us.
   for (const auto& handle : query.cpp_handles) found.push_back("C++ handle " + handle);
 
-  // 4. Instances of the modules' classes held anywhere else (a list inside an
-  // object, a C++ container...): found through their class.
-  py::list classes;
-  for (const auto& [name, module] : query.modules) {
-    for (auto [key, value] : py::reinterpret_borrow<py::dict>(PyModule_GetDict(module.ptr())))
-      if (owned.owns_class(value.ptr())) classes.append(value);
-  }
-  if (!classes.empty()) {
-    py::module_ gc = py::module_::import("gc");
-    py::list holders_of_classes = gc.attr("get_referrers")(*classes);
-    std::size_t unnamed = 0;
-    for (py::handle obj : holders_of_classes) {
-      if (PyType_Check(obj.ptr()) || reported.count(obj.ptr())) continue;
-      std::string what = owned.describe(obj.ptr());
-      if (what.rfind("instance of ", 0) != 0) continue;
-      reported.insert(obj.ptr());
-      if (found.size() > kMaxInstanceReports + query.cpp_handles.size()) {
-        ++unnamed;
-        continue;
+  // 4. The modules' code held anywhere else: a function in a list inside an
+  // object, a functools.partial, a suspended generator, a subclass defined
+  // elsewhere, an instance. Found through gc from the code's side: functions
+  // whose globals are the modules' dicts, and the modules' classes.
+  py::module_ gc = py::module_::import("gc");
+  std::unordered_set<PyObject*> internal;  // the modules' own structure
+  // A function the modules keep (perhaps a decorator's wrapper from another
+  // module): its closure cells, __dict__ and defaults are theirs too, down
+  // the __wrapped__ chain.
+  auto mark_function_parts = [&](PyObject* value) {
+    py::object obj = py::reinterpret_borrow<py::object>(value);
+    if (PyObject_TypeCheck(value, &PyClassMethod_Type) || PyObject_TypeCheck(value, &PyStaticMethod_Type))
+      obj = obj.attr("__func__");
+    for (int depth = 0; depth < 8 && obj; ++depth) {
+      if (PyFunction_Check(obj.ptr())) {
+        auto* function = reinterpret_cast<PyFunctionObject*>(obj.ptr());
+        for (PyObject* part : {function->func_closure, function->func_dict, function->func_defaults})
+          if (part) mark_with_items(part, internal);
+      } else if (!PyType_Check(obj.ptr())) {  // a wrapper object (lru_cache...): its __dict__
+        if (PyObject** dict = _PyObject_GetDictPtr(obj.ptr()); dict && *dict) mark_with_items(*dict, internal);
       }
-      py::list holders = gc.attr("get_referrers")(obj);
-      std::string by = holders.empty() ? "C++ or an untracked object"
-                                       : std::string("a ") + Py_TYPE(holders[0].ptr())->tp_name;
-      found.push_back(what + " held by " + by);
+      PyObject* inner = PyObject_GetAttrString(obj.ptr(), "__wrapped__");
+      if (!inner) PyErr_Clear();
+      obj = py::reinterpret_steal<py::object>(inner);
     }
-    if (unnamed) found.push_back(std::to_string(unnamed) + " more instances of its classes");
+  };
+  std::unordered_map<PyObject*, std::string> targets;
+  py::list target_list;
+  py::list dicts;
+  for (const auto& [name, module] : query.modules) {
+    PyObject* dict = PyModule_GetDict(module.ptr());
+    dicts.append(dict);
+    mark_with_items(dict, internal);
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+      mark_function_parts(value);
+      if (!owned.owns_class(value)) continue;
+      auto* type = reinterpret_cast<PyTypeObject*>(value);
+      targets[value] = owned.describe(value);
+      target_list.append(value);
+      mark_with_items(type->tp_dict, internal);
+      internal.insert(type->tp_mro);
+      internal.insert(type->tp_bases);
+      for (py::handle member : py::reinterpret_borrow<py::dict>(type->tp_dict).attr("values")()) {
+        mark_function_parts(member.ptr());
+        if (PyObject_TypeCheck(member.ptr(), &PyClassMethod_Type) ||
+            PyObject_TypeCheck(member.ptr(), &PyStaticMethod_Type) ||
+            PyObject_TypeCheck(member.ptr(), &PyProperty_Type))
+          internal.insert(member.ptr());
+      }
+      for (py::handle sub : py::reinterpret_borrow<py::object>(value).attr("__subclasses__")()) {
+        auto* subtype = reinterpret_cast<PyTypeObject*>(sub.ptr());
+        internal.insert(subtype->tp_mro);
+        internal.insert(subtype->tp_bases);
+        if (!owned.owns_class(sub.ptr()))
+          found.push_back(targets[value] + " subclassed by class " + str_attr(sub, "__module__") + "." +
+                          str_attr(sub, "__qualname__"));
+      }
+    }
   }
+  for (py::handle obj : py::list(gc.attr("get_referrers")(*dicts))) {
+    if (!PyFunction_Check(obj.ptr()) || !owned.is_examined_dict(PyFunction_GET_GLOBALS(obj.ptr()))) continue;
+    auto* function = reinterpret_cast<PyFunctionObject*>(obj.ptr());
+    targets[obj.ptr()] = owned.describe(obj.ptr());
+    target_list.append(obj);
+    for (PyObject* part : {function->func_closure, function->func_dict, function->func_defaults})
+      if (part) mark_with_items(part, internal);
+  }
+  std::unordered_set<PyObject*> module_dicts;
+  for (auto [key, module] : sys_modules)
+    if (PyModule_Check(module.ptr())) module_dicts.insert(PyModule_GetDict(module.ptr()));
+
+  std::set<std::string> held;  // one line per holder/target pair
+  std::size_t unnamed = 0;
+  auto holder_kind = [](PyObject* holder) {
+    if (PyGen_Check(holder) || PyCoro_CheckExact(holder)) return std::string("a suspended ") + Py_TYPE(holder)->tp_name;
+    return std::string("a ") + Py_TYPE(holder)->tp_name;
+  };
+  if (!target_list.empty()) {
+    for (py::handle holder : py::list(gc.attr("get_referrers")(*target_list))) {
+      PyObject* h = holder.ptr();
+      if (internal.count(h) || reported.count(h) || module_dicts.count(h) || targets.count(h) ||
+          PyFrame_Check(h) || PyWeakref_Check(h) || h == target_list.ptr())
+        continue;
+      for (py::handle part : py::list(gc.attr("get_referents")(holder))) {
+        auto target = targets.find(part.ptr());
+        if (target == targets.end()) continue;
+        std::string line;
+        std::string instance = owned.describe(h);
+        if (instance.rfind("instance of ", 0) == 0) {  // holds its class: find who holds it
+          py::list holders = gc.attr("get_referrers")(holder);
+          line = instance + " held by " + (holders.empty() ? std::string("C++ or an untracked object")
+                                                             : holder_kind(holders[0].ptr()));
+        } else {
+          line = target->second + " held by " + holder_kind(h);
+        }
+        if (held.size() >= kMaxInstanceReports) {
+          ++unnamed;
+        } else if (held.insert(line).second) {
+          found.push_back(line);
+        }
+        break;
+      }
+    }
+  }
+  if (unnamed) found.push_back(std::to_string(unnamed) + " more holders of its code");
 
   // 5. References to the module objects that nothing above explains.
   for (std::size_t i = 0; i < query.modules.size(); ++i) {

@@ -33,11 +33,22 @@ def read_source(path):
     with open_code(path) as f:
         return f.read()
 
-def execute(name, module, spec, code):
+# What the import system puts in a module's namespace; a deep reload keeps
+# only these, so names the new source no longer defines cannot survive.
+IMPORT_DUNDERS = frozenset({
+    "__name__", "__doc__", "__package__", "__loader__", "__spec__", "__path__",
+    "__file__", "__cached__", "__builtins__",
+})
+
+def execute(name, module, spec, code, fresh):
     with _bootstrap._ModuleLockManager(name):
         if sys.modules.get(name) is not module:
             raise ImportError(f"module {name!r} not in sys.modules", name=name)
         _bootstrap._init_module_attrs(spec, module, override=True)
+        if fresh:
+            namespace = module.__dict__
+            for key in [k for k in namespace if k not in IMPORT_DUNDERS]:
+                del namespace[key]
         try:
             if code is not None:
                 exec(code, module.__dict__)
@@ -70,6 +81,18 @@ def classify(name, module):
         return ('package' if locations is not None else 'source'), origin
     return 'other', origin
 
+def hand_over(module, old):
+    """Call the new code's __reload__(old) with a read-only view of the old namespace."""
+    hook = module.__dict__.get("__reload__")
+    if hook is not None:
+        from types import MappingProxyType
+        hook(MappingProxyType(old))
+
+def call_unload_hook(module):
+    hook = module.__dict__.get("__unload__")
+    if hook is not None:
+        hook()
+
 def is_initializing(module):
     return getattr(getattr(module, '__spec__', None), '_initializing', False)
 
@@ -80,3 +103,41 @@ def drop_bytecode_cache(path):
         os.remove(cache_from_source(path))
     except (OSError, ValueError, NotImplementedError):
         pass
+
+def install_source_loader(note_source):
+    """Source files load through TrackedSourceLoader from now on.
+
+    It hands the source bytes it read to `note_source(name, path, bytes)`, so
+    the cache fingerprints the very source whose code runs (not the file as it
+    is after the import finished), and it compiles from that source whenever
+    the bytecode cache could be stale: a .pyc only records the source's mtime
+    in whole seconds and its size, so an edit that keeps the size and the mtime
+    (to the second) would otherwise bring back old code.
+    """
+    import os
+    from importlib.util import cache_from_source
+
+    class TrackedSourceLoader(machinery.SourceFileLoader):
+        def get_code(self, fullname):
+            source_path = self.get_filename(fullname)
+            source = self.get_data(source_path)
+            note_source(fullname, source_path, source)
+            try:
+                # ctime: an edit moves it even when the mtime is put back.
+                source_ctime_ns = os.stat(source_path).st_ctime_ns
+                pyc_mtime_ns = os.stat(cache_from_source(source_path)).st_mtime_ns
+            except (OSError, NotImplementedError, ValueError):
+                return super().get_code(fullname)
+            if pyc_mtime_ns <= source_ctime_ns:  # written before the last edit: may be stale
+                return self.source_to_code(source, source_path)
+            return super().get_code(fullname)
+
+    loaders = [(machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
+               (TrackedSourceLoader, machinery.SOURCE_SUFFIXES),
+               (machinery.SourcelessFileLoader, machinery.BYTECODE_SUFFIXES)]
+    for i, hook in enumerate(sys.path_hooks):
+        if getattr(hook, "__name__", "") == "path_hook_for_FileFinder":
+            sys.path_hooks[i] = machinery.FileFinder.path_hook(*loaders)
+            sys.path_importer_cache.clear()
+            return True
+    return False

@@ -136,6 +136,19 @@ class OnReload(CacheTestCase):
         modhost.reload(self.name)
         self.assertEqual(self.mine(), [])
 
+    def test_called_for_every_module_a_dependents_reload_reexecuted(self):
+        # Each re-executed module gets a new generation; a host that rebinds
+        # per-module state on on_reload must hear about each of them.
+        user = self.mod("user")
+        self.write(user, f"import {self.name}\nSEEN = {self.name}.VALUE\n")
+        self.load(user)
+        self.write(self.name, "VALUE = 2\n")
+
+        modhost.reload(self.name, dependents=True)
+
+        self.assertEqual(modhost.info(user).generation, 2)
+        self.assertEqual(sorted(self.mine()), sorted([(self.name, 2), (user, 2)]))
+
     def test_a_failing_callback_does_not_fail_the_reload(self):
         def bad(name, generation):
             raise RuntimeError("callback broke")

@@ -161,6 +161,17 @@ class BrokenFiles(CacheTestCase):
         self.assertEqual(modhost.info(self.name).state, "loaded")
 
 
+class ReloadDuringFirstImport(CacheTestCase):
+    def test_reload_called_from_the_modules_first_import_is_refused(self):
+        name = self.mod("plug")
+        self.write(name, "import modhost\nmodhost.reload(__name__)\nVALUE = 1\n")
+        with self.assertRaises(RuntimeError) as caught:
+            self.load(name)
+        self.assertIn(name, str(caught.exception))
+        self.assertNotIn(name, sys.modules)
+        self.assertNotIn(name, modhost.modules())
+
+
 class CircularFirstImport(CacheTestCase):
     def test_circular_import_works_and_records_both_edges(self):
         a, b = self.mod("a"), self.mod("b")

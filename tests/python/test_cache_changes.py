@@ -90,6 +90,43 @@ class ChangeDetection(CacheTestCase):
         self.assertEqual(info.fingerprint.inode, st.st_ino)
 
 
+class ChangeDetectionAtFirstImport(CacheTestCase):
+    """The fingerprint must describe the source that was compiled, not the file after the import."""
+
+    def test_file_edited_while_the_module_was_being_imported(self):
+        # Deterministic stand-in for an editor saving while the import runs:
+        # the module rewrites its own file during its first execution.
+        name = self.mod("plug")
+        self.write(name, """
+            VALUE = 1
+            with open(__file__, "w") as f:
+                f.write("VALUE = 2\\n")
+        """)
+        module = self.load(name)
+        self.assertEqual(module.VALUE, 1)
+
+        self.assertTrue(modhost.is_changed(name))
+        self.assertIn(name, modhost.changed())
+
+    def test_stale_bytecode_cache_at_first_import_is_not_hidden(self):
+        # Python's own import trusts a bytecode cache validated by whole-second
+        # mtime and size. Either the cache makes the import run the source on
+        # disk, or is_changed must report that what runs differs from the disk.
+        saved = sys.dont_write_bytecode
+        sys.dont_write_bytecode = False
+        self.addCleanup(setattr, sys, "dont_write_bytecode", saved)
+        name = self.mod("plug")
+        self.write(name, "VALUE = 1111\n")
+        self.load(name)
+        del sys.modules[name]  # e.g. a fresh process: the bytecode cache stays on disk
+        self.write_same_stat(name, "VALUE = 2222\n")
+
+        module = self.load(name)
+
+        self.assertTrue(module.VALUE == 2222 or modhost.is_changed(name),
+                        "old code (VALUE=%r) runs and is_changed() is False" % module.VALUE)
+
+
 def first_loaded_extension():
     for candidate in ("_json", "_decimal", "_ctypes", "_bz2", "_lzma", "_hashlib", "_ssl", "_asyncio"):
         try:

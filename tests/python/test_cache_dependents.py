@@ -145,5 +145,57 @@ class ReloadWithDependents(CacheTestCase):
         self.assertEqual((mod_a.f(), mod_b.g(), mod_b.SEEN), ("a new", "b new", 2))
 
 
+    def test_failing_target_runs_no_dependent(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, self.log_code() + "VALUE = 1\n")
+        self.write(b, f"import {a}\n" + self.log_code())
+        self.load(b)
+        del self.log()[:]
+        self.write(a, self.log_code() + "VALUE = 2\nraise NameError('target broke')\n")
+
+        with self.assertRaises(NameError):
+            modhost.reload(a, dependents=True)
+
+        self.assertEqual(self.log(), [a])
+        self.assertEqual(sys.modules[a].VALUE, 1)
+        self.assertEqual(modhost.info(a).state, "failed")
+        self.assertEqual(modhost.info(b).generation, 1)
+        self.assertEqual(modhost.info(b).state, "loaded")
+
+    def test_failure_at_the_end_of_a_chain_rolls_back_the_whole_chain(self):
+        a, b, c = self.mod("a"), self.mod("b"), self.mod("c")
+        self.write(a, "N = 1\n")
+        self.write(b, f"import {a}\nN = {a}.N + 1\n")
+        self.write(c, f"import {b}\nN = {b}.N + 1\n")
+        self.load(c)
+        snaps = {n: self.snapshot(sys.modules[n]) for n in (a, b, c)}
+        self.write(a, "N = 100\n")
+        self.write(c, f"import {b}\nN = {b}.N + 1\nraise ImportError('c broke')\n")
+
+        with self.assertRaises(ImportError) as caught:
+            modhost.reload(a, dependents=True)
+
+        self.assertEqual(str(caught.exception), "c broke")
+        for n in (a, b, c):
+            self.assertNamespaceIs(sys.modules[n], snaps[n])
+            self.assertEqual(modhost.info(n).generation, 1)
+        self.assertEqual((sys.modules[a].N, sys.modules[b].N, sys.modules[c].N), (1, 2, 3))
+
+    def test_dependent_that_left_sys_modules_is_not_reexecuted(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "VALUE = 1\n")
+        self.write(b, f"import {a}\n" + self.log_code())
+        self.load(b)
+        del self.log()[:]
+        del sys.modules[b]
+        self.write(a, "VALUE = 2\n")
+
+        modhost.reload(a, dependents=True)
+
+        self.assertEqual(self.log(), [])
+        self.assertNotIn(b, sys.modules)
+        self.assertEqual(sys.modules[a].VALUE, 2)
+
+
 if __name__ == "__main__":
     unittest.main()

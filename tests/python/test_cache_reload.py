@@ -69,6 +69,29 @@ class ReloadPicksUpSource(CacheTestCase):
 
         self.assertEqual(mod.VALUE, 2222)
 
+    def test_dataclasses_and_future_annotations_work_on_reload(self):
+        name = self.mod("plug")
+        self.write(name, "from dataclasses import dataclass\n@dataclass\nclass Point:\n    x: int\n")
+        mod = self.load(name)
+        self.write(name, """
+            from __future__ import annotations
+            from dataclasses import dataclass
+            @dataclass
+            class Point:
+                x: int
+                y: NotDefinedAnywhere = 0
+        """)
+        modhost.reload(mod)
+        self.assertEqual(repr(mod.Point(1, 2)), "Point(x=1, y=2)")
+
+    def test_source_encoding_declaration_is_honoured(self):
+        name = self.mod("plug")
+        self.write(name, "TEXT = 'old'\n")
+        mod = self.load(name)
+        self.write(name, "# -*- coding: latin-1 -*-\nTEXT = '".encode() + "caf\u00e9".encode("latin-1") + b"'\n")
+        modhost.reload(mod)
+        self.assertEqual(mod.TEXT, "caf\u00e9")
+
     def test_package_and_submodule_reload(self):
         pkg = self.mod("pkg")
         self.write(pkg, "NAME = 'pkg v1'\n", package=True)
@@ -194,6 +217,31 @@ class FailedReloadIsAtomic(CacheTestCase):
     def test_keyboard_interrupt_raised_by_module_code(self):
         self.check_failed_reload("VALUE = 2\nraise KeyboardInterrupt('stop')\n",
                                  KeyboardInterrupt, "stop")
+
+    def test_system_exit_raised_by_module_code(self):
+        self.check_failed_reload("VALUE = 2\nraise SystemExit('quit from plugin')\n",
+                                 SystemExit, "quit from plugin")
+
+    def test_code_that_clears_its_own_globals_then_raises(self):
+        self.check_failed_reload("globals().clear()\nVALUE = 2\nraise TypeError('after clearing')\n",
+                                 TypeError, "after clearing")
+
+    def test_code_that_replaces_itself_in_sys_modules_then_raises(self):
+        name = self.mod("plug")
+        self.write(name, self.GOOD)
+        mod = self.load(name)
+        snap = self.snapshot(mod)
+        self.write(name, """
+            import sys, types
+            sys.modules[__name__] = types.ModuleType(__name__)
+            raise OSError('after replacing')
+        """)
+        with self.assertRaises(OSError):
+            modhost.reload(mod)
+        self.assertIs(sys.modules[name], mod)
+        self.assertNamespaceIs(mod, snap)
+        self.assertIs(modhost.load(name), mod)
+        self.assertEqual(modhost.info(name).state, "failed")
 
     def test_custom_exception_class_defined_by_the_new_code(self):
         name = self.mod("plug")

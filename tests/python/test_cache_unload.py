@@ -188,6 +188,74 @@ class Unload(CacheTestCase):
         self.assertIn("modhost", sys.modules)
 
 
+class UnloadFindsIndirectHolders(CacheTestCase):
+    """Holders of the module's code that are not a module global one level deep.
+
+    DESIGN.md: unload refuses while *anything* outside sys.modules and the cache
+    holds the module or its code. A host typically keeps plugin callbacks in a
+    registry object, not in a module global.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.plug = self.mod("plug")
+        self.app = self.mod("app")
+        self.write(self.plug, PLUG + "\ndef counter():\n    yield 1\n    yield 2\n")
+        self.load(self.plug)
+
+    def assertRefusedMentioning(self, fragment):
+        with self.assertRaises(modhost.ModuleInUseError) as caught:
+            modhost.unload(self.plug)
+        self.assertTrue(any(fragment in r for r in caught.exception.referrers), caught.exception.referrers)
+        self.assertIn(self.plug, sys.modules)
+        self.assertGreater(len(modhost.referrers(self.plug)), 0)
+
+    def test_callback_kept_in_a_registry_object(self):
+        self.write(self.app, """
+            class Registry:
+                def __init__(self):
+                    self.callbacks = []
+            registry = Registry()
+        """)
+        self.load(self.app)
+        sys.modules[self.app].registry.callbacks.append(sys.modules[self.plug].hook)
+
+        self.assertRefusedMentioning(f"{self.plug}.hook")
+
+    def test_callback_nested_two_containers_deep(self):
+        self.write(self.app, "handlers = {'on_event': []}\n")
+        self.load(self.app)
+        sys.modules[self.app].handlers["on_event"].append(sys.modules[self.plug].hook)
+
+        self.assertRefusedMentioning(f"{self.plug}.hook")
+
+    def test_functools_partial_of_its_function(self):
+        self.write(self.app, "import functools\ncallback = None\n")
+        self.load(self.app)
+        sys.modules[self.app].callback = __import__("functools").partial(sys.modules[self.plug].hook)
+
+        self.assertRefusedMentioning(f"{self.plug}.hook")
+
+    def test_subclass_of_its_class_in_another_module(self):
+        self.write(self.app, f"""
+            from {self.plug} import Widget as _Base
+            class Mine(_Base):
+                pass
+            del _Base
+        """)
+        self.load(self.app)
+
+        self.assertRefusedMentioning(f"{self.plug}.Widget")
+
+    def test_suspended_generator_running_its_code(self):
+        self.write(self.app, "gen = None\n")
+        self.load(self.app)
+        sys.modules[self.app].gen = sys.modules[self.plug].counter()
+        self.assertEqual(next(sys.modules[self.app].gen), 1)
+
+        self.assertRefusedMentioning(f"{self.plug}.counter")
+
+
 class RefcountAndReferrers(CacheTestCase):
     def test_zero_for_a_module_nothing_else_holds(self):
         name = self.mod("plug")

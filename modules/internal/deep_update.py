@@ -1,0 +1,306 @@
+"""Deep reload: put a module's new code into the objects that already exist.
+
+Run by modhost's C++ module cache after a module's new source ran in a fresh
+namespace (only the import-system dunders kept). Existing functions get the
+new code, existing classes are updated in place (identity preserved), names
+other modules took with `from m import name` are rebound, and `__reload__(old)`
+hands state over. Every change to an object outside the module's own
+namespace goes through an Undo, so a failure at any point restores them all;
+the cache restores the namespace itself. Embedded into the library at build
+time (see CMakeLists.txt).
+"""
+import enum
+import gc
+import types
+
+# IMPORT_DUNDERS comes from reload_support.py, run in the same namespace.
+# Per-class descriptors that belong to their own class object.
+CLASS_OWN = frozenset({"__dict__", "__weakref__"})
+FUNCTION_STATE = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__annotations__", "__dict__")
+ENUM_INTERNALS = ("_member_names_", "_member_map_", "_value2member_map_", "_unhashable_values_")
+MISSING = object()
+
+
+class Undo:
+    """A log of changes to live objects, undone newest first."""
+
+    def __init__(self):
+        self._steps = []
+
+    def setattr(self, obj, name, value, setter=setattr, deleter=delattr):
+        old = obj.__dict__.get(name, MISSING) if isinstance(obj, type) else getattr(obj, name, MISSING)
+        setter(obj, name, value)
+        self._steps.append(lambda: deleter(obj, name) if old is MISSING else setter(obj, name, old))
+
+    def delattr(self, obj, name, setter=setattr, deleter=delattr):
+        old = obj.__dict__[name] if isinstance(obj, type) else getattr(obj, name)
+        deleter(obj, name)
+        self._steps.append(lambda: setter(obj, name, old))
+
+    def setitem(self, mapping, key, value):
+        old = mapping.get(key, MISSING)
+        mapping[key] = value
+        self._steps.append(lambda: mapping.pop(key, None) if old is MISSING else mapping.__setitem__(key, old))
+
+    def rollback(self):
+        while self._steps:
+            self._steps.pop()()
+
+
+def class_set(undo, cls, name, value):
+    # type.__setattr__ skips metaclass hooks (EnumType refuses to reassign members).
+    undo.setattr(cls, name, value, setter=type.__setattr__, deleter=type.__delattr__)
+
+
+def class_del(undo, cls, name):
+    undo.delattr(cls, name, setter=type.__setattr__, deleter=type.__delattr__)
+
+
+def qualified(obj):
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+
+
+class DeepUpdate:
+    def __init__(self, module, old, undo):
+        self.module = module
+        self.name = module.__name__
+        self.old = old  # the namespace before the reload (a copy)
+        self.undo = undo
+        self.patched = []       # updated in place
+        self.not_patched = []   # rebound to the new object, with the reason
+        self.not_moved = []     # instances left on a replaced class
+        self.class_map = {}     # new class -> the old class that now carries its content
+        self.function_map = {}  # new function -> the old function that now runs its code
+
+    # -- ownership --------------------------------------------------------
+
+    def owns_function(self, obj):
+        return isinstance(obj, types.FunctionType) and obj.__module__ == self.name
+
+    def owns_class(self, obj):
+        return isinstance(obj, type) and obj.__module__ == self.name
+
+    @staticmethod
+    def innermost(obj):
+        """The function a decorator wrapper keeps in __wrapped__ (or obj)."""
+        seen = set()
+        while hasattr(obj, "__wrapped__") and id(obj) not in seen:
+            seen.add(id(obj))
+            obj = obj.__wrapped__
+        return obj
+
+    # -- functions --------------------------------------------------------
+
+    def same_cells(self, old, new):
+        """Closures carry state the code cannot: they must hold the same things."""
+        for name, a, b in zip(new.__code__.co_freevars, old.__closure__ or (), new.__closure__ or ()):
+            if name == "__class__":
+                continue  # the class the method lives in: the old one stays
+            try:
+                a_value, b_value = a.cell_contents, b.cell_contents
+            except ValueError:  # an empty cell
+                return False
+            if self.function_map.get(b_value, b_value) is not a_value:
+                return False
+        return True
+
+    def patch_function(self, old, new):
+        """Put new's code into old. False when it cannot go in (free variables differ)."""
+        if old is new:
+            return True
+        if old.__code__.co_freevars != new.__code__.co_freevars or not self.same_cells(old, new):
+            return False
+        state = {attr: getattr(new, attr) for attr in FUNCTION_STATE}
+        if hasattr(old, "__wrapped__") and hasattr(new, "__wrapped__"):
+            state["__dict__"] = dict(state["__dict__"], __wrapped__=old.__wrapped__)
+        for attr, value in state.items():
+            self.undo.setattr(old, attr, value)
+        self.function_map[new] = old
+        return True
+
+    def patch_callable(self, old, new, where):
+        """Functions and decorator wrappers: patch the innermost functions in place."""
+        if not self.owns_function(self.innermost(old)):
+            return False  # someone else's function: never rewrite it
+        if isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType):
+            if hasattr(old, "__wrapped__") and hasattr(new, "__wrapped__"):
+                if not self.patch_callable(old.__wrapped__, new.__wrapped__, where):
+                    return False
+            if self.patch_function(old, new):
+                return True
+            self.not_patched.append(f"function {where} (its free variables changed)")
+            return False
+        inner_old, inner_new = self.innermost(old), self.innermost(new)
+        if inner_old is old or inner_new is new or not self.owns_function(inner_old):
+            return False
+        if type(old) is not type(new) or not self.patch_function(inner_old, inner_new):
+            self.not_patched.append(f"function {where} (its wrapper or free variables changed)")
+            return False
+        return True
+
+    def adopt_class_cells(self, value, cls):
+        """Zero-argument super() in a function moved into `cls` must see `cls`."""
+        functions = [value]
+        if isinstance(value, (classmethod, staticmethod)):
+            functions = [value.__func__]
+        elif isinstance(value, property):
+            functions = [value.fget, value.fset, value.fdel]
+        for function in functions:
+            function = self.innermost(function)
+            if not isinstance(function, types.FunctionType) or not function.__closure__:
+                continue
+            for name, cell in zip(function.__code__.co_freevars, function.__closure__):
+                if name == "__class__" and cell.cell_contents is not cls:
+                    old = cell.cell_contents
+                    cell.cell_contents = cls
+                    self.undo._steps.append(lambda cell=cell, old=old: setattr(cell, "cell_contents", old))
+
+    # -- classes ----------------------------------------------------------
+
+    def layout_change(self, old, new):
+        """Why `new` cannot be poured into `old`, or None."""
+        if tuple(self.class_map.get(b, b) for b in new.__bases__) != old.__bases__:
+            return "its bases changed"
+        if self.class_map.get(type(new), type(new)) is not type(old):
+            return "its metaclass changed"
+        if old.__dict__.get("__slots__") != new.__dict__.get("__slots__"):
+            return "its __slots__ changed"
+        if (old.__basicsize__, old.__itemsize__) != (new.__basicsize__, new.__itemsize__):
+            return "its instance layout changed"
+        return None
+
+    def update_class(self, old, new, where):
+        """Update `old` in place from `new`; returns the class the name must bind to."""
+        if old is new:
+            return old
+        if new in self.class_map:  # already poured into an old class (an alias)
+            return self.class_map[new]
+        reason = self.layout_change(old, new)
+        if reason:
+            self.replace_class(old, new, where, reason)
+            return new
+        self.class_map[new] = old
+        enum_members = set()
+        if issubclass(old, enum.Enum):
+            enum_members = self.update_enum_members(old, new)
+        for key, value in new.__dict__.items():
+            if key in CLASS_OWN or key in enum_members or key in ENUM_INTERNALS:
+                continue
+            current = old.__dict__.get(key, MISSING)
+            if current is value:
+                continue
+            if self.patch_member(current, value, f"{where}.{key}"):
+                continue
+            self.adopt_class_cells(value, old)
+            class_set(self.undo, old, key, value)
+        for key in list(old.__dict__):
+            if key not in new.__dict__ and key not in CLASS_OWN and key not in ENUM_INTERNALS:
+                class_del(self.undo, old, key)
+        self.patched.append(f"class {where}")
+        return old
+
+    def patch_member(self, current, value, where):
+        """Patch a class member in place where both versions are the same kind of thing."""
+        if current is MISSING:
+            return False
+        if isinstance(current, type) and isinstance(value, type) and self.owns_class(value):
+            bound = self.update_class(current, value, where)
+            return bound is current
+        if isinstance(current, (classmethod, staticmethod)) and type(current) is type(value):
+            return self.patch_callable(current.__func__, value.__func__, where)
+        if callable(current) and callable(value) and not isinstance(value, type):
+            return self.patch_callable(current, value, where)
+        return False
+
+    def update_enum_members(self, old, new):
+        """Keep every member present in both versions as the same object."""
+        members = {}
+        for name in new._member_names_:
+            member = new._member_map_[name]
+            kept = old._member_map_.get(name)
+            if kept is not None:
+                if kept._value_ != member._value_:
+                    self.undo.setattr(kept, "_value_", member._value_, setter=object.__setattr__)
+                member = kept
+            else:
+                self.undo.setattr(member, "__class__", old)
+            members[name] = member
+        value_map = {}
+        unhashable = []
+        for member in members.values():
+            try:
+                value_map.setdefault(member._value_, member)
+            except TypeError:
+                unhashable.append(member._value_)
+        for name in old._member_names_:
+            if name not in members and name in old.__dict__:
+                class_del(self.undo, old, name)
+        for name, member in members.items():
+            if old.__dict__.get(name) is not member:
+                class_set(self.undo, old, name, member)
+        class_set(self.undo, old, "_member_names_", list(members))
+        class_set(self.undo, old, "_member_map_", members)
+        class_set(self.undo, old, "_value2member_map_", value_map)
+        if "_unhashable_values_" in old.__dict__:
+            class_set(self.undo, old, "_unhashable_values_", unhashable)
+        return set(members) | set(old._member_names_)
+
+    def replace_class(self, old, new, where, reason):
+        """The name binds to the new class; live instances move where their layout allows."""
+        self.not_patched.append(f"class {where} (replaced: {reason})")
+        stuck = 0
+        for obj in gc.get_referrers(old):
+            if type(obj) is old:
+                try:
+                    self.undo.setattr(obj, "__class__", new)
+                except TypeError:
+                    stuck += 1
+        if stuck:
+            self.not_moved.append(f"{stuck} instance(s) of {where} stay on the old class")
+
+    # -- the module -------------------------------------------------------
+
+    def run(self):
+        namespace = self.module.__dict__
+        for key, new in list(namespace.items()):
+            if key in IMPORT_DUNDERS:
+                continue
+            old = self.old.get(key, MISSING)
+            if old is MISSING or old is new:
+                continue
+            where = f"{self.name}.{key}"
+            if self.owns_class(old) and self.owns_class(new):
+                namespace[key] = self.update_class(old, new, where)
+            elif callable(old) and callable(new) and not isinstance(old, type) and not isinstance(new, type):
+                if self.patch_callable(old, new, where):
+                    namespace[key] = old
+                    self.patched.append(f"function {where}")
+        # Instances the new code created at top level belong to the classes that stay.
+        for key, value in list(namespace.items()):
+            target = self.class_map.get(type(value))
+            if target is not None:
+                try:
+                    self.undo.setattr(value, "__class__", target)
+                except TypeError:
+                    pass
+        return self
+
+
+def deep_update(module, old, undo):
+    """Patch old objects with the module's new content. Returns the report lists."""
+    update = DeepUpdate(module, old, undo).run()
+    return update.patched, update.not_patched, update.not_moved
+
+
+def rebind_from_imports(module, old, importer, names, undo):
+    """`from module import name` in `importer`: rebind what still holds the old value."""
+    namespace = importer.__dict__
+    rebound = []
+    for name in names:
+        if name not in module.__dict__ or name not in namespace:
+            continue
+        if namespace[name] is old.get(name, MISSING) and namespace[name] is not module.__dict__[name]:
+            undo.setitem(namespace, name, module.__dict__[name])
+            rebound.append(f"{importer.__name__}.{name}")
+    return rebound
+
