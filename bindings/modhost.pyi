@@ -21,13 +21,30 @@ class ModuleInfo:
     dependencies: list[str]
     dependents: list[str]
 
+class ReloadReport:
+    name: str
+    outcome: str  # 'reloaded', 'unchanged', 'not reloadable', 'failed'
+    generation: int
+    duration: float  # seconds
+    added: list[str]
+    removed: list[str]
+    reexecuted: list[str]
+    patched: list[str]
+    not_patched: list[str]
+    instances_not_moved: list[str]
+    rebound: list[str]
+    rolled_back: bool
+    failed_module: str
+    error: str | None
+
 class UnloadReport:
     unloaded: list[str]
     lingering: list[str]
     freed: bool
 
 def load(name: str) -> ModuleType: ...
-def reload(module: ModuleType | str, *, dependents: bool = False) -> ModuleType: ...
+def reload(module: ModuleType | str, *, deep: bool = False, dependents: bool = False) -> ModuleType: ...
+def last_reload() -> ReloadReport | None: ...
 def unload(name: str, *, force: bool = False) -> UnloadReport: ...
 def refcount(name: str) -> int: ...
 def referrers(name: str) -> list[str]: ...

@@ -118,32 +118,73 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
 
   m.def(
       "reload",
-      [](py::object module_or_name, bool dependents) -> py::object {
+      [](py::object module_or_name, bool deep, bool dependents) -> py::object {
         modhost::reload_options options;
+        options.deep = deep;
         options.dependents = dependents;
         modhost::reload_report report;
         if (py::isinstance<py::str>(module_or_name))
           report = cache().reload(module_or_name.cast<std::string>(), options);
         else
           report = cache().reload(module_or_name, options);
+        py::module_::import("modhost").attr("_last_reload") = report;
         if (report.error) {
           report.error->restore();
           throw py::error_already_set();
         }
         return report.module;
       },
-      "module"_a, py::kw_only(), "dependents"_a = false,
-      "reload(module_or_name, *, dependents=False) -> module\n\n"
+      "module"_a, py::kw_only(), "deep"_a = false, "dependents"_a = false,
+      "reload(module_or_name, *, deep=False, dependents=False) -> module\n\n"
       "A drop-in for importlib.reload that is atomic. The module's current source is\n"
       "compiled from disk (never a stale bytecode cache) and run in its own namespace;\n"
       "the same module object comes back. If anything raises (a syntax error, an\n"
       "exception at any statement, KeyboardInterrupt), the namespace is restored\n"
       "exactly (same keys, same objects) and the original exception propagates.\n\n"
+      "deep=True puts the new code into the objects that exist: names the new source\n"
+      "no longer defines are removed; functions are patched in place (old references\n"
+      "and `from m import f` bindings run the new body); classes are updated in place\n"
+      "(identity kept: isinstance, pickling and existing instances see the new\n"
+      "methods); enum members present in both versions stay the same objects; other\n"
+      "modules' `from m import NAME` globals are rebound. An unchanged source is a\n"
+      "no-op. If the new module defines __reload__(old), it is called with the old\n"
+      "namespace before the reload commits; if it raises, everything rolls back.\n"
+      "modhost.last_reload() says what was patched and what could not be.\n\n"
       "dependents=True also re-executes every loaded module that imported it,\n"
       "transitively, dependencies first, a cycle as one unit; if any fails, all of\n"
       "them are rolled back. Built-in and extension modules behave as with\n"
       "importlib.reload: nothing runs again. sys, builtins, __main__ and modhost are\n"
       "refused with ValueError.");
+
+  py::class_<modhost::reload_report>(m, "ReloadReport",
+                                     "What the last reload did: outcome, generation, what ran, what was patched.")
+      .def_readonly("name", &modhost::reload_report::name)
+      .def_property_readonly("outcome", [](const modhost::reload_report& r) { return modhost::to_string(r.outcome); },
+                             "'reloaded', 'unchanged' (deep, same content), 'not reloadable' or 'failed'.")
+      .def_readonly("generation", &modhost::reload_report::generation)
+      .def_property_readonly("duration", [](const modhost::reload_report& r) {
+        return std::chrono::duration<double>(r.duration).count();
+      }, "Seconds.")
+      .def_readonly("added", &modhost::reload_report::added)
+      .def_readonly("removed", &modhost::reload_report::removed)
+      .def_readonly("reexecuted", &modhost::reload_report::reexecuted)
+      .def_readonly("patched", &modhost::reload_report::patched)
+      .def_readonly("not_patched", &modhost::reload_report::not_patched)
+      .def_readonly("instances_not_moved", &modhost::reload_report::instances_not_moved)
+      .def_readonly("rebound", &modhost::reload_report::rebound)
+      .def_readonly("rolled_back", &modhost::reload_report::rolled_back)
+      .def_readonly("failed_module", &modhost::reload_report::failed_module)
+      .def_property_readonly("error", [](const modhost::reload_report& r) -> py::object {
+        if (!r.error) return py::none();
+        return py::str(r.error->what());
+      }, "'Type: message' of the failure, or None.")
+      .def("__repr__", [](const modhost::reload_report& r) {
+        return "<ReloadReport " + r.name + " " + modhost::to_string(r.outcome) + " generation " +
+               std::to_string(r.generation) + ">";
+      });
+  m.attr("_last_reload") = py::none();
+  m.def("last_reload", [] { return py::module_::import("modhost").attr("_last_reload"); },
+        "last_reload() -> ReloadReport | None\n\nThe report of the most recent modhost.reload call from a script.");
 
   m.def(
       "unload",

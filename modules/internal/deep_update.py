@@ -70,7 +70,7 @@ class DeepUpdate:
         self.not_patched = []   # rebound to the new object, with the reason
         self.not_moved = []     # instances left on a replaced class
         self.class_map = {}     # new class -> the old class that now carries its content
-        self.function_map = {}  # new function -> the old function that now runs its code
+        self.function_map = {}  # id(new function) -> (new, the old function that now runs its code)
 
     # -- ownership --------------------------------------------------------
 
@@ -100,7 +100,8 @@ class DeepUpdate:
                 a_value, b_value = a.cell_contents, b.cell_contents
             except ValueError:  # an empty cell
                 return False
-            if self.function_map.get(b_value, b_value) is not a_value:
+            new_and_old = self.function_map.get(id(b_value))
+            if (new_and_old[1] if new_and_old and new_and_old[0] is b_value else b_value) is not a_value:
                 return False
         return True
 
@@ -115,7 +116,7 @@ class DeepUpdate:
             state["__dict__"] = dict(state["__dict__"], __wrapped__=old.__wrapped__)
         for attr, value in state.items():
             self.undo.setattr(old, attr, value)
-        self.function_map[new] = old
+        self.function_map[id(new)] = (new, old)
         return True
 
     def patch_callable(self, old, new, where):
