@@ -46,6 +46,9 @@ class ModuleCacheTest : public ::testing::Test {
   temp_dir dir_;
 };
 
+// Identity (`a is b`), for attribute and item accessors too.
+bool same(const py::object& a, const py::object& b) { return a.ptr() == b.ptr(); }
+
 bool contains(const std::vector<std::string>& items, const std::string& needle) {
   return std::find(items.begin(), items.end(), needle) != items.end();
 }
@@ -161,7 +164,7 @@ TEST_F(ModuleCacheTest, AFailingDependentRollsBackEveryModule) {
   write("mc_dep_user.py", "import mc_dep_base\nCOPY = mc_dep_base.VALUE\n");
   auto base = import("mc_dep_base");
   auto user = import("mc_dep_user");
-  auto old_value = base.attr("VALUE");
+  py::object old_value = base.attr("VALUE");
   write("mc_dep_base.py", "VALUE = 2\n");
   write("mc_dep_user.py", "import mc_dep_base\nCOPY = mc_dep_base.VALUE\nraise RuntimeError('user broke')\n");
   modhost::reload_options options;
@@ -170,7 +173,7 @@ TEST_F(ModuleCacheTest, AFailingDependentRollsBackEveryModule) {
   ASSERT_EQ(report.outcome, reload_outcome::failed);
   EXPECT_EQ(report.failed_module, "mc_dep_user");
   EXPECT_EQ(report.error->type_name(), "RuntimeError");
-  EXPECT_TRUE(base.attr("VALUE").is(old_value));
+  EXPECT_TRUE(same(base.attr("VALUE"), old_value));
   EXPECT_EQ(user.attr("COPY").cast<int>(), 1);
   EXPECT_EQ(cache().info("mc_dep_base").generation, 1u);
   EXPECT_TRUE(contains(cache().dependents("mc_dep_base"), "mc_dep_user"));
@@ -313,4 +316,64 @@ TEST_F(ModuleCacheTest, SubscribersHearOfSuccessfulReloadsOnly) {
   (void)cache().reload("mc_events");
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0], (std::pair<std::string, std::uint64_t>{"mc_events", 2}));
+}
+
+TEST_F(ModuleCacheTest, DeepReloadPatchesLiveObjectsInPlace) {
+  write("mc_deep.py",
+        "LIMIT = 1\nSTALE = 1\n"
+        "def f():\n    return 'old'\n"
+        "class Widget:\n    def run(self):\n        return 'old run'\n");
+  write("mc_deep_user.py", "from mc_deep import f, LIMIT\n");
+  auto module = import("mc_deep");
+  auto user = import("mc_deep_user");
+  py::object old_f = module.attr("f");
+  py::object widget_class = module.attr("Widget");
+  auto widget = widget_class();
+  write("mc_deep.py",
+        "LIMIT = 2\n"
+        "def f():\n    return 'new'\n"
+        "class Widget:\n    def run(self):\n        return 'new run'\n    def extra(self):\n        return 1\n");
+  modhost::reload_options options;
+  options.deep = true;
+  auto report = cache().reload("mc_deep", options);
+  ASSERT_EQ(report.outcome, reload_outcome::reloaded) << (report.error ? report.error->what() : "");
+  EXPECT_EQ(old_f().cast<std::string>(), "new");
+  EXPECT_TRUE(same(module.attr("f"), old_f));
+  EXPECT_TRUE(same(module.attr("Widget"), widget_class));
+  EXPECT_EQ(widget.attr("run")().cast<std::string>(), "new run");
+  EXPECT_EQ(widget.attr("extra")().cast<int>(), 1);
+  EXPECT_FALSE(py::hasattr(module, "STALE"));
+  EXPECT_EQ(user.attr("LIMIT").cast<int>(), 2);
+  EXPECT_TRUE(contains(report.patched, "function mc_deep.f"));
+  EXPECT_TRUE(contains(report.patched, "class mc_deep.Widget"));
+  EXPECT_EQ(report.rebound, std::vector<std::string>{"mc_deep_user.LIMIT"});
+  EXPECT_EQ(report.removed, std::vector<std::string>{"STALE"});
+
+  auto again = cache().reload("mc_deep", options);  // same content: nothing runs
+  EXPECT_EQ(again.outcome, reload_outcome::unchanged);
+  EXPECT_EQ(again.generation, 2u);
+}
+
+TEST_F(ModuleCacheTest, FailedDeepReloadLeavesEveryObjectAsItWas) {
+  write("mc_deep_fail.py", "def f():\n    return 'old'\nclass C:\n    def m(self):\n        return 'old'\n");
+  write("mc_deep_fail_user.py", "from mc_deep_fail import f\n");
+  auto module = import("mc_deep_fail");
+  auto user = import("mc_deep_fail_user");
+  py::object old_f = module.attr("f");
+  py::object old_code = old_f.attr("__code__");
+  py::object old_method = module.attr("C").attr("__dict__")["m"];
+  write("mc_deep_fail.py",
+        "def f():\n    return 'new'\nclass C:\n    def m(self):\n        return 'new'\n"
+        "def __reload__(old):\n    raise RuntimeError('hand-off failed')\n");
+  modhost::reload_options options;
+  options.deep = true;
+  auto report = cache().reload("mc_deep_fail", options);
+  ASSERT_EQ(report.outcome, reload_outcome::failed);
+  EXPECT_EQ(report.error->type_name(), "RuntimeError");
+  EXPECT_TRUE(same(old_f.attr("__code__"), old_code));
+  EXPECT_EQ(old_f().cast<std::string>(), "old");
+  EXPECT_TRUE(same(module.attr("C").attr("__dict__")["m"], old_method));
+  EXPECT_TRUE(same(user.attr("f"), old_f));
+  EXPECT_FALSE(py::hasattr(module, "__reload__"));
+  EXPECT_TRUE(report.patched.empty());
 }
