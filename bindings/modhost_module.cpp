@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include "interpreter/interpreter.h"
+#include "modules/autoreload.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;
@@ -252,6 +253,49 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "on_reload(callback) -> unsubscribe\n\nCall callback(name, generation) after every successful reload, once for\n"
       "each module it re-executed. An exception in the callback is printed, not raised.\n"
       "Returns a function that removes the subscription.");
+
+  m.def(
+      "autoreload",
+      [](std::optional<std::string> mode) {
+        auto& reloader = cache().autoreload();
+        if (mode) {
+          auto parsed = modhost::parse_autoreload_mode(*mode);
+          if (!parsed)
+            throw py::value_error("autoreload mode must be 'off', 'explicit' or 'all', not '" + *mode + "'");
+          reloader.set_mode(*parsed);
+        }
+        return std::string(modhost::to_string(reloader.mode()));
+      },
+      "mode"_a = py::none(),
+      "autoreload(mode=None) -> str\n\n'off', 'explicit' (only watched modules and modules under watched\n"
+      "directories) or 'all' (every source module under the module search paths,\n"
+      "plus watched ones; the stdlib and site-packages only when watched). Returns\n"
+      "the mode in force. Changes are applied by check(), or by themselves between\n"
+      "bytecodes when the host program runs with --autoreload.");
+  m.def("watch", [](py::object module) { cache().autoreload().watch(module_name_of(module)); }, "name"_a,
+        "watch(name)\n\nCover a module in 'explicit' mode (and undo unwatch).");
+  m.def("unwatch", [](py::object module) { cache().autoreload().unwatch(module_name_of(module)); }, "name"_a,
+        "unwatch(name)\n\nExclude a module from autoreload, also in 'all' mode.");
+  m.def("watch_directory", [](const std::string& directory) { cache().autoreload().watch_directory(directory); },
+        "directory"_a,
+        "watch_directory(directory)\n\nCover every module under a directory, and make new files there\n"
+        "importable as soon as they are saved.");
+  m.def("check", [] { return cache().autoreload().poll(); },
+        "check() -> list[str]\n\nApply the autoreload policy now: deep-reload changed modules (and their\n"
+        "dependents); returns those reloaded. A failure prints one line\n"
+        "`[modhost] reload of NAME failed: ...` to stderr, keeps the old code, and is not\n"
+        "retried until the file changes again. Cheap when nothing changed.");
+  m.def(
+      "watcher_info",
+      [] {
+        const auto& watcher = cache().autoreload().watcher();
+        py::dict result;
+        result["mode"] = watcher.current_mode() == modhost::file_watcher::mode::inotify ? "inotify" : "polling";
+        result["fallback_reason"] = watcher.fallback_reason();
+        result["debounce_ms"] = watcher.debounce().count();
+        return result;
+      },
+      "watcher_info() -> dict\n\nThe file watcher: mode ('inotify' or 'polling'), why it polls, debounce in ms.");
 
   m.def(
       "interpreter_info",

@@ -15,6 +15,8 @@
 #include <CLI/CLI.hpp>
 
 #include "interpreter/interpreter.h"
+#include "modules/autoreload.h"
+#include "modules/module_cache.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"modhost: Python with a module cache that reloads, unloads and inspects "
@@ -31,6 +33,21 @@ int main(int argc, char** argv) {
       ->type_name("DIR")
       ->allow_extra_args(false);  // one DIR per -p: the next word may be the script
   app.add_flag("--cwd-path", add_cwd, "Put the working directory on sys.path, as python3 -c does");
+  std::string autoreload = "off";
+  std::vector<std::string> watch_dirs;
+  int debounce_ms = 30;
+  bool watch_polling = false;
+  app.add_option("--autoreload", autoreload,
+                 "Reload changed modules by themselves, between bytecodes: off, explicit "
+                 "(watched modules and --watch directories) or all (everything under the "
+                 "module search paths)")
+      ->check(CLI::IsMember({"off", "explicit", "all"}));
+  app.add_option("--watch", watch_dirs, "Watch DIR for changes (repeatable; implies --autoreload explicit)")
+      ->type_name("DIR")
+      ->allow_extra_args(false);
+  app.add_option("--debounce", debounce_ms, "Milliseconds a file must be quiet before it counts as saved")
+      ->check(CLI::Range(0, 10000));
+  app.add_flag("--watch-polling", watch_polling, "Poll files instead of using inotify");
   app.footer("Arguments after the script are passed to it: modhost [options] SCRIPT [args...]");
   // python3 ends its own options at -c CODE / -m MODULE too: what follows
   // belongs to the program even when it looks like an option (-m json.tool --help).
@@ -42,7 +59,8 @@ int main(int argc, char** argv) {
       own_args = i + 2;
       break;
     }
-    if (arg == "-p" || arg == "--path") ++i;  // skip the option's value
+    if (arg == "-p" || arg == "--path" || arg == "--autoreload" || arg == "--watch" || arg == "--debounce")
+      ++i;  // skip the option's value
     else if (arg.empty() || arg[0] != '-') break;
   }
   try {
@@ -60,6 +78,9 @@ int main(int argc, char** argv) {
   modhost::interpreter_config config;
   config.add_working_directory = add_cwd;
   config.module_paths.assign(paths.begin(), paths.end());
+  config.watch_debounce = std::chrono::milliseconds(debounce_ms);
+  config.watch_polling = watch_polling;
+  if (!watch_dirs.empty() && autoreload == "off") autoreload = "explicit";
   std::string script;
   if (!code.empty()) {
     config.argv.push_back("-c");
@@ -81,6 +102,10 @@ int main(int argc, char** argv) {
   try {
     modhost::interpreter python(config);
     if (script == "-") script.clear();  // `modhost -` reads the script from stdin
+    auto& reloader = python.cache().autoreload();
+    reloader.set_mode(*modhost::parse_autoreload_mode(autoreload));
+    for (const auto& dir : watch_dirs) reloader.watch_directory(dir);
+    if (reloader.mode() != modhost::autoreload_mode::off) reloader.start_background();
     return modhost::interpreter::exit_code_of([&] {
       if (!code.empty())
         python.run_string(code, "<string>");

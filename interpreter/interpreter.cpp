@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -111,7 +112,10 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
       if (config_.add_working_directory) sys_path.insert(0, py::str(""));
       info_.version = py::module_::import("platform").attr("python_version")().cast<std::string>();
     });
-    cache_ = std::make_unique<module_cache>();
+    const char* force_polling = std::getenv("MODHOST_WATCH_POLLING");
+    cache_ = std::make_unique<module_cache>(
+        config_.watch_debounce,
+        config_.watch_polling || (force_polling && std::string(force_polling) == "1"));
   } catch (...) {
     cache_.reset();
     g_current = nullptr;

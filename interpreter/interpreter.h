@@ -16,6 +16,7 @@
 // A Python exception surfaces as modhost::python_error.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -45,6 +46,11 @@ struct interpreter_config {
   // Release the GIL after start-up so host threads can take it (gil_acquire);
   // the main thread then takes it like any other thread.
   bool release_gil = false;
+  // The autoreloader's file watcher: how long a file must be quiet before it
+  // counts as saved, and whether to poll instead of using inotify (the
+  // environment variable MODHOST_WATCH_POLLING=1 forces polling too).
+  std::chrono::milliseconds watch_debounce{30};
+  bool watch_polling = false;
 };
 
 // Facts about the running interpreter, for diagnostics and `modhost.python`.

@@ -2,11 +2,16 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <fstream>
 #include <iterator>
 #include <string>
 
 namespace modhost {
+namespace {
+// Longer than any file system's timestamp tick (a jiffy, up to 10 ms).
+constexpr std::int64_t kRacyWindowNs = 50'000'000;
+}  // namespace
 
 std::uint64_t content_hash(std::string_view bytes) noexcept {
   std::uint64_t hash = 14695981039346656037ull;
@@ -26,6 +31,9 @@ std::optional<fingerprint> stat_fingerprint(const std::filesystem::path& file) n
   print.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
   print.inode = static_cast<std::uint64_t>(st.st_ino);
   print.device = static_cast<std::uint64_t>(st.st_dev);
+  print.taken_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
   return print;
 }
 
@@ -44,11 +52,13 @@ file_change compare_file(const fingerprint& known, const std::filesystem::path& 
                          fingerprint* fresh) {
   auto now = stat_fingerprint(file);
   if (!now) return file_change::missing;
-  if (now->same_stat(known)) return file_change::unchanged;
+  bool settled = known.ctime_ns + kRacyWindowNs < known.taken_ns;
+  if (settled && now->same_stat(known)) return file_change::unchanged;
   auto read = take_fingerprint(file);
   if (!read) return file_change::missing;
   if (fresh) *fresh = *read;
-  return read->content_hash == known.content_hash ? file_change::touched : file_change::changed;
+  if (read->content_hash != known.content_hash) return file_change::changed;
+  return now->same_stat(known) ? file_change::unchanged : file_change::touched;
 }
 
 }  // namespace modhost

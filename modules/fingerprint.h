@@ -20,8 +20,13 @@ struct fingerprint {
   std::uint64_t inode = 0;
   std::uint64_t device = 0;
   std::uint64_t content_hash = 0;  // 64-bit FNV-1a of the file's bytes
+  // Wall-clock time the fingerprint was taken. A file changed within the
+  // file system's timestamp granularity of it could change again with equal
+  // stat fields, so until it is older than that its stat is not trusted
+  // (git's "racy" rule) and the hash decides.
+  std::int64_t taken_ns = 0;
 
-  // Same stat fields (the hash is not compared).
+  // Same stat fields (the hash and taken_ns are not compared).
   bool same_stat(const fingerprint& other) const noexcept {
     return size == other.size && mtime_ns == other.mtime_ns && ctime_ns == other.ctime_ns &&
            inode == other.inode && device == other.device;
@@ -31,8 +36,8 @@ struct fingerprint {
 // 64-bit FNV-1a.
 std::uint64_t content_hash(std::string_view bytes) noexcept;
 
-// The stat fields of a regular file (content_hash left 0); empty if the file
-// is missing or not a regular file.
+// The stat fields of a regular file (content_hash left 0, taken_ns now);
+// empty if the file is missing or not a regular file.
 std::optional<fingerprint> stat_fingerprint(const std::filesystem::path& file) noexcept;
 
 // stat + read + hash. Empty if the file cannot be read.

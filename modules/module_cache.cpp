@@ -4,12 +4,14 @@
 #include "modules/module_cache.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <iostream>
 #include <map>
 #include <set>
 
 #include "interpreter/internal/translate_errors.h"
+#include "modules/autoreload.h"
 #include "modules/import_graph.h"
 #include "modules/internal/referrers.h"
 
@@ -200,6 +202,8 @@ class module_cache::impl {
   std::map<std::uint64_t, reload_callback> subscribers_;
   std::uint64_t next_subscriber_ = 1;
   std::set<std::string> reloading_;
+  // Atomic: the autoreloader's background thread reads it without the GIL.
+  std::atomic<std::uint64_t> tracking_revision_{0};
   // Fingerprints of the source bytes the loader compiled, by module name,
   // until the module is tracked (TrackedSourceLoader in reload_support.py).
   std::unordered_map<std::string, fingerprint> loaded_sources_;
@@ -232,6 +236,7 @@ class module_cache::impl {
 namespace {
 
 module_cache::impl* g_cache = nullptr;  // the hook's way back; one cache per process
+int g_imports_running = 0;              // imports in progress, on any thread (under the GIL)
 // record_import is running on this thread: it must not recurse, and another
 // thread that takes the GIL meanwhile must still record its own imports.
 thread_local bool t_recording = false;
@@ -252,7 +257,9 @@ PyObject* import_argument(PyObject* const* args, Py_ssize_t nargs, PyObject* kwn
 PyObject* import_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   module_cache::impl* cache = g_cache;
   if (!cache) return nullptr;
+  ++g_imports_running;
   PyObject* result = PyObject_Vectorcall(cache->original_import_.ptr(), args, nargsf, kwnames);
+  --g_imports_running;
   if (!result || t_recording) return result;
   Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   t_recording = true;
@@ -273,7 +280,9 @@ PyObject* import_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObj
 PyObject* import_module_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   module_cache::impl* cache = g_cache;
   if (!cache) return nullptr;
+  ++g_imports_running;
   PyObject* result = PyObject_Vectorcall(cache->original_import_module_.ptr(), args, nargsf, kwnames);
+  --g_imports_running;
   if (!result || t_recording || !PyModule_Check(result)) return result;
   t_recording = true;
   try {
@@ -381,6 +390,7 @@ cache_entry* module_cache::impl::track(const std::string& name, py::handle modul
   }
   slot->module = py::reinterpret_borrow<py::object>(module);
   slot->state = module_state::loaded;
+  ++tracking_revision_;
   slot->confirmed_version = sys_modules_version();
   classify(*slot);
   return slot.get();
@@ -392,6 +402,7 @@ void module_cache::impl::forget(const std::string& name) {
   ++*it->second->revision;
   it->second->state = module_state::unloaded;
   entries_.erase(it);
+  ++tracking_revision_;
   graph_.remove(name);
 }
 
@@ -846,8 +857,17 @@ bool module_cache::impl::is_changed(cache_entry& entry) {
 // ---------------------------------------------------------------------------
 // module_cache
 
-module_cache::module_cache() : impl_(std::make_unique<impl>()) {}
-module_cache::~module_cache() = default;
+module_cache::module_cache(std::chrono::milliseconds watch_debounce, bool watch_polling)
+    : impl_(std::make_unique<impl>()),
+      autoreload_(std::make_unique<autoreloader>(*this, watch_debounce, watch_polling)) {}
+
+module_cache::~module_cache() { autoreload_.reset(); }
+
+bool module_cache::at_safe_point() const noexcept {
+  return g_imports_running == 0 && impl_->reloading_.empty();
+}
+
+std::uint64_t module_cache::tracking_revision() const noexcept { return impl_->tracking_revision_; }
 
 py::object module_cache::find(const std::string& name) {
   cache_entry* entry = impl_->lookup(name);

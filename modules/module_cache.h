@@ -140,11 +140,14 @@ class module_in_use_error : public std::runtime_error {
 };
 
 class function_handle;
+class autoreloader;
 
 class module_cache {
  public:
-  // Installs the import hook. Created by modhost::interpreter; one per process.
-  module_cache();
+  // Installs the import hook. Created by modhost::interpreter; one per
+  // process. The settings are the autoreloader's file watcher's.
+  explicit module_cache(std::chrono::milliseconds watch_debounce = std::chrono::milliseconds(30),
+                        bool watch_polling = false);
   ~module_cache();
   module_cache(const module_cache&) = delete;
   module_cache& operator=(const module_cache&) = delete;
@@ -195,6 +198,14 @@ class module_cache {
   // info() of every tracked module, sorted by name.
   std::vector<module_info> entries();
 
+  // The autoreload policy and file watcher (modules/autoreload.h).
+  autoreloader& autoreload() noexcept { return *autoreload_; }
+  // No module is being imported or reloaded: a reload may run now.
+  bool at_safe_point() const noexcept;
+  // Moves whenever a module starts or stops being tracked. Safe to read
+  // from any thread, without the GIL.
+  std::uint64_t tracking_revision() const noexcept;
+
   using reload_callback = std::function<void(const reload_report&)>;
   // Calls `callback` after every successful reload (one report per reload call;
   // report.reexecuted lists every module it ran). Returns an id for unsubscribe().
@@ -206,6 +217,7 @@ class module_cache {
  private:
   friend class function_handle;
   std::unique_ptr<impl> impl_;
+  std::unique_ptr<autoreloader> autoreload_;
 };
 
 // A stable C++ handle to a script function: bound to (module, attribute), it

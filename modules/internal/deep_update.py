@@ -100,6 +100,8 @@ class DeepUpdate:
                 a_value, b_value = a.cell_contents, b.cell_contents
             except ValueError:  # an empty cell
                 return False
+            if type(a_value) is type(b_value) and type(a_value) in (set, dict, list) and not b_value:
+                continue  # per-wrapper bookkeeping started afresh (reprlib.recursive_repr's set)
             new_and_old = self.function_map.get(id(b_value))
             if (new_and_old[1] if new_and_old and new_and_old[0] is b_value else b_value) is not a_value:
                 return False

@@ -10,11 +10,18 @@
 //                     (with and without a __pycache__ file)
 //   is_changed/*      cache.is_changed on an unchanged file vs one stat()
 //   referrers/*       cache.referrers with 500, 1,000 and 2,000 extra modules loaded
+//   deep_reload_instances/*  deep reload of a changed ~170-line module with 0 and
+//                     100,000 live instances of its classes held
+//   reload_changed/*  a changed ~170-line module: deep reload vs plain (atomic) reload
+//   handle_call/*     calling a trivial script function: function_handle vs a cached
+//                     py::object vs looking the attribute up for every call
 #include <benchmark/benchmark.h>
 #include <pybind11/embed.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <cinttypes>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -418,6 +425,167 @@ void referrers_cache(benchmark::State& state) {
   });
 }
 
+// ---------------------------------------------------------------------------
+// 5. Reload of a changed module. A deep reload of an unchanged file is a
+// no-op, so every iteration first writes a new version of the file (outside
+// the timed region): the plugin source plus a REVISION string that differs
+// every time. Consecutive versions also differ in size, so the stat
+// fingerprint changes even when two writes land in the same tick of the
+// file system's clock (same mtime_ns) and the cache takes the change path.
+
+class changing_source {
+ public:
+  explicit changing_source(std::string module) : module_(std::move(module)) {}
+  void write_next() {
+    char line[64];
+    std::snprintf(line, sizeof line, "\nREVISION = \"%010" PRIu64 "\"%s\n", counter_,
+                  counter_ % 2 ? "  # odd" : "");
+    ++counter_;
+    g_dir->write(module_ + ".py", std::string(kPluginSource) + line);
+  }
+
+ private:
+  std::string module_;
+  // Shared by every benchmark (repetitions run the same module on): each write differs from the last.
+  static std::uint64_t counter_;
+};
+std::uint64_t changing_source::counter_ = 1;
+
+// Reloads `name` each iteration after writing a new version of its file;
+// fails the benchmark unless every reload really ran the new code.
+void run_changed_reload(benchmark::State& state, const std::string& name, bool deep) {
+  changing_source source(name);
+  modhost::reload_options options;
+  options.deep = deep;
+  std::size_t patched = 0, not_patched = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    source.write_next();
+    state.ResumeTiming();
+    modhost::reload_report report = cache().reload(name, options);
+    if (report.outcome != modhost::reload_outcome::reloaded) {
+      state.SkipWithError((name + ": reload outcome " + modhost::to_string(report.outcome) +
+                           (report.error ? std::string(": ") + report.error->what() : std::string()))
+                              .c_str());
+      break;
+    }
+    patched = report.patched.size();
+    not_patched = report.not_patched.size();
+    benchmark::DoNotOptimize(report.generation);
+  }
+  // What the last deep reload updated in place and rebound instead (the
+  // dataclass's __repr__, a reprlib.recursive_repr closure over a fresh set,
+  // is always rebound).
+  if (deep) {
+    state.counters["patched"] = static_cast<double>(patched);
+    state.counters["not_patched"] = static_cast<double>(not_patched);
+  }
+}
+
+// Instances of the plugin's classes (Order, Book, Router in turn).
+py::list make_instances(const py::object& module, std::int64_t count) {
+  py::dict scope;
+  scope["m"] = module;
+  scope["count"] = count;
+  py::exec(R"PY(
+instances = []
+for i in range(count):
+    kind = i % 3
+    if kind == 0:
+        instances.append(m.Order("AAPL", m.Side.BUY, i % 1000 + 1, 100.0 + i % 50))
+    elif kind == 1:
+        instances.append(m.Book("MSFT"))
+    else:
+        instances.append(m.Router())
+)PY", scope);
+  return scope["instances"];
+}
+
+constexpr std::int64_t kLiveInstances = 100000;
+
+std::string deep_instances_module(std::int64_t instances) {
+  return "bench_deep_instances_" + std::to_string(instances);
+}
+
+// Deep reload with state.range(0) live instances of the module's classes,
+// held by C++ for the whole benchmark. The classes are updated in place, so
+// the instances should cost nothing.
+void deep_reload_instances(benchmark::State& state) {
+  guarded(state, [&] {
+    const std::string name = deep_instances_module(state.range(0));
+    py::object module = cache().load(name);
+    py::list instances = make_instances(module, state.range(0));
+    py::object order_class = module.attr("Order");
+    py::module_::import("gc").attr("collect")();  // start both variants from a clean heap
+    run_changed_reload(state, name, true);
+    // The classes kept their identity: the instances are still of the module's classes.
+    py::object order_now = module.attr("Order");
+    if (!order_now.is(order_class))
+      throw std::runtime_error(name + ": Order was replaced, not updated in place");
+    if (instances.size() && !py::type::handle_of(instances[0]).is(order_now))
+      throw std::runtime_error(name + ": instances left on an old class");
+    state.counters["instances"] = static_cast<double>(instances.size());
+  });
+}
+
+void reload_changed_plain(benchmark::State& state) {
+  guarded(state, [&] {
+    cache().load("bench_changed_plain");
+    py::module_::import("gc").attr("collect")();
+    run_changed_reload(state, "bench_changed_plain", false);
+  });
+}
+
+void reload_changed_deep(benchmark::State& state) {
+  guarded(state, [&] {
+    cache().load("bench_changed_deep");
+    py::module_::import("gc").attr("collect")();
+    run_changed_reload(state, "bench_changed_deep", true);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// 6. Calling a script function from C++: def fn(x): return x
+
+constexpr const char* kHandleModule = "bench_handle";
+constexpr const char* kHandleSource = "def fn(x):\n    return x\n";
+
+void handle_call_function_handle(benchmark::State& state) {
+  guarded(state, [&] {
+    cache().load(kHandleModule);
+    modhost::function_handle fn(cache(), kHandleModule, "fn");
+    py::int_ arg(42);
+    if (!fn(arg).is(arg)) throw std::runtime_error("fn(x) did not return x");
+    for (auto _ : state) {
+      py::object result = fn(arg);
+      benchmark::DoNotOptimize(result.ptr());
+    }
+  });
+}
+
+void handle_call_cached_object(benchmark::State& state) {
+  guarded(state, [&] {
+    py::object module = cache().load(kHandleModule);
+    py::object fn = module.attr("fn");
+    py::int_ arg(42);
+    for (auto _ : state) {
+      py::object result = fn(arg);
+      benchmark::DoNotOptimize(result.ptr());
+    }
+  });
+}
+
+void handle_call_attr_per_call(benchmark::State& state) {
+  guarded(state, [&] {
+    py::object module = cache().load(kHandleModule);
+    py::int_ arg(42);
+    for (auto _ : state) {
+      py::object result = module.attr("fn")(arg);
+      benchmark::DoNotOptimize(result.ptr());
+    }
+  });
+}
+
 void register_benchmarks() {
   benchmark::RegisterBenchmark("find_hit/modhost_cache_find", find_hit_cache_find);
   benchmark::RegisterBenchmark("find_hit/PyImport_GetModule", find_hit_pyimport_getmodule);
@@ -435,6 +603,17 @@ void register_benchmarks() {
       ->Arg(1000)
       ->Arg(kMaxReferrerModules)
       ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("deep_reload_instances/modhost_cache_reload_deep", deep_reload_instances)
+      ->Arg(0)
+      ->Arg(kLiveInstances)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("reload_changed/modhost_cache_reload", reload_changed_plain)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("reload_changed/modhost_cache_reload_deep", reload_changed_deep)
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("handle_call/function_handle", handle_call_function_handle);
+  benchmark::RegisterBenchmark("handle_call/cached_py_object", handle_call_cached_object);
+  benchmark::RegisterBenchmark("handle_call/attr_lookup_per_call", handle_call_attr_per_call);
 }
 
 }  // namespace
@@ -449,6 +628,11 @@ int main(int argc, char** argv) {
     dir.write("bench_reload_cache.py", kPluginSource);
     dir.write("bench_reload_importlib.py", kPluginSource);
     dir.write("bench_reload_importlib_nopyc.py", kPluginSource);
+    for (std::int64_t instances : {std::int64_t{0}, kLiveInstances})
+      dir.write(deep_instances_module(instances) + ".py", kPluginSource);
+    dir.write("bench_changed_plain.py", kPluginSource);
+    dir.write("bench_changed_deep.py", kPluginSource);
+    dir.write(std::string(kHandleModule) + ".py", kHandleSource);
     for (int i = 0; i < kMaxReferrerModules; ++i) {
       char file[32];
       std::snprintf(file, sizeof file, "bm_ref_%04d.py", i);

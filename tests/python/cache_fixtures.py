@@ -117,4 +117,43 @@ class CacheTestCase(unittest.TestCase):
         self.assertEqual(sorted(sys.modules), sorted(modules_before))
 
 
-__all__ = ["CacheTestCase", "modhost"]
+class DeepReloadTestCase(CacheTestCase):
+    """CacheTestCase plus helpers for modhost.reload(..., deep=True) (tests/python/test_deep_*.py)."""
+
+    def source(self, text, **names):
+        """Dedented `text` with each `{KEY}` placeholder replaced by names[KEY] (other braces untouched)."""
+        text = textwrap.dedent(text)
+        for key, value in names.items():
+            text = text.replace("{%s}" % key, value)
+        return text
+
+    def deep_reload(self, module, **options):
+        """modhost.reload(module, deep=True, ...); returns modhost.last_reload()."""
+        result = modhost.reload(module, deep=True, **options)
+        expected = sys.modules[module] if isinstance(module, str) else module
+        self.assertIs(result, expected)
+        report = modhost.last_reload()
+        self.assertIsNotNone(report)
+        return report
+
+    def assertMentions(self, items, *fragments):
+        """Some entry of `items` (a report list) contains every fragment."""
+        matching = [item for item in items if all(f in item for f in fragments)]
+        self.assertTrue(matching, "no entry mentions %r: %r" % (fragments, list(items)))
+
+    def assertNotMentions(self, items, fragment):
+        self.assertFalse([item for item in items if fragment in item],
+                         "an entry mentions %r: %r" % (fragment, list(items)))
+
+    def class_snapshot(self, cls):
+        """{key: object} of a class's own __dict__."""
+        return dict(vars(cls))
+
+    def assertClassDictIs(self, cls, snap):
+        """The class has exactly the same own attributes, bound to the very same objects."""
+        self.assertEqual(sorted(vars(cls)), sorted(snap))
+        for key, value in snap.items():
+            self.assertIs(vars(cls)[key], value, "%s.%s is a different object" % (cls.__qualname__, key))
+
+
+__all__ = ["CacheTestCase", "DeepReloadTestCase", "modhost"]

@@ -1,0 +1,110 @@
+// modhost::autoreloader — save a file, and the running program runs the new code.
+//
+// It applies a policy to what the file watcher reports: "off", "explicit"
+// (only watched modules and modules under watched directories) or "all"
+// (every source module under the host's module search paths, plus watched
+// ones; the stdlib and site-packages only when watched). A changed module
+// is deep-reloaded with its dependents. A failure prints one line
+// "[modhost] reload of NAME failed: ..." to stderr, keeps the old code, and
+// is not retried until the file changes again; a deleted file and a changed
+// extension module are reported once.
+//
+// Reloads happen only at safe points: never while a module is being
+// imported or reloaded, always on the thread that holds the GIL. A C++ host
+// calls poll() from its own loop; the host program instead calls
+// start_background(), which applies changes on the main thread between
+// bytecodes (CPython's pending calls), so a script's `while True:` loop sees
+// new code without calling anything.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "modules/file_watcher.h"
+
+namespace modhost {
+
+class module_cache;
+
+enum class autoreload_mode { off, explicit_only, all };
+
+// "off", "explicit", "all".
+const char* to_string(autoreload_mode mode) noexcept;
+// Parses the names above; empty for anything else.
+std::optional<autoreload_mode> parse_autoreload_mode(const std::string& text) noexcept;
+
+class autoreloader {
+ public:
+  autoreloader(module_cache& cache, std::chrono::milliseconds debounce, bool force_polling);
+  ~autoreloader();
+  autoreloader(const autoreloader&) = delete;
+  autoreloader& operator=(const autoreloader&) = delete;
+
+  autoreload_mode mode() const noexcept { return mode_; }
+  void set_mode(autoreload_mode mode);
+
+  // Covers a module in every mode but "off" (and undoes unwatch).
+  void watch(const std::string& name);
+  // Excludes a module, also in "all" mode.
+  void unwatch(const std::string& name);
+  // Covers every module whose file is under `directory`, and notices new
+  // files appearing there (they become importable at once).
+  void watch_directory(const std::filesystem::path& directory);
+
+  // Applies the policy now; returns the modules reloaded (dependents
+  // included). Cheap when nothing changed: one read() of the watcher. Needs
+  // the GIL; returns nothing at an unsafe point (an import or reload is
+  // running), to be called again later.
+  std::vector<std::string> poll();
+
+  // Applies changes by itself from now on: a thread waits for the watcher
+  // and schedules poll() on the main thread between bytecodes. Call on the
+  // main thread, with the GIL.
+  void start_background();
+  void stop_background();
+
+  const file_watcher& watcher() const noexcept { return watcher_; }
+
+ private:
+  void refresh_roots();
+  bool covers(const std::string& name, const std::filesystem::path& path) const;
+  void track_new_modules();
+  void apply(const std::string& name, std::vector<std::string>& reloaded);
+  void background_loop();
+  static int run_pending(void*);
+
+  module_cache& cache_;
+  file_watcher watcher_;
+  autoreload_mode mode_ = autoreload_mode::off;
+  std::set<std::string> watched_;
+  std::set<std::string> unwatched_;
+  std::vector<std::filesystem::path> roots_;     // "all" mode covers files under these
+  std::vector<std::filesystem::path> excluded_;  // ...except under these (stdlib, site-packages)
+  std::vector<std::filesystem::path> watched_dirs_;
+  std::map<std::filesystem::path, std::string> path_to_name_;
+  // cache.tracking_revision() when last scanned (the background thread reads it too)
+  std::atomic<std::uint64_t> seen_tracking_{~0ull};
+  std::map<std::string, std::uint64_t> failed_hash_;  // content that failed: not retried
+  std::set<std::string> reported_;                    // deleted / extension: said once
+
+  // Background mode: a thread and the main thread hand a "poll now" flag back and forth.
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable done_;
+  bool scheduled_ = false;
+  bool retry_ = false;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace modhost

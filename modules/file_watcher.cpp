@@ -1,0 +1,185 @@
+#include "modules/file_watcher.h"
+
+#include <poll.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+namespace modhost {
+namespace {
+
+constexpr std::uint32_t kEvents = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE |
+                                  IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
+
+// What a path looks like to the polling fallback.
+std::string signature(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "missing";
+  return std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ctim.tv_nsec) + ":" +
+         std::to_string(st.st_ino);
+}
+
+// When `path` last changed, on the steady clock: its ctime's age, so a file
+// saved a while before anyone looked counts as quiet already. Now, if gone.
+file_watcher::clock::time_point last_change(const std::filesystem::path& path,
+                                            file_watcher::clock::time_point now) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return now;
+  auto changed = std::chrono::seconds(st.st_ctim.tv_sec) + std::chrono::nanoseconds(st.st_ctim.tv_nsec);
+  auto age = std::chrono::system_clock::now().time_since_epoch() - changed;
+  if (age <= std::chrono::nanoseconds::zero()) return now;
+  return now - std::chrono::duration_cast<file_watcher::clock::duration>(age);
+}
+
+std::filesystem::path normal(const std::filesystem::path& path) {
+  std::error_code ec;
+  auto absolute = std::filesystem::absolute(path, ec);
+  return (ec ? path : absolute).lexically_normal();
+}
+
+}  // namespace
+
+file_watcher::file_watcher(std::chrono::milliseconds debounce, bool force_polling) : debounce_(debounce) {
+  if (force_polling) {
+    fall_back("polling was requested");
+    return;
+  }
+  fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd_ < 0) fall_back(std::string("inotify unavailable: ") + std::strerror(errno));
+}
+
+file_watcher::~file_watcher() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void file_watcher::fall_back(const std::string& reason) {
+  mode_ = mode::polling;
+  fallback_reason_ = reason;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  directories_.clear();
+  for (const auto& file : files_) poll_state_[file] = signature(file);
+  for (const auto& dir : whole_dirs_) {
+    std::error_code ec;
+    for (const auto& item : std::filesystem::directory_iterator(dir, ec))
+      poll_state_[item.path()] = signature(item.path());
+  }
+}
+
+void file_watcher::watch_file(const std::filesystem::path& file) {
+  auto path = normal(file);
+  if (!files_.insert(path).second) return;
+  if (mode_ == mode::polling) poll_state_[path] = signature(path);
+  watch_directory_events(path.parent_path());
+}
+
+void file_watcher::watch_directory(const std::filesystem::path& directory) {
+  auto dir = normal(directory);
+  if (!whole_dirs_.insert(dir).second) return;
+  if (mode_ == mode::polling) {
+    std::error_code ec;
+    for (const auto& item : std::filesystem::directory_iterator(dir, ec))
+      poll_state_[item.path()] = signature(item.path());
+  }
+  watch_directory_events(dir);
+}
+
+void file_watcher::watch_directory_events(const std::filesystem::path& dir) {
+  if (!watched_dirs_.insert(dir).second || mode_ != mode::inotify) return;
+  int wd = inotify_add_watch(fd_, dir.c_str(), kEvents);
+  if (wd >= 0) {
+    directories_[wd] = dir;
+  } else if (errno == ENOSPC) {
+    fall_back("the inotify watch limit is reached (fs.inotify.max_user_watches)");
+  } else if (errno != ENOENT) {
+    fall_back(std::string("inotify_add_watch failed: ") + std::strerror(errno));
+  } else {
+    watched_dirs_.erase(dir);  // does not exist (yet): try again when asked again
+  }
+}
+
+bool file_watcher::is_watched_directory(const std::filesystem::path& directory) const {
+  return watched_dirs_.count(normal(directory)) != 0;
+}
+
+void file_watcher::drain_events(clock::time_point now) {
+  alignas(inotify_event) char buffer[16384];
+  for (;;) {
+    ssize_t length = ::read(fd_, buffer, sizeof buffer);
+    if (length <= 0) return;  // EAGAIN: nothing more
+    for (char* p = buffer; p < buffer + length;) {
+      auto* event = reinterpret_cast<inotify_event*>(p);
+      p += sizeof(inotify_event) + event->len;
+      if (event->mask & IN_Q_OVERFLOW) {  // lost events: treat every file as touched
+        for (const auto& file : files_) pending_[file] = now;
+        continue;
+      }
+      auto dir = directories_.find(event->wd);
+      if (dir == directories_.end()) continue;
+      if (event->mask & IN_IGNORED) {  // the directory went away
+        watched_dirs_.erase(dir->second);
+        directories_.erase(dir);
+        continue;
+      }
+      if (event->len == 0) continue;
+      auto path = dir->second / event->name;
+      if (files_.count(path) || whole_dirs_.count(dir->second)) pending_[path] = last_change(path, now);
+    }
+  }
+}
+
+void file_watcher::poll_files(clock::time_point now) {
+  auto check = [&](const std::filesystem::path& path) {
+    auto now_signature = signature(path);
+    auto& known = poll_state_[path];
+    if (known != now_signature) {
+      known = now_signature;
+      pending_[path] = now;
+    }
+  };
+  for (const auto& file : files_) check(file);
+  for (const auto& dir : whole_dirs_) {
+    std::error_code ec;
+    for (const auto& item : std::filesystem::directory_iterator(dir, ec))
+      if (!files_.count(item.path())) check(item.path());
+  }
+}
+
+std::vector<std::filesystem::path> file_watcher::take_settled(clock::time_point now) {
+  if (mode_ == mode::inotify)
+    drain_events(now);
+  else
+    poll_files(now);
+  std::vector<std::filesystem::path> settled;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (now - it->second >= debounce_) {
+      settled.push_back(it->first);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return settled;
+}
+
+file_watcher::clock::time_point file_watcher::next_settle() const {
+  auto next = clock::time_point::max();
+  for (const auto& [path, last] : pending_) next = std::min(next, last + debounce_);
+  return next;
+}
+
+bool file_watcher::wait(std::chrono::milliseconds timeout) const {
+  if (mode_ != mode::inotify) {
+    std::this_thread::sleep_for(timeout);
+    return true;  // polling: every wake-up is a reason to look
+  }
+  pollfd request{fd_, POLLIN, 0};
+  return ::poll(&request, 1, static_cast<int>(timeout.count())) > 0 && (request.revents & POLLIN);
+}
+
+}  // namespace modhost

@@ -1,0 +1,600 @@
+"""Deep reload of classes and functions beyond the plain case.
+
+Enums, frozen dataclasses, named tuples, functools.wraps decorators, closures
+whose free variables change, zero-argument super(), singledispatch, pickling,
+classes that must be replaced (bases / __slots__ changed), and the new class
+objects a module's own top-level code stores somewhere (registries, lists).
+"""
+import dataclasses
+import pickle
+import sys
+import unittest
+
+from cache_fixtures import DeepReloadTestCase, modhost
+
+
+class Enums(DeepReloadTestCase):
+    V1 = '''
+        import enum
+        class Color(enum.Enum):
+            RED = 1
+            GREEN = 2
+            BLUE = 3
+            def describe(self):
+                return 'v1 ' + self.name
+    '''
+    V2 = '''
+        import enum
+        class Color(enum.Enum):
+            RED = 1
+            BLUE = 30
+            YELLOW = 4
+            def describe(self):
+                return 'v2 ' + self.name
+    '''
+
+    def setUp(self):
+        super().setUp()
+        self.m = self.mod("colors")
+        self.write(self.m, self.V1)
+        self.module = self.load(self.m)
+
+    def test_members_added_removed_and_changed_keep_identity(self):
+        Color = self.module.Color
+        red, blue = Color.RED, Color.BLUE
+        self.write(self.m, self.V2)
+
+        report = self.deep_reload(self.module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertIs(self.module.Color, Color)
+        self.assertIs(red, self.module.Color.RED)
+        self.assertEqual(red, self.module.Color.RED)
+        self.assertIs(blue, self.module.Color.BLUE)
+        self.assertEqual(self.module.Color.BLUE.value, 30)
+        self.assertEqual(red.describe(), "v2 RED")
+
+    def test_new_member_reachable_and_value_lookup_works(self):
+        Color = self.module.Color
+        self.write(self.m, self.V2)
+        self.deep_reload(self.module)
+        yellow = Color.YELLOW
+        self.assertIs(type(yellow), Color)
+        self.assertIsInstance(yellow, Color)
+        self.assertIs(Color(4), yellow)
+        self.assertIs(Color["YELLOW"], yellow)
+        self.assertIs(Color(30), Color.BLUE)
+        self.assertIs(Color(1), Color.RED)
+        self.assertEqual(yellow.describe(), "v2 YELLOW")
+
+    def test_removed_member_is_gone_and_iteration_is_correct(self):
+        Color = self.module.Color
+        self.write(self.m, self.V2)
+        self.deep_reload(self.module)
+        self.assertEqual([c.name for c in Color], ["RED", "BLUE", "YELLOW"])
+        self.assertEqual(list(Color), [Color.RED, Color.BLUE, Color.YELLOW])
+        self.assertEqual(len(Color), 3)
+        self.assertEqual(list(Color.__members__), ["RED", "BLUE", "YELLOW"])
+        self.assertFalse(hasattr(Color, "GREEN"))
+        with self.assertRaises(ValueError):
+            Color(2)
+        with self.assertRaises(ValueError):
+            Color(3)  # BLUE's old value
+        with self.assertRaises(KeyError):
+            Color["GREEN"]
+
+
+class FrozenDataclass(DeepReloadTestCase):
+    V1 = '''
+        from dataclasses import dataclass
+        @dataclass(frozen=True)
+        class D:
+            x: int
+            y: int = 0
+            def total(self):
+                return ('v1', self.x + self.y)
+    '''
+    V2 = '''
+        from dataclasses import dataclass
+        @dataclass(frozen=True)
+        class D:
+            x: int
+            y: int = 0
+            z: int = 5
+            def total(self):
+                return ('v2', self.x + self.y + self.z)
+    '''
+
+    def setUp(self):
+        super().setUp()
+        self.m = self.mod("data")
+        self.write(self.m, self.V1)
+        self.module = self.load(self.m)
+
+    def test_field_added_reloads_and_new_instances_have_it(self):
+        D = self.module.D
+        self.write(self.m, self.V2)
+        report = self.deep_reload(self.module)
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertIs(self.module.D, D)
+        self.assertEqual([f.name for f in dataclasses.fields(D)], ["x", "y", "z"])
+        new = D(1, 2, 3)
+        self.assertEqual((new.x, new.y, new.z), (1, 2, 3))
+        self.assertEqual(D(1).z, 5)
+        self.assertEqual(new.total(), ("v2", 6))
+        self.assertEqual(repr(new), "D(x=1, y=2, z=3)")
+        self.assertEqual(new, D(1, 2, 3))
+
+    def test_old_instance_keeps_its_data_and_class(self):
+        D = self.module.D
+        old = D(1, 2)
+        self.write(self.m, self.V2)
+        self.deep_reload(self.module)
+        self.assertEqual((old.x, old.y), (1, 2))
+        self.assertIs(type(old), self.module.D)
+        self.assertIsInstance(old, self.module.D)
+        self.assertEqual(old.total(), ("v2", 8))  # z comes from the class default
+
+    def test_instance_created_at_top_level_by_the_new_code(self):
+        # The new code builds a frozen instance at import time; the deep update moves it to the kept class.
+        D = self.module.D
+        self.write(self.m, self.source(self.V2) + "ORIGIN = D(0)\n")
+        report = self.deep_reload(self.module)
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertIs(self.module.D, D)
+        self.assertIs(type(self.module.ORIGIN), D)
+        self.assertEqual(self.module.ORIGIN, D(0, 0, 5))
+
+    def test_instances_stay_frozen(self):
+        D = self.module.D
+        old = D(1, 2)
+        self.write(self.m, self.V2)
+        self.deep_reload(self.module)
+        new = D(1, 2, 3)
+        for obj in (old, new):
+            with self.assertRaises(dataclasses.FrozenInstanceError):
+                obj.x = 10
+            with self.assertRaises(dataclasses.FrozenInstanceError):
+                obj.undeclared = 10
+
+
+class NamedTuples(DeepReloadTestCase):
+    def test_collections_namedtuple_field_change(self):
+        m = self.mod("points")
+        self.write(m, "from collections import namedtuple\nP = namedtuple('P', 'x y')\n")
+        module = self.load(m)
+        P = module.P
+        old = P(1, 2)
+        self.write(m, "from collections import namedtuple\nP = namedtuple('P', 'x y z', defaults=(0,))\n")
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertEqual(module.P._fields, ("x", "y", "z"))
+        new = module.P(1, 2, 3)
+        self.assertEqual((new.x, new.y, new.z), (1, 2, 3))
+        self.assertEqual(module.P(1, 2).z, 0)
+        self.assertEqual(tuple(old), (1, 2))
+        self.assertEqual((old.x, old.y), (1, 2))
+        self.assertIsInstance(old, module.P)
+
+    def test_typing_namedtuple_field_change(self):
+        m = self.mod("points")
+        self.write(m, self.source('''
+            from typing import NamedTuple
+            class T(NamedTuple):
+                x: int
+                y: int = 0
+                def norm(self):
+                    return ('v1', self.x + self.y)
+        '''))
+        module = self.load(m)
+        T = module.T
+        old = T(1, 2)
+        self.write(m, self.source('''
+            from typing import NamedTuple
+            class T(NamedTuple):
+                x: int
+                y: int = 0
+                z: int = 7
+                def norm(self):
+                    return ('v2', self.x + self.y + self.z)
+        '''))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertEqual(module.T._fields, ("x", "y", "z"))
+        new = module.T(1, 2)
+        self.assertEqual(new.z, 7)
+        self.assertEqual(new.norm(), ("v2", 10))
+        self.assertEqual(tuple(old), (1, 2))
+        self.assertEqual((old.x, old.y), (1, 2))
+        self.assertIsInstance(old, module.T)
+
+
+class Decorated(DeepReloadTestCase):
+    def test_wraps_decorator_from_another_module_old_reference_runs_new_body(self):
+        deco, m, app = self.mod("deco"), self.mod("plug"), self.mod("app")
+        self.write(deco, '''
+import functools
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return ('logged', fn(*args, **kwargs))
+    return wrapper
+''')
+        body = '''
+from {DECO} import logged
+@logged
+def g(x):
+    """g {V}"""
+    return ('g {V}', x)
+'''
+        self.write(m, self.source(body, DECO=deco, V="v1"))
+        self.write(app, self.source("from {M} import g\n", M=m))
+        app_module = self.load(app)
+        module = sys.modules[m]
+        old_g = module.g
+        self.assertEqual(old_g(1), ("logged", ("g v1", 1)))
+        self.write(m, self.source(body, DECO=deco, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(old_g(1), ("logged", ("g v2", 1)))
+        self.assertEqual(app_module.g(1), ("logged", ("g v2", 1)))
+        self.assertEqual(module.g(1), ("logged", ("g v2", 1)))
+        self.assertEqual(old_g.__doc__, "g v2")
+        self.assertEqual(old_g.__wrapped__(1), ("g v2", 1))
+        self.assertEqual(list(report.not_patched), [])
+
+    def test_decorated_method_and_classmethod_stack(self):
+        deco, m = self.mod("deco"), self.mod("plug")
+        self.write(deco, '''
+import functools
+def tagged(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return ['tagged', fn(*args, **kwargs)]
+    return wrapper
+''')
+        body = '''
+from {DECO} import tagged
+class C:
+    @tagged
+    def run(self):
+        return 'run {V}'
+    @classmethod
+    @tagged
+    def build(cls):
+        return 'build {V}'
+'''
+        self.write(m, self.source(body, DECO=deco, V="v1"))
+        module = self.load(m)
+        obj = module.C()
+        build = module.C.build
+        self.write(m, self.source(body, DECO=deco, V="v2"))
+        self.deep_reload(module)
+        self.assertEqual(obj.run(), ["tagged", "run v2"])
+        self.assertEqual(build(), ["tagged", "build v2"])
+
+
+    def test_lru_cache_wrapper_does_not_serve_results_of_the_old_code(self):
+        m = self.mod("cached")
+        body = "import functools\n@functools.lru_cache(maxsize=None)\ndef compute(x):\n    return ('{V}', x)\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        old_compute = module.compute
+        self.assertEqual(old_compute(1), ("v1", 1))
+        self.write(m, self.source(body, V="v2"))
+        self.deep_reload(module)
+        self.assertEqual(module.compute(2), ("v2", 2))
+        self.assertEqual(old_compute(2), ("v2", 2))
+        self.assertEqual(module.compute(1), ("v2", 1))  # not the v1 result cached before the reload
+
+
+class Closures(DeepReloadTestCase):
+    def test_closure_whose_free_variables_change_is_rebound_and_reported(self):
+        m, app = self.mod("closures"), self.mod("app")
+        self.write(m, '''
+def make():
+    factor = 2
+    def scaled(x):
+        return x * factor
+    return scaled
+scaled = make()
+''')
+        self.write(app, self.source("from {M} import scaled\n", M=m))
+        app_module = self.load(app)
+        module = sys.modules[m]
+        old_scaled = module.scaled
+        self.write(m, '''
+def make():
+    offset = 5
+    factor = 3
+    def scaled(x):
+        return x * factor + offset
+    return scaled
+scaled = make()
+''')
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertIsNot(module.scaled, old_scaled)
+        self.assertEqual(module.scaled(1), 8)
+        self.assertMentions(report.not_patched, m + ".scaled")
+        self.assertNotMentions(report.patched, m + ".scaled")
+        # The rebound function reaches `from m import scaled` bindings too.
+        self.assertEqual(app_module.scaled(1), 8)
+        # Documented: an old reference to a closure that could not be patched keeps the old code.
+        self.assertEqual(old_scaled(1), 2)
+
+    def test_closure_with_same_free_variables_but_new_cell_values_is_rebound(self):
+        m = self.mod("closures")
+        body = "def make():\n    factor = {N}\n    def scaled(x):\n        return x * factor\n    return scaled\nscaled = make()\n"
+        self.write(m, self.source(body, N="2"))
+        module = self.load(m)
+        self.write(m, self.source(body, N="3"))
+        report = self.deep_reload(module)
+        self.assertEqual(module.scaled(1), 3)
+        self.assertMentions(report.not_patched, m + ".scaled")
+
+
+class SuperAndDispatch(DeepReloadTestCase):
+    def test_zero_argument_super_in_patched_and_new_methods_on_old_instances(self):
+        m = self.mod("family")
+        self.write(m, '''
+class Base:
+    def greet(self):
+        return 'base v1'
+class Sub(Base):
+    def __init__(self):
+        super().__init__()
+        self.made = 'v1'
+    def greet(self):
+        return 'sub v1 + ' + super().greet()
+''')
+        module = self.load(m)
+        Base, Sub = module.Base, module.Sub
+        obj = Sub()
+        self.write(m, '''
+class Base:
+    def greet(self):
+        return 'base v2'
+    def extra(self):
+        return 'base extra v2'
+class Sub(Base):
+    def __init__(self):
+        super().__init__()
+        self.made = 'v2'
+    def greet(self):
+        return 'sub v2 + ' + super().greet()
+    def extra(self):
+        return 'sub extra v2 + ' + super().extra()
+''')
+
+        self.deep_reload(module)
+
+        self.assertIs(module.Base, Base)
+        self.assertIs(module.Sub, Sub)
+        self.assertEqual(obj.greet(), "sub v2 + base v2")
+        self.assertEqual(obj.extra(), "sub extra v2 + base extra v2")
+        fresh = module.Sub()
+        self.assertEqual(fresh.made, "v2")
+        self.assertEqual(fresh.extra(), "sub extra v2 + base extra v2")
+
+    def test_singledispatch_in_another_module_registered_on_a_patched_class(self):
+        m, app = self.mod("shapes"), self.mod("app")
+        body = "class Cls:\n    def method(self):\n        return 'method {V}'\n"
+        self.write(m, self.source(body, V="v1"))
+        self.write(app, self.source('''
+import functools
+from {M} import Cls
+@functools.singledispatch
+def describe(obj):
+    return 'default'
+@describe.register
+def _(obj: Cls):
+    return 'cls: ' + obj.method()
+''', M=m))
+        app_module = self.load(app)
+        module = sys.modules[m]
+        obj = module.Cls()
+        self.assertEqual(app_module.describe(obj), "cls: method v1")
+        self.write(m, self.source(body, V="v2"))
+        self.deep_reload(module)
+        self.assertEqual(app_module.describe(obj), "cls: method v2")
+        self.assertEqual(app_module.describe(module.Cls()), "cls: method v2")
+        self.assertEqual(app_module.describe(1), "default")
+
+    def test_singledispatch_in_the_reloaded_module_dispatches_old_and_new_instances(self):
+        m = self.mod("shapes")
+        body = '''
+import functools
+class Cls:
+    def method(self):
+        return 'method {V}'
+@functools.singledispatch
+def describe(obj):
+    return 'default {V}'
+@describe.register(Cls)
+def _describe_cls(obj):
+    return 'cls {V}: ' + obj.method()
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        obj = module.Cls()
+        self.write(m, self.source(body, V="v2"))
+        self.deep_reload(module)
+        self.assertEqual(module.describe(1), "default v2")
+        self.assertEqual(module.describe(obj), "cls v2: method v2")
+        self.assertEqual(module.describe(module.Cls()), "cls v2: method v2")
+
+
+class Pickling(DeepReloadTestCase):
+    BODY = '''
+class Cls:
+    def __init__(self, data):
+        self.data = data
+    def method(self):
+        return 'method {V}'
+    class Inner:
+        pass
+'''
+
+    def test_pickle_round_trip_of_an_old_instance_after_reload(self):
+        m = self.mod("pickled")
+        self.write(m, self.source(self.BODY, V="v1"))
+        module = self.load(m)
+        obj = module.Cls([1, 2, 3])
+        inner = module.Cls.Inner()
+        self.write(m, self.source(self.BODY, V="v2"))
+        self.deep_reload(module)
+        for protocol in (0, pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL):
+            copy = pickle.loads(pickle.dumps(obj, protocol))
+            self.assertIs(type(copy), module.Cls)
+            self.assertEqual(copy.data, [1, 2, 3])
+            self.assertEqual(copy.method(), "method v2")
+            self.assertIs(type(pickle.loads(pickle.dumps(inner, protocol))), module.Cls.Inner)
+
+    def test_pickle_taken_before_reload_loads_after_it(self):
+        m = self.mod("pickled")
+        self.write(m, self.source(self.BODY, V="v1"))
+        module = self.load(m)
+        data = pickle.dumps(module.Cls("kept"))
+        self.write(m, self.source(self.BODY, V="v2"))
+        self.deep_reload(module)
+        copy = pickle.loads(data)
+        self.assertIs(type(copy), module.Cls)
+        self.assertEqual(copy.method(), "method v2")
+
+
+class ReplacedClasses(DeepReloadTestCase):
+    def test_bases_changed_class_is_replaced_reported_and_instances_moved(self):
+        m = self.mod("bases")
+        self.write(m, '''
+class A:
+    def origin(self):
+        return 'A'
+class B:
+    def origin(self):
+        return 'B'
+class Cls(A):
+    def who(self):
+        return 'v1'
+''')
+        module = self.load(m)
+        OldCls = module.Cls
+        obj = OldCls()
+        obj.data = 42
+        self.write(m, '''
+class A:
+    def origin(self):
+        return 'A'
+class B:
+    def origin(self):
+        return 'B'
+class Cls(B):
+    def who(self):
+        return 'v2'
+''')
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertMentions(report.not_patched, m + ".Cls", "bases")
+        self.assertIsNot(module.Cls, OldCls)
+        self.assertIs(type(obj), module.Cls)  # moved: the layout allows it
+        self.assertEqual(obj.data, 42)
+        self.assertEqual(obj.who(), "v2")
+        self.assertEqual(obj.origin(), "B")
+        self.assertEqual(list(report.instances_not_moved), [])
+
+    def test_replaced_class_inherits_from_the_classes_the_module_names(self):
+        # B keeps its identity, so the replacement Cls(B) must derive from m.B.
+        m = self.mod("bases")
+        self.write(m, "class A:\n    pass\nclass B:\n    pass\nclass Cls(A):\n    pass\n")
+        module = self.load(m)
+        B = module.B
+        obj = module.Cls()
+        self.write(m, "class A:\n    pass\nclass B:\n    pass\nclass Cls(B):\n    pass\n")
+        self.deep_reload(module)
+        self.assertIs(module.B, B)
+        self.assertTrue(issubclass(module.Cls, module.B))
+        self.assertIsInstance(module.Cls(), module.B)
+        self.assertIsInstance(obj, module.B)
+
+    def test_metaclass_changed_class_is_replaced_and_instances_moved(self):
+        m = self.mod("meta")
+        self.write(m, "class Cls:\n    def who(self):\n        return 'v1'\n")
+        module = self.load(m)
+        OldCls = module.Cls
+        obj = OldCls()
+        self.write(m, "class Meta(type):\n    pass\nclass Cls(metaclass=Meta):\n    def who(self):\n        return 'v2'\n")
+        report = self.deep_reload(module)
+        self.assertMentions(report.not_patched, m + ".Cls", "metaclass")
+        self.assertIs(type(module.Cls), module.Meta)
+        self.assertIs(type(obj), module.Cls)
+        self.assertEqual(obj.who(), "v2")
+
+    def test_slots_changed_class_is_replaced_and_unmovable_instances_reported(self):
+        m = self.mod("slots")
+        self.write(m, "class S:\n    __slots__ = ('a',)\n    def v(self):\n        return 'v1'\n")
+        module = self.load(m)
+        OldS = module.S
+        s = OldS()
+        s.a = 1
+        self.write(m, "class S:\n    __slots__ = ('a', 'b')\n    def v(self):\n        return 'v2'\n")
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertMentions(report.not_patched, m + ".S", "__slots__")
+        self.assertMentions(report.instances_not_moved, m + ".S")
+        self.assertIsNot(module.S, OldS)
+        new = module.S()
+        new.b = 2
+        self.assertEqual(new.v(), "v2")
+        # The old instance could not move: it keeps its data on the old class.
+        self.assertIs(type(s), OldS)
+        self.assertEqual(s.a, 1)
+
+
+class ClassesTheNewCodeStores(DeepReloadTestCase):
+    """The new code's top-level statements may store its classes before deep update runs."""
+
+    def test_class_registry_filled_by_a_decorator_names_the_kept_class(self):
+        m = self.mod("registry")
+        body = '''
+REGISTRY = {}
+def register(cls):
+    REGISTRY[cls.__name__] = cls
+    return cls
+@register
+class Cls:
+    def method(self):
+        return 'method {V}'
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Cls = module.Cls
+        self.write(m, self.source(body, V="v2"))
+        self.deep_reload(module)
+        self.assertIs(module.Cls, Cls)
+        self.assertIs(module.REGISTRY["Cls"], module.Cls)
+        self.assertIsInstance(module.REGISTRY["Cls"](), module.Cls)
+
+    def test_instances_created_at_top_level_inside_a_container(self):
+        m = self.mod("registry")
+        body = "class Cls:\n    def method(self):\n        return 'method {V}'\nINSTANCES = [Cls()]\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        self.write(m, self.source(body, V="v2"))
+        self.deep_reload(module)
+        self.assertIsInstance(module.INSTANCES[0], module.Cls)
+        self.assertIs(type(module.INSTANCES[0]), module.Cls)
+
+
+if __name__ == "__main__":
+    unittest.main()
