@@ -225,6 +225,7 @@ class module_cache::impl {
     std::optional<fingerprint> print;
     module_kind kind;
     std::filesystem::path path;
+    py::object deep_update;  // the DeepUpdate that patched live objects, for commit()
   };
   pending_commit run_code(cache_entry& entry, const snapshot& before, bool deep,
                           py::handle undo, reload_report& report);
@@ -506,12 +507,17 @@ void module_cache::impl::record_import(PyObject* name_obj, PyObject* globals, Py
   for (py::handle item : items) {
     if (!PyUnicode_Check(item.ptr())) continue;
     std::string what = PyUnicode_AsUTF8(item.ptr());
-    if (what == "*") continue;
-    if (lookup(absolute + "." + what)) {  // `from pkg import submodule`
-      if (top_level) graph_.add_dependency(importer, absolute + "." + what);
-    } else if (top_level) {
-      graph_.add_from_import(importer, absolute, what);
-    }
+    if (what != "*" && lookup(absolute + "." + what) && top_level)  // `from pkg import submodule`
+      graph_.add_dependency(importer, absolute + "." + what);
+  }
+  if (!top_level) return;
+  // The names the importer binds (`from m import LIMIT as CAP`) are in its bytecode.
+  PyFrameObject* frame = PyEval_GetFrame();  // borrowed: the frame running the import
+  if (!frame) return;
+  for (py::handle pair : support_["from_import_targets"](py::handle(reinterpret_cast<PyObject*>(frame)))) {
+    std::string name = py::str(pair[py::int_(0)]), bound = py::str(pair[py::int_(1)]);
+    if (!lookup(absolute + "." + name))
+      graph_.add_from_import(importer, absolute, name == bound ? name : name + " as " + bound);
   }
 }
 
@@ -522,7 +528,7 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
                                                                 const snapshot& before, bool deep,
                                                                 py::handle undo,
                                                                 reload_report& report) {
-  pending_commit commit{&entry, entry.module, py::object(), std::nullopt, entry.kind, entry.path};
+  pending_commit commit{&entry, entry.module, py::object(), std::nullopt, entry.kind, entry.path, py::object()};
   py::object spec = support_["find_spec"](entry.name, entry.module);
   py::object source = support_["source_path"](spec);
   if (!source.is_none()) {
@@ -549,13 +555,18 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
       }
     }
   }
+  py::object around = py::none();
+  if (deep) {
+    commit.deep_update = support_["DeepUpdate"](entry.module, before.namespace_copy, undo);
+    around = commit.deep_update.attr("class_statements")();
+  }
   commit.module = support_["execute"](entry.name, entry.module, spec,
-                                     commit.code ? commit.code : py::none(), deep);
+                                     commit.code ? commit.code : py::none(), deep, around);
   if (deep) {
     auto append = [](std::vector<std::string>& to, py::handle items) {
       for (py::handle item : items) to.push_back(py::str(item));
     };
-    py::tuple lists = support_["deep_update"](commit.module, before.namespace_copy, undo);
+    py::tuple lists = commit.deep_update.attr("finish")();
     append(report.patched, lists[0]);
     append(report.not_patched, lists[1]);
     append(report.instances_not_moved, lists[2]);
@@ -708,6 +719,7 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     entry.last_error.clear();
     ++entry.generation;
     ++*entry.revision;
+    if (commit.deep_update) commit.deep_update.attr("commit")();
   }
   py::dict fresh = target->module.attr("__dict__");
   for (auto [key, value] : fresh)

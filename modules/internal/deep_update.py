@@ -9,6 +9,8 @@ namespace goes through an Undo, so a failure at any point restores them all;
 the cache restores the namespace itself. Embedded into the library at build
 time (see CMakeLists.txt).
 """
+import builtins
+import contextlib
 import enum
 import gc
 import types
@@ -71,6 +73,46 @@ class DeepUpdate:
         self.not_moved = []     # instances left on a replaced class
         self.class_map = {}     # new class -> the old class that now carries its content
         self.function_map = {}  # id(new function) -> (new, the old function that now runs its code)
+        self.after_commit = []  # what cannot be undone (clearing caches), run once the reload commits
+
+    # -- class statements -------------------------------------------------
+
+    @contextlib.contextmanager
+    def class_statements(self):
+        """While the new code runs, its class statements yield the existing classes.
+
+        `class Cls:` pours the new body into the old Cls and binds that, so
+        whatever the new code does with the class at once (a registry, a
+        singledispatch registration, instances in a list, a subclass's bases)
+        already has the class that stays.
+        """
+        original = builtins.__build_class__
+        namespace = self.module.__dict__
+
+        def build_class(body, name, *bases, **keywords):
+            new = original(body, name, *bases, **keywords)
+            if getattr(body, "__globals__", None) is not namespace:
+                return new  # another module's class statement (another thread)
+            old = self.old_class(new.__qualname__)
+            if old is None or not self.owns_class(new):
+                return new
+            return self.update_class(old, new, f"{self.name}.{new.__qualname__}")
+
+        builtins.__build_class__ = build_class
+        try:
+            yield
+        finally:
+            builtins.__build_class__ = original
+
+    def old_class(self, qualname):
+        """The class the old namespace had under `qualname` (nested classes too)."""
+        parts = qualname.split(".")
+        if "<locals>" in parts:
+            return None
+        obj = self.old.get(parts[0])
+        for part in parts[1:]:
+            obj = obj.__dict__.get(part) if isinstance(obj, type) else None
+        return obj if self.owns_class(obj) else None
 
     # -- ownership --------------------------------------------------------
 
@@ -102,6 +144,8 @@ class DeepUpdate:
                 return False
             if type(a_value) is type(b_value) and type(a_value) in (set, dict, list) and not b_value:
                 continue  # per-wrapper bookkeeping started afresh (reprlib.recursive_repr's set)
+            if isinstance(b_value, type) and self.class_map.get(b_value) is a_value:
+                continue  # the class it was made for (a dataclass's generated methods)
             new_and_old = self.function_map.get(id(b_value))
             if (new_and_old[1] if new_and_old and new_and_old[0] is b_value else b_value) is not a_value:
                 return False
@@ -139,6 +183,8 @@ class DeepUpdate:
         if type(old) is not type(new) or not self.patch_function(inner_old, inner_new):
             self.not_patched.append(f"function {where} (its wrapper or free variables changed)")
             return False
+        if callable(getattr(old, "cache_clear", None)):  # functools.lru_cache: results of old code
+            self.after_commit.append(old.cache_clear)
         return True
 
     def adopt_class_cells(self, value, cls):
@@ -153,10 +199,14 @@ class DeepUpdate:
             if not isinstance(function, types.FunctionType) or not function.__closure__:
                 continue
             for name, cell in zip(function.__code__.co_freevars, function.__closure__):
-                if name == "__class__" and cell.cell_contents is not cls:
-                    old = cell.cell_contents
-                    cell.cell_contents = cls
-                    self.undo._steps.append(lambda cell=cell, old=old: setattr(cell, "cell_contents", old))
+                try:
+                    content = cell.cell_contents
+                except ValueError:
+                    continue
+                target = cls if name == "__class__" else self.class_map.get(content) if isinstance(content, type) else None
+                if target is not None and content is not target:
+                    cell.cell_contents = target
+                    self.undo._steps.append(lambda cell=cell, old=content: setattr(cell, "cell_contents", old))
 
     # -- classes ----------------------------------------------------------
 
@@ -226,7 +276,7 @@ class DeepUpdate:
                     self.undo.setattr(kept, "_value_", member._value_, setter=object.__setattr__)
                 member = kept
             else:
-                self.undo.setattr(member, "__class__", old)
+                self.undo.setattr(member, "__class__", old, setter=object.__setattr__)
             members[name] = member
         value_map = {}
         unhashable = []
@@ -255,7 +305,7 @@ class DeepUpdate:
         for obj in gc.get_referrers(old):
             if type(obj) is old:
                 try:
-                    self.undo.setattr(obj, "__class__", new)
+                    self.undo.setattr(obj, "__class__", new, setter=object.__setattr__)
                 except TypeError:
                     stuck += 1
         if stuck:
@@ -283,27 +333,33 @@ class DeepUpdate:
             target = self.class_map.get(type(value))
             if target is not None:
                 try:
-                    self.undo.setattr(value, "__class__", target)
+                    self.undo.setattr(value, "__class__", target, setter=object.__setattr__)
                 except TypeError:
                     pass
         return self
 
 
-def deep_update(module, old, undo):
-    """Patch old objects with the module's new content. Returns the report lists."""
-    update = DeepUpdate(module, old, undo).run()
-    return update.patched, update.not_patched, update.not_moved
+    def finish(self):
+        """After the new code ran: patch what class statements did not. Returns the report lists."""
+        self.run()
+        return self.patched, self.not_patched, self.not_moved
+
+    def commit(self):
+        for step in self.after_commit:
+            step()
 
 
 def rebind_from_imports(module, old, importer, names, undo):
-    """`from module import name` in `importer`: rebind what still holds the old value."""
+    """`from module import name [as bound]` in `importer`: rebind what still holds the old value."""
     namespace = importer.__dict__
     rebound = []
-    for name in names:
-        if name not in module.__dict__ or name not in namespace:
+    for entry in names:
+        name, _, bound = entry.partition(" as ")
+        bound = bound or name
+        if name not in module.__dict__ or bound not in namespace:
             continue
-        if namespace[name] is old.get(name, MISSING) and namespace[name] is not module.__dict__[name]:
-            undo.setitem(namespace, name, module.__dict__[name])
-            rebound.append(f"{importer.__name__}.{name}")
+        if namespace[bound] is old.get(name, MISSING) and namespace[bound] is not module.__dict__[name]:
+            undo.setitem(namespace, bound, module.__dict__[name])
+            rebound.append(f"{importer.__name__}.{bound}")
     return rebound
 

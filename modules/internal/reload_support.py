@@ -5,6 +5,7 @@ so they stay in Python; the cache decides what code runs and undoes it on
 failure. Embedded into the library at build time (see CMakeLists.txt).
 """
 import sys
+from contextlib import nullcontext as _nothing
 from importlib import _bootstrap, machinery
 from io import open_code
 
@@ -40,7 +41,7 @@ IMPORT_DUNDERS = frozenset({
     "__file__", "__cached__", "__builtins__",
 })
 
-def execute(name, module, spec, code, fresh):
+def execute(name, module, spec, code, fresh, around=None):
     with _bootstrap._ModuleLockManager(name):
         if sys.modules.get(name) is not module:
             raise ImportError(f"module {name!r} not in sys.modules", name=name)
@@ -50,10 +51,11 @@ def execute(name, module, spec, code, fresh):
             for key in [k for k in namespace if k not in IMPORT_DUNDERS]:
                 del namespace[key]
         try:
-            if code is not None:
-                exec(code, module.__dict__)
-            elif spec.loader is not None:
-                spec.loader.exec_module(module)
+            with around if around is not None else _nothing():
+                if code is not None:
+                    exec(code, module.__dict__)
+                elif spec.loader is not None:
+                    spec.loader.exec_module(module)
         finally:
             current = sys.modules.pop(name, None)
             if current is not None:
@@ -141,3 +143,31 @@ def install_source_loader(note_source):
             sys.path_importer_cache.clear()
             return True
     return False
+
+_from_import_code = (None, {}, [])  # the code last looked at: offsets, instructions
+
+def from_import_targets(frame):
+    """[(name, bound_as)] for the `from x import name as bound_as` that `frame` is running.
+
+    The names bound are only in the bytecode: IMPORT_NAME, then an IMPORT_FROM
+    and a STORE_* for each name.
+    """
+    global _from_import_code
+    import dis
+    code = frame.f_code
+    if _from_import_code[0] is not code:  # a module's imports come one after another
+        instructions = list(dis.get_instructions(code))
+        _from_import_code = (code, {ins.offset: k for k, ins in enumerate(instructions)}, instructions)
+    _, index, instructions = _from_import_code
+    k = index.get(frame.f_lasti)
+    if k is None or instructions[k].opname != "IMPORT_NAME":
+        return []
+    pairs = []
+    k += 1
+    while k + 1 < len(instructions) and instructions[k].opname == "IMPORT_FROM":
+        store = instructions[k + 1]
+        if not store.opname.startswith("STORE_"):
+            break
+        pairs.append((instructions[k].argval, store.argval))
+        k += 2
+    return pairs
