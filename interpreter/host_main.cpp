@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   app.add_flag("--cwd-path", add_cwd, "Put the working directory on sys.path, as python3 -c does");
   std::string autoreload = "off";
   std::vector<std::string> watch_dirs;
-  int debounce_ms = 30;
+  int debounce_ms = 10;
   bool watch_polling = false;
   app.add_option("--autoreload", autoreload,
                  "Reload changed modules by themselves, between bytecodes: off, explicit "

@@ -49,7 +49,7 @@ struct interpreter_config {
   // The autoreloader's file watcher: how long a file must be quiet before it
   // counts as saved, and whether to poll instead of using inotify (the
   // environment variable MODHOST_WATCH_POLLING=1 forces polling too).
-  std::chrono::milliseconds watch_debounce{30};
+  std::chrono::milliseconds watch_debounce{10};
   bool watch_polling = false;
 };
 

@@ -30,7 +30,7 @@ class file_watcher {
     polling,  // fallback: a check stats every watched file
   };
 
-  explicit file_watcher(std::chrono::milliseconds debounce = std::chrono::milliseconds(30),
+  explicit file_watcher(std::chrono::milliseconds debounce = std::chrono::milliseconds(10),
                         bool force_polling = false);
   ~file_watcher();
   file_watcher(const file_watcher&) = delete;

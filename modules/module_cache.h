@@ -146,7 +146,7 @@ class module_cache {
  public:
   // Installs the import hook. Created by modhost::interpreter; one per
   // process. The settings are the autoreloader's file watcher's.
-  explicit module_cache(std::chrono::milliseconds watch_debounce = std::chrono::milliseconds(30),
+  explicit module_cache(std::chrono::milliseconds watch_debounce = std::chrono::milliseconds(10),
                         bool watch_polling = false);
   ~module_cache();
   module_cache(const module_cache&) = delete;
