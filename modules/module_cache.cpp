@@ -9,6 +9,7 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "interpreter/internal/translate_errors.h"
 #include "modules/autoreload.h"
@@ -230,6 +231,7 @@ class module_cache::impl {
   pending_commit run_code(cache_entry& entry, const snapshot& before, bool deep,
                           py::handle undo, reload_report& report);
   void rollback(std::vector<snapshot>& snapshots);
+  std::pair<module_kind, std::filesystem::path> classify(const std::string& name, py::handle module);
   void classify(cache_entry& entry);
   bool runs_top_level(const std::string& importer, PyObject* globals);
 };
@@ -364,11 +366,15 @@ module_cache::impl::~impl() {
   }
 }
 
+std::pair<module_kind, std::filesystem::path> module_cache::impl::classify(const std::string& name,
+                                                                            py::handle module) {
+  py::tuple kind_path = support_["classify"](name, module);
+  return {kind_from(kind_path[0].cast<std::string>()),
+          kind_path[1].is_none() ? std::filesystem::path() : std::filesystem::path(kind_path[1].cast<std::string>())};
+}
+
 void module_cache::impl::classify(cache_entry& entry) {
-  py::tuple kind_path = support_["classify"](entry.name, entry.module);
-  entry.kind = kind_from(kind_path[0].cast<std::string>());
-  entry.path = kind_path[1].is_none() ? std::filesystem::path()
-                                      : std::filesystem::path(kind_path[1].cast<std::string>());
+  std::tie(entry.kind, entry.path) = classify(entry.name, entry.module);
   entry.print.reset();
   if (!has_file(entry.kind)) return;
   auto loaded = loaded_sources_.find(entry.name);
@@ -583,9 +589,7 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
   }
   support_["hand_over"](commit.module, before.namespace_copy);
   if (source.is_none()) {
-    py::tuple kind_path = support_["classify"](entry.name, commit.module);
-    commit.kind = kind_from(kind_path[0].cast<std::string>());
-    commit.path = kind_path[1].is_none() ? std::filesystem::path() : std::filesystem::path(kind_path[1].cast<std::string>());
+    std::tie(commit.kind, commit.path) = classify(entry.name, commit.module);
     commit.print = has_file(commit.kind) ? take_fingerprint(commit.path) : std::nullopt;
   }
   return commit;
