@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include "interpreter/interpreter.h"
+#include "interpreter/time_limit.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
 
@@ -33,6 +34,15 @@ std::string module_name_of(py::handle module_or_name) {
     throw py::type_error("expected a module or a module name, got " +
                          std::string(Py_TYPE(module_or_name.ptr())->tp_name));
   return py::str(module_or_name.attr("__name__"));
+}
+
+// Seconds (None: no limit) as a time limit. (py::object rather than
+// std::optional<double>: GCC 12 warns falsely about the optional caster.)
+std::chrono::milliseconds to_limit(py::handle seconds) {
+  if (seconds.is_none()) return std::chrono::milliseconds(0);
+  double value = seconds.cast<double>();
+  if (value <= 0) throw py::value_error("timeout must be positive");
+  return std::chrono::milliseconds(std::max<long long>(1, static_cast<long long>(value * 1000)));
 }
 
 py::object fingerprint_object(const std::optional<modhost::fingerprint>& print) {
@@ -72,6 +82,15 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       PyErr_SetObject(type.ptr(), exc.ptr());
     }
   });
+
+  py::exec(R"PY(
+class TimeLimitExceeded(TimeoutError):
+    """A time limit ran out: raised into the code that was running
+    (modhost.time_limit, reload(timeout=...), load(timeout=...))."""
+    def __init__(self, *args):
+        super().__init__(*(args or ("the time limit was exceeded",)))
+)PY",
+           m.attr("__dict__"));
 
   py::class_<modhost::module_info>(m, "ModuleInfo", "What the cache knows about one module.")
       .def_readonly("name", &modhost::module_info::name)
@@ -113,14 +132,21 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
                " freed=" + (r.freed ? "True" : "False") + ">";
       });
 
-  m.def("load", [](const std::string& name) { return cache().load(name); }, "name"_a,
-        "load(name) -> module\n\nImport `name` through the cache, like importlib.import_module\n"
-        "(absolute names). A loaded module is a C++ hash-map hit.");
+  m.def(
+      "load",
+      [](const std::string& name, py::object timeout) {
+        return cache().load(name, to_limit(timeout));
+      },
+      "name"_a, py::kw_only(), "timeout"_a = py::none(),
+      "load(name, *, timeout=None) -> module\n\nImport `name` through the cache, like importlib.import_module\n"
+      "(absolute names). A loaded module is a C++ hash-map hit. timeout (seconds)\n"
+      "interrupts module code that runs longer with TimeLimitExceeded.");
 
   m.def(
       "reload",
-      [](py::object module_or_name, bool deep, bool dependents) -> py::object {
+      [](py::object module_or_name, bool deep, bool dependents, py::object timeout) -> py::object {
         modhost::reload_options options;
+        options.time_limit = to_limit(timeout);
         options.deep = deep;
         options.dependents = dependents;
         modhost::reload_report report;
@@ -128,15 +154,17 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
           report = cache().reload(module_or_name.cast<std::string>(), options);
         else
           report = cache().reload(module_or_name, options);
-        py::module_::import("modhost").attr("_last_reload") = report;
+        modhost::reload_report kept = report;
+        kept.module = py::object();  // the report must not keep the module alive (unload would refuse)
+        py::module_::import("modhost").attr("_last_reload") = std::move(kept);
         if (report.error) {
           report.error->restore();
           throw py::error_already_set();
         }
         return report.module;
       },
-      "module"_a, py::kw_only(), "deep"_a = false, "dependents"_a = false,
-      "reload(module_or_name, *, deep=False, dependents=False) -> module\n\n"
+      "module"_a, py::kw_only(), "deep"_a = false, "dependents"_a = false, "timeout"_a = py::none(),
+      "reload(module_or_name, *, deep=False, dependents=False, timeout=None) -> module\n\n"
       "A drop-in for importlib.reload that is atomic. The module's current source is\n"
       "compiled from disk (never a stale bytecode cache) and run in its own namespace;\n"
       "the same module object comes back. If anything raises (a syntax error, an\n"
@@ -155,7 +183,8 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "transitively, dependencies first, a cycle as one unit; if any fails, all of\n"
       "them are rolled back. Built-in and extension modules behave as with\n"
       "importlib.reload: nothing runs again. sys, builtins, __main__ and modhost are\n"
-      "refused with ValueError.");
+      "refused with ValueError. timeout (seconds) interrupts module code that runs\n"
+      "longer (TimeLimitExceeded, a TimeoutError) and rolls the reload back.");
 
   py::class_<modhost::reload_report>(m, "ReloadReport",
                                      "What the last reload did: outcome, generation, what ran, what was patched.")
@@ -296,6 +325,19 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
         return result;
       },
       "watcher_info() -> dict\n\nThe file watcher: mode ('inotify' or 'polling'), why it polls, debounce in ms.");
+
+  py::class_<modhost::time_limit>(m, "time_limit",
+                                  "with modhost.time_limit(seconds): ... — interrupt the block with\n"
+                                  "TimeLimitExceeded if it runs longer (at the next bytecode; a blocking C call\n"
+                                  "is interrupted when it returns).")
+      .def(py::init([](py::object seconds) {
+             if (seconds.is_none()) throw py::value_error("time_limit needs a number of seconds");
+             return std::make_unique<modhost::time_limit>(to_limit(seconds));
+           }),
+           "seconds"_a)
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](modhost::time_limit&, py::args) { return false; })
+      .def_property_readonly("expired", &modhost::time_limit::expired, "The limit ran out inside the block.");
 
   m.def(
       "interpreter_info",

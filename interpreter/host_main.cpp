@@ -4,6 +4,7 @@
 //   modhost -c CODE [args]     run a string
 //   modhost -m MODULE [args]   run a module (runpy semantics)
 //   modhost                    REPL on a terminal, else run the script on stdin
+#include <Python.h>  // first, as CPython requires
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +18,24 @@
 #include "interpreter/interpreter.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
+
+namespace {
+
+std::FILE* g_audit_log = nullptr;
+
+// --audit-log: one line per modhost event, "modhost.reload ('plug', '/path/plug.py')".
+int log_audit_event(const char* event, PyObject* args, void*) {
+  if (std::strncmp(event, "modhost.", 8) != 0) return 0;
+  PyObject* text = PyObject_Repr(args);
+  const char* utf8 = text ? PyUnicode_AsUTF8(text) : nullptr;
+  std::fprintf(g_audit_log, "%s %s\n", event, utf8 ? utf8 : "?");
+  std::fflush(g_audit_log);
+  Py_XDECREF(text);
+  PyErr_Clear();
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"modhost: Python with a module cache that reloads, unloads and inspects "
@@ -48,6 +67,18 @@ int main(int argc, char** argv) {
   app.add_option("--debounce", debounce_ms, "Milliseconds a file must be quiet before it counts as saved")
       ->check(CLI::Range(0, 10000));
   app.add_flag("--watch-polling", watch_polling, "Poll files instead of using inotify");
+  std::vector<std::string> roots;
+  bool strict = false;
+  std::string audit_log;
+  app.add_option("--root", roots,
+                 "Load modules only from DIR and the stdlib (repeatable); symlinks are resolved")
+      ->type_name("DIR")
+      ->allow_extra_args(false);
+  app.add_flag("--strict", strict,
+               "Refuse module files (or their directories) writable by group/others or owned by "
+               "another user");
+  app.add_option("--audit-log", audit_log, "Append every modhost.load/reload/unload audit event to FILE")
+      ->type_name("FILE");
   app.footer("Arguments after the script are passed to it: modhost [options] SCRIPT [args...]");
   // python3 ends its own options at -c CODE / -m MODULE too: what follows
   // belongs to the program even when it looks like an option (-m json.tool --help).
@@ -59,7 +90,8 @@ int main(int argc, char** argv) {
       own_args = i + 2;
       break;
     }
-    if (arg == "-p" || arg == "--path" || arg == "--autoreload" || arg == "--watch" || arg == "--debounce")
+    if (arg == "-p" || arg == "--path" || arg == "--autoreload" || arg == "--watch" || arg == "--debounce" ||
+        arg == "--root" || arg == "--audit-log")
       ++i;  // skip the option's value
     else if (arg.empty() || arg[0] != '-') break;
   }
@@ -78,8 +110,18 @@ int main(int argc, char** argv) {
   modhost::interpreter_config config;
   config.add_working_directory = add_cwd;
   config.module_paths.assign(paths.begin(), paths.end());
-  config.watch_debounce = std::chrono::milliseconds(debounce_ms);
-  config.watch_polling = watch_polling;
+  config.cache.watch_debounce = std::chrono::milliseconds(debounce_ms);
+  config.cache.watch_polling = watch_polling;
+  config.cache.module_roots.assign(roots.begin(), roots.end());
+  config.cache.strict_permissions = strict;
+  if (!audit_log.empty()) {
+    g_audit_log = std::fopen(audit_log.c_str(), "a");
+    if (!g_audit_log) {
+      std::cerr << "modhost: cannot open audit log '" << audit_log << "': " << std::strerror(errno) << "\n";
+      return 2;
+    }
+    PySys_AddAuditHook(&log_audit_event, nullptr);  // before start-up: sees every event
+  }
   if (!watch_dirs.empty() && autoreload == "off") autoreload = "explicit";
   std::string script;
   if (!code.empty()) {

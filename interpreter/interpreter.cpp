@@ -112,10 +112,10 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
       if (config_.add_working_directory) sys_path.insert(0, py::str(""));
       info_.version = py::module_::import("platform").attr("python_version")().cast<std::string>();
     });
-    const char* force_polling = std::getenv("MODHOST_WATCH_POLLING");
-    cache_ = std::make_unique<module_cache>(
-        config_.watch_debounce,
-        config_.watch_polling || (force_polling && std::string(force_polling) == "1"));
+    cache_options options = config_.cache;
+    if (const char* polling = std::getenv("MODHOST_WATCH_POLLING"); polling && std::string(polling) == "1")
+      options.watch_polling = true;
+    cache_ = std::make_unique<module_cache>(options);
   } catch (...) {
     cache_.reset();
     g_current = nullptr;

@@ -16,7 +16,6 @@
 // A Python exception surfaces as modhost::python_error.
 #pragma once
 
-#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "interpreter/python_error.h"
+#include "modules/cache_options.h"
 
 namespace modhost {
 
@@ -46,11 +46,8 @@ struct interpreter_config {
   // Release the GIL after start-up so host threads can take it (gil_acquire);
   // the main thread then takes it like any other thread.
   bool release_gil = false;
-  // The autoreloader's file watcher: how long a file must be quiet before it
-  // counts as saved, and whether to poll instead of using inotify (the
-  // environment variable MODHOST_WATCH_POLLING=1 forces polling too).
-  std::chrono::milliseconds watch_debounce{10};
-  bool watch_polling = false;
+  // Module roots, strict permissions, the file watcher's settings.
+  cache_options cache;
 };
 
 // Facts about the running interpreter, for diagnostics and `modhost.python`.

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "interpreter/internal/translate_errors.h"
+#include "interpreter/time_limit.h"
 #include "modules/autoreload.h"
 #include "modules/import_graph.h"
 #include "modules/internal/referrers.h"
@@ -179,7 +180,7 @@ std::uint64_t sys_modules_version() {
 
 class module_cache::impl {
  public:
-  impl();
+  explicit impl(const cache_options& options);
   ~impl();
 
   cache_entry* lookup(const std::string& name);
@@ -211,6 +212,8 @@ class module_cache::impl {
   py::dict support_;  // reload_support.py's namespace
   py::object original_import_;
   py::object original_import_module_;
+  py::object check_;  // make_policy()'s check(name, origin, event)
+  py::object guard_;  // the LoadGuard on sys.meta_path
 
  private:
   struct snapshot {
@@ -328,7 +331,7 @@ PyMethodDef g_import_module_def = {"import_module", reinterpret_cast<PyCFunction
 
 }  // namespace
 
-module_cache::impl::impl() {
+module_cache::impl::impl(const cache_options& options) {
   detail::translate_errors([&] {
     py::object code = py::module_::import("builtins").attr("compile")(
         detail::reload_support_source, "modhost/modules/internal/reload_support.py", "exec");
@@ -338,6 +341,11 @@ module_cache::impl::impl() {
     py::module_::import("builtins").attr("exec")(code, support_);
     py::module_ builtins = py::module_::import("builtins");
     py::module_ importlib = py::module_::import("importlib");
+    py::list roots;
+    for (const auto& root : options.module_roots) roots.append(root.string());
+    check_ = support_["make_policy"](roots, options.strict_permissions);
+    guard_ = support_["LoadGuard"](check_);
+    py::module_::import("sys").attr("meta_path").attr("insert")(0, guard_);
     support_["install_source_loader"](
         py::reinterpret_steal<py::object>(PyCFunction_NewEx(&g_note_source_def, nullptr, nullptr)));
     original_import_ = builtins.attr("__import__");
@@ -356,6 +364,8 @@ module_cache::impl::~impl() {
   try {
     py::module_::import("builtins").attr("__import__") = original_import_;
     py::module_::import("importlib").attr("import_module") = original_import_module_;
+    py::list meta_path = py::module_::import("sys").attr("meta_path");
+    if (meta_path.contains(guard_)) meta_path.attr("remove")(guard_);
   } catch (py::error_already_set&) {
     PyErr_Clear();
   }
@@ -536,6 +546,9 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
                                                                 reload_report& report) {
   pending_commit commit{&entry, entry.module, py::object(), std::nullopt, entry.kind, entry.path, py::object()};
   py::object spec = support_["find_spec"](entry.name, entry.module);
+  py::object origin = py::none();
+  if (spec.attr("has_location").cast<bool>()) origin = spec.attr("origin");
+  check_(entry.name, origin, "modhost.reload");  // audit event, module roots, strict permissions
   py::object source = support_["source_path"](spec);
   if (!source.is_none()) {
     commit.path = source.cast<std::string>();
@@ -666,6 +679,8 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     }
   } guard{this, order};
 
+  std::optional<time_limit> limit;
+  if (options.time_limit.count() > 0) limit.emplace(options.time_limit);
   try {
     for (auto* entry : order) {
       py::dict copy = py::reinterpret_steal<py::dict>(PyDict_Copy(entry->module.attr("__dict__").ptr()));
@@ -690,6 +705,7 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     for (auto* entry : order) entry->state = module_state::loaded;
     throw;
   }
+  limit.reset();  // from here on nothing may be interrupted
   if (report.error) {
     undo.attr("rollback")();
     rollback(snapshots);
@@ -828,6 +844,11 @@ unload_report module_cache::impl::unload(const std::string& name, bool force) {
     auto holders = detail::translate_errors([&] { return detail::find_referrers(query); });
     if (!holders.empty() && !force) throw module_in_use_error(name, std::move(holders));
     report.lingering = std::move(holders);
+    for (const auto& [n, module] : query.modules) {
+      cache_entry* e = lookup(n);
+      if (PySys_Audit("modhost.unload", "ss", n.c_str(), e ? e->path.c_str() : "") < 0)
+        throw python_error::fetch();  // vetoed by an audit hook: nothing is unloaded
+    }
     for (const auto& [n, module] : query.modules)  // their own goodbyes; one that raises stops the unload
       support_["call_unload_hook"](module);
   }
@@ -873,9 +894,9 @@ bool module_cache::impl::is_changed(cache_entry& entry) {
 // ---------------------------------------------------------------------------
 // module_cache
 
-module_cache::module_cache(std::chrono::milliseconds watch_debounce, bool watch_polling)
-    : impl_(std::make_unique<impl>()),
-      autoreload_(std::make_unique<autoreloader>(*this, watch_debounce, watch_polling)) {}
+module_cache::module_cache(const cache_options& options)
+    : impl_(std::make_unique<impl>(options)),
+      autoreload_(std::make_unique<autoreloader>(*this, options.watch_debounce, options.watch_polling)) {}
 
 module_cache::~module_cache() { autoreload_.reset(); }
 
@@ -890,10 +911,12 @@ py::object module_cache::find(const std::string& name) {
   return entry ? entry->module : py::object();
 }
 
-py::object module_cache::load(const std::string& name) {
+py::object module_cache::load(const std::string& name, std::chrono::milliseconds limit) {
   if (cache_entry* entry = impl_->lookup(name)) return entry->module;
   return detail::translate_errors([&] {
     check_name(name);
+    std::optional<time_limit> guard;
+    if (limit.count() > 0) guard.emplace(limit);
     py::object module = py::module_::import("importlib").attr("import_module")(name);
     impl_->lookup(name);
     return module;

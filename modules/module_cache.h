@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "interpreter/python_error.h"
+#include "modules/cache_options.h"
 #include "modules/fingerprint.h"
 
 namespace modhost {
@@ -85,6 +86,9 @@ enum class reload_outcome {
 const char* to_string(reload_outcome outcome) noexcept;
 
 struct reload_options {
+  // Interrupt the module's code (TimeLimitExceeded, a TimeoutError) if the
+  // reload runs longer; it then rolls back like any failure. Zero: no limit.
+  std::chrono::milliseconds time_limit{0};
   // Put the new code into the objects that exist: stale names removed,
   // functions patched in place, classes updated in place (identity kept),
   // names other modules took with `from m import name` rebound. An unchanged
@@ -144,18 +148,19 @@ class autoreloader;
 
 class module_cache {
  public:
-  // Installs the import hook. Created by modhost::interpreter; one per
-  // process. The settings are the autoreloader's file watcher's.
-  explicit module_cache(std::chrono::milliseconds watch_debounce = std::chrono::milliseconds(10),
-                        bool watch_polling = false);
+  // Installs the import hook and the load guard (module roots, strict
+  // permissions, `modhost.load` audit events). Created by
+  // modhost::interpreter; one per process.
+  explicit module_cache(const cache_options& options = {});
   ~module_cache();
   module_cache(const module_cache&) = delete;
   module_cache& operator=(const module_cache&) = delete;
 
   // The module if it is loaded (a hash-map hit), else an empty object.
   pybind11::object find(const std::string& name);
-  // Imports through the cache (like importlib.import_module; absolute names).
-  pybind11::object load(const std::string& name);
+  // Imports through the cache (like importlib.import_module; absolute
+  // names), interrupting the module's code after `time_limit` if not zero.
+  pybind11::object load(const std::string& name, std::chrono::milliseconds time_limit = {});
 
   // Re-executes a loaded module's current source in its own namespace,
   // atomically: whatever fails once its reload started (no spec any more,

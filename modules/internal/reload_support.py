@@ -171,3 +171,62 @@ def from_import_targets(frame):
         pairs.append((instructions[k].argval, store.argval))
         k += 2
     return pairs
+
+def make_policy(roots, strict):
+    """check(name, origin, event): announce a load or reload, then enforce the rules.
+
+    The audit event (modhost.load / modhost.reload with the name and path)
+    lets a host's audit hook log or veto it. Module roots: the file, with
+    symlinks resolved, must be under one of `roots` or in the stdlib. Strict
+    permissions: neither the file nor its directory may be writable by group
+    or others, or owned by another user than this process's (or root).
+    """
+    import os
+    import sysconfig
+    roots = [os.path.realpath(r) for r in roots]
+    stdlib = [os.path.realpath(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")]
+
+    def under(path, dirs):
+        return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
+
+    def refuse(name, origin, why):
+        raise ImportError(f"modhost refuses to load {name!r} from {origin}: {why}", name=name, path=origin)
+
+    def check(name, origin, event):
+        sys.audit(event, name, origin)
+        if origin is None or not (roots or strict):
+            return
+        real = os.path.realpath(origin)
+        if roots and not under(real, roots) and not under(real, stdlib):
+            resolved = f" (it resolves to {real})" if real != os.path.abspath(origin) else ""
+            refuse(name, origin, f"outside the module roots {roots}{resolved}")
+        if strict:
+            for path in (real, os.path.dirname(real)):
+                st = os.stat(path)
+                if st.st_mode & 0o022:
+                    refuse(name, origin, f"{path} is writable by group or others "
+                                         f"(mode {st.st_mode & 0o777:o}; strict permissions)")
+                if st.st_uid not in (os.getuid(), 0):
+                    refuse(name, origin, f"{path} is owned by uid {st.st_uid}, not by this "
+                                         f"process's user or root (strict permissions)")
+    return check
+
+
+class LoadGuard:
+    """First on sys.meta_path: each module found is checked before any of its code runs."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def find_spec(self, name, path=None, target=None):
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec = find_spec(name, path, target)
+            if spec is not None:
+                if name not in sys.modules:  # a reload checks (and announces) itself
+                    self.check(name, spec.origin if spec.has_location else None, "modhost.load")
+                return spec
+        return None
+

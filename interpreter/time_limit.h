@@ -1,0 +1,39 @@
+// modhost::time_limit — bound how long Python code may run in a scope.
+//
+// While a time_limit lives, the thread that created it has a deadline; if
+// the scope is still running then, a watchdog raises modhost's
+// TimeLimitExceeded (a TimeoutError) into that thread, the way
+// KeyboardInterrupt arrives: at the next bytecode. So a plugin stuck in an
+// endless loop is interrupted, a reload rolls back, and the host keeps
+// running. Code blocked inside a C call (time.sleep, a socket read) is
+// interrupted only when that call returns.
+//
+//   {
+//     modhost::time_limit limit(std::chrono::milliseconds(200));
+//     on_event(42);   // throws python_error (TimeLimitExceeded) if it runs too long
+//   }
+//
+// Needs the GIL; nests (the earliest deadline wins).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace modhost {
+
+class time_limit {
+ public:
+  explicit time_limit(std::chrono::milliseconds limit);
+  ~time_limit();
+  time_limit(const time_limit&) = delete;
+  time_limit& operator=(const time_limit&) = delete;
+
+  // The watchdog raised the exception into this scope.
+  bool expired() const;
+
+ private:
+  std::uint64_t id_;
+  unsigned long thread_;
+};
+
+}  // namespace modhost
