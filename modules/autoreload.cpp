@@ -40,6 +40,12 @@ bool is_under(const std::filesystem::path& path, const std::filesystem::path& di
   return mismatch.first == dir.end();
 }
 
+// The report is one line per failure, whatever the exception's message holds.
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
+}
+
 std::filesystem::path normal(const std::filesystem::path& path) {
   std::error_code ec;
   auto absolute = std::filesystem::absolute(path, ec);
@@ -85,6 +91,7 @@ void autoreloader::watch(const std::string& name) {
 void autoreloader::unwatch(const std::string& name) {
   watched_.erase(name);
   unwatched_.insert(name);
+  seen_tracking_ = ~0ull;
 }
 
 void autoreloader::watch_directory(const std::filesystem::path& directory) {
@@ -118,12 +125,15 @@ void autoreloader::track_new_modules() {
   if (revision == seen_tracking_) return;
   seen_tracking_ = revision;
   refresh_roots();
+  auto known = std::move(path_to_name_);
   path_to_name_.clear();
   for (const auto& info : cache_.entries()) {
     if (info.path.empty() || !covers(info.name, info.path)) continue;
     auto path = normal(info.path);
     path_to_name_[path] = info.name;
     watcher_.watch_file(path);
+    // Saved before the watch existed (between its import and now): no event will come.
+    if (!known.count(path) && cache_.is_changed(info.name)) unwatched_changes_.insert(info.name);
   }
   seen_tracking_ = cache_.tracking_revision();  // entries() may have tracked more
 }
@@ -133,9 +143,10 @@ std::vector<std::string> autoreloader::poll() {
   if (mode_ == autoreload_mode::off || !cache_.at_safe_point()) return reloaded;
   track_new_modules();
   auto settled = watcher_.take_settled();
-  if (settled.empty()) return reloaded;
+  if (settled.empty() && unwatched_changes_.empty()) return reloaded;
   bool new_files = false;
-  std::vector<std::string> names;
+  std::vector<std::string> names(unwatched_changes_.begin(), unwatched_changes_.end());
+  unwatched_changes_.clear();
   for (const auto& path : settled) {
     auto it = path_to_name_.find(path);
     if (it != path_to_name_.end())
@@ -183,12 +194,12 @@ void autoreloader::apply(const std::string& name, std::vector<std::string>& relo
   try {
     report = cache_.reload(name, options);
   } catch (const python_error& e) {  // e.g. not reloadable any more
-    std::cerr << "[modhost] reload of " << name << " failed: " << e.what() << std::endl;
+    std::cerr << "[modhost] reload of " << name << " failed: " << one_line(e.what()) << std::endl;
     failed_hash_[name] = now->content_hash;
     return;
   }
   if (!report) {
-    std::cerr << "[modhost] reload of " << name << " failed: " << report.error->what()
+    std::cerr << "[modhost] reload of " << name << " failed: " << one_line(report.error->what())
               << (report.failed_module != name ? " (in dependent " + report.failed_module + ")" : "")
               << "; the old code keeps running" << std::endl;
     failed_hash_[name] = now->content_hash;

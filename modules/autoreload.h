@@ -95,6 +95,7 @@ class autoreloader {
   std::map<std::filesystem::path, std::string> path_to_name_;
   // cache.tracking_revision() when last scanned (the background thread reads it too)
   std::atomic<std::uint64_t> seen_tracking_{~0ull};
+  std::set<std::string> unwatched_changes_;  // changed before their file was watched
   std::map<std::string, std::uint64_t> failed_hash_;  // content that failed: not retried
   std::set<std::string> reported_;                    // deleted / extension: said once
 

@@ -73,9 +73,8 @@ void file_watcher::fall_back(const std::string& reason) {
 
 void file_watcher::watch_file(const std::filesystem::path& file) {
   auto path = normal(file);
-  if (!files_.insert(path).second) return;
-  if (mode_ == mode::polling) poll_state_[path] = signature(path);
-  watch_directory_events(path.parent_path());
+  if (files_.insert(path).second && mode_ == mode::polling) poll_state_[path] = signature(path);
+  watch_directory_events(path.parent_path());  // again too: the directory may be new or recreated
 }
 
 void file_watcher::watch_directory(const std::filesystem::path& directory) {
@@ -143,11 +142,15 @@ void file_watcher::poll_files(clock::time_point now) {
     }
   };
   for (const auto& file : files_) check(file);
+  std::vector<std::filesystem::path> vanished;
   for (const auto& dir : whole_dirs_) {
     std::error_code ec;
     for (const auto& item : std::filesystem::directory_iterator(dir, ec))
       if (!files_.count(item.path())) check(item.path());
   }
+  for (const auto& [path, known] : poll_state_)  // gone from a watched directory
+    if (known != "missing" && !files_.count(path) && whole_dirs_.count(path.parent_path())) vanished.push_back(path);
+  for (const auto& path : vanished) check(path);
 }
 
 std::vector<std::filesystem::path> file_watcher::take_settled(clock::time_point now) {

@@ -1,0 +1,619 @@
+"""Live reload from scripts: autoreload modes, watch/unwatch, check(), and the
+host program's --autoreload applying changes to a running loop by itself.
+
+Tests wait on events (a module reported by check(), a line on a child's
+output), never on fixed sleeps. A negative ("b was not reloaded") is asserted
+after a *barrier*: a control module edited after everything else, waited for
+until check() reloads it; by then every earlier save has settled too.
+"""
+import contextlib
+import importlib
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import unittest
+
+from cache_fixtures import CacheTestCase, modhost
+
+MODHOST = os.environ["MODHOST_EXE"]
+DEADLINE = 20.0  # seconds: generous, for a loaded 2-core machine
+
+
+def value_source(value):
+    return "def value():\n    return %r\n" % (value,)
+
+
+class StderrCapture:
+    """Redirects file descriptor 2 (where the C++ side prints) into a temp file."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self.final = self.text()
+        self._file.close()
+
+    def text(self):
+        sys.stderr.flush()
+        if self._file.closed:
+            return self.final
+        size = os.fstat(self._file.fileno()).st_size
+        return os.pread(self._file.fileno(), size, 0).decode(errors="replace")
+
+    def lines(self):
+        return self.text().splitlines()
+
+
+class AutoreloadTestCase(CacheTestCase):
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(modhost.autoreload, "off")
+        self.debounce = modhost.watcher_info()["debounce_ms"] / 1000.0
+        self.control = None
+        self._control_version = 0
+
+    def start(self, mode):
+        """Sets the mode, adds a watched control module and lets the watcher
+        learn of every module imported so far (one check())."""
+        self.assertEqual(modhost.autoreload(mode), mode)
+        self.control = self.mod("control")
+        self.write(self.control, value_source(0))
+        self.load(self.control)
+        modhost.watch(self.control)
+        self.assertEqual(modhost.check(), [])
+
+    def check_until(self, *names, timeout=DEADLINE):
+        """Calls check() until every name was reloaded; returns all it reloaded, in order."""
+        reloaded = []
+        deadline = time.monotonic() + timeout
+        while not all(n in reloaded for n in names) and time.monotonic() < deadline:
+            reloaded += modhost.check()
+            time.sleep(0.002)
+        missing = [n for n in names if n not in reloaded]
+        self.assertFalse(missing, "check() did not reload %r within %.0f s (it reloaded %r)"
+                         % (missing, timeout, reloaded))
+        return reloaded
+
+    def barrier(self):
+        """Edits the control module and waits for check() to reload it: every
+        save made before has settled by then. Returns what check() reloaded."""
+        self._control_version += 1
+        self.write(self.control, value_source(self._control_version))
+        return self.check_until(self.control)
+
+    def generation(self, name):
+        return modhost.info(name).generation
+
+
+class AutoreloadModes(AutoreloadTestCase):
+    def test_autoreload_returns_the_mode_in_force(self):
+        self.assertEqual(modhost.autoreload(), "off")
+        self.assertEqual(modhost.autoreload("explicit"), "explicit")
+        self.assertEqual(modhost.autoreload(), "explicit")
+        self.assertEqual(modhost.autoreload(None), "explicit")
+        self.assertEqual(modhost.autoreload("all"), "all")
+        self.assertEqual(modhost.autoreload(mode="off"), "off")
+        self.assertEqual(modhost.autoreload(), "off")
+
+    def test_bad_mode_is_a_value_error_and_changes_nothing(self):
+        modhost.autoreload("explicit")
+        for bad in ("ALL", "on", "", "explicit "):
+            with self.subTest(bad=bad):
+                with self.assertRaises(ValueError) as caught:
+                    modhost.autoreload(bad)
+                self.assertIn("off", str(caught.exception))
+        with self.assertRaises(TypeError):
+            modhost.autoreload(1)
+        self.assertEqual(modhost.autoreload(), "explicit")
+
+    def test_watcher_uses_inotify_here(self):
+        info = modhost.watcher_info()
+        self.assertEqual(info["mode"], "inotify", info)
+        self.assertEqual(info["fallback_reason"], "")
+        self.assertGreater(info["debounce_ms"], 0)
+
+    def test_explicit_mode_reloads_only_watched_modules(self):
+        watched, other = self.mod("watched"), self.mod("other")
+        self.write(watched, value_source(1))
+        self.write(other, value_source(1))
+        w, o = self.load(watched), self.load(other)
+        self.start("explicit")
+        modhost.watch(watched)
+        self.assertEqual(modhost.check(), [])
+        self.write(watched, value_source(2))
+        self.write(other, value_source(2))
+        reloaded = self.check_until(watched)
+        reloaded += self.barrier()
+        self.assertNotIn(other, reloaded)
+        self.assertEqual(w.value(), 2)
+        self.assertEqual(o.value(), 1)
+        self.assertEqual(self.generation(other), 1)
+
+    def test_watch_directory_covers_its_modules_in_explicit_mode(self):
+        name = self.mod("in_dir")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("explicit")
+        modhost.watch_directory(self.dir)
+        self.assertEqual(modhost.check(), [])
+        self.write(name, value_source(2))
+        self.assertEqual(self.check_until(name), [name])
+        self.assertEqual(module.value(), 2)
+
+    def test_all_mode_reloads_modules_under_the_search_path(self):
+        name = self.mod("anywhere")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("all")
+        self.write(name, value_source(2))
+        self.assertEqual(self.check_until(name), [name])
+        self.assertEqual(module.value(), 2)
+
+    def test_all_mode_leaves_the_stdlib_alone(self):
+        import json  # noqa: F401  (a stdlib module, tracked by the cache)
+        self.start("all")
+        self.barrier()
+        self.assertEqual(modhost.check(), [])
+        self.assertNotIn("json", modhost.changed())
+
+    # The natural order: run with "all", then decide one module must stay as it is.
+    def test_unwatch_excludes_a_module_in_all_mode(self):
+        kept, edited = self.mod("kept"), self.mod("edited")
+        self.write(kept, value_source(1))
+        self.write(edited, value_source(1))
+        k, e = self.load(kept), self.load(edited)
+        self.start("all")
+        modhost.unwatch(kept)
+        self.write(kept, value_source(2))
+        self.write(edited, value_source(2))
+        reloaded = self.check_until(edited)
+        reloaded += self.barrier()
+        self.assertNotIn(kept, reloaded)
+        self.assertEqual(k.value(), 1, "an unwatched module was reloaded")
+        self.assertEqual(e.value(), 2)
+
+    def test_unwatch_before_the_watcher_saw_the_module(self):
+        kept = self.mod("kept_early")
+        self.write(kept, value_source(1))
+        k = self.load(kept)
+        modhost.unwatch(kept)
+        self.start("all")
+        self.write(kept, value_source(2))
+        reloaded = self.barrier()
+        self.assertNotIn(kept, reloaded)
+        self.assertEqual(k.value(), 1)
+
+    def test_watch_undoes_unwatch(self):
+        name = self.mod("rewatched")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        modhost.unwatch(name)
+        self.start("all")
+        modhost.watch(name)
+        self.assertEqual(modhost.check(), [])
+        self.write(name, value_source(2))
+        self.check_until(name)
+        self.assertEqual(module.value(), 2)
+
+    def test_off_mode_reloads_nothing(self):
+        name = self.mod("off")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("all")
+        modhost.autoreload("off")
+        self.write(name, value_source(2))
+        # Nothing can be waited for in "off": look for longer than the debounce.
+        deadline = time.monotonic() + max(0.5, 20 * self.debounce)
+        while time.monotonic() < deadline:
+            self.assertEqual(modhost.check(), [])
+            time.sleep(0.005)
+        self.assertEqual(module.value(), 1)
+
+
+class AutoreloadCheck(AutoreloadTestCase):
+    def test_check_returns_reloaded_names_and_deep_reloads(self):
+        name = self.mod("plug")
+        self.write(name, "def value():\n    return 1\nOLD_ONLY = 1\n")
+        module = self.load(name)
+        old_value = module.value
+        self.start("all")
+        self.write(name, "def value():\n    return 2\n")
+        self.assertEqual(self.check_until(name), [name])
+        self.assertEqual(old_value(), 2, "an old reference still runs the old code")
+        self.assertIs(module.value, old_value)
+        self.assertFalse(hasattr(module, "OLD_ONLY"), "deep reload removes stale names")
+        self.assertEqual(self.generation(name), 2)
+
+    def test_check_with_nothing_changed_returns_an_empty_list(self):
+        name = self.mod("idle")
+        self.write(name, value_source(1))
+        self.load(name)
+        self.start("all")
+        self.barrier()
+        for _ in range(5):
+            self.assertEqual(modhost.check(), [])
+        self.assertEqual(self.generation(name), 1)
+
+    def test_each_save_reloads_once(self):
+        name = self.mod("once")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("all")
+        self.write(name, value_source(2))
+        reloaded = self.check_until(name)
+        reloaded += self.barrier()
+        self.assertEqual(reloaded.count(name), 1, reloaded)
+        self.assertEqual(module.value(), 2)
+        self.assertEqual(self.generation(name), 2)
+
+    def test_burst_of_writes_is_one_reload_of_the_last_version(self):
+        name = self.mod("burst")
+        self.write(name, value_source(0))
+        module = self.load(name)
+        self.start("all")
+        for i in range(1, 21):
+            self.write(name, value_source(i))
+        reloaded = self.check_until(name)
+        reloaded += self.barrier()
+        self.assertEqual(module.value(), 20)
+        self.assertEqual(reloaded.count(name), 1, reloaded)
+
+    def test_touch_is_not_a_reload(self):
+        name = self.mod("touched")
+        path = self.write(name, value_source(1))
+        self.load(name)
+        self.start("all")
+        os.utime(path)  # touch
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:  # written back as it was
+            f.write(data)
+        reloaded = self.barrier()
+        self.assertNotIn(name, reloaded)
+        self.assertEqual(self.generation(name), 1)
+
+    def test_dependents_are_reloaded_too(self):
+        base, user = self.mod("base"), self.mod("user")
+        self.write(base, "LIMIT = 1\n")
+        self.write(user, "import %s as base\nDOUBLE = base.LIMIT * 2\n" % base)
+        u = self.load(user)
+        self.start("explicit")
+        modhost.watch(base)
+        self.assertEqual(modhost.check(), [])
+        self.write(base, "LIMIT = 21\n")
+        reloaded = self.check_until(base, user)
+        self.assertLess(reloaded.index(base), reloaded.index(user), "dependencies first")
+        self.assertEqual(u.DOUBLE, 42)
+
+    def test_new_module_in_a_watched_directory_is_importable_after_check(self):
+        plugins = os.path.join(self.dir, "plugins_" + self.tag)
+        os.makedirs(plugins)
+        sys.path.insert(0, plugins)
+        self.addCleanup(lambda: sys.path.remove(plugins) if plugins in sys.path else None)
+        first = self.mod("first_plugin")
+        with open(os.path.join(plugins, first + ".py"), "w") as f:
+            f.write(value_source(1))
+        importlib.invalidate_caches()
+        self.load(first)
+        self.start("explicit")
+        modhost.watch_directory(plugins)
+        self.assertEqual(modhost.check(), [])
+        # A new file, saved the way an editor does: no invalidate_caches() here.
+        fresh = self.mod("fresh_plugin")
+        with open(os.path.join(plugins, fresh + ".py"), "w") as f:
+            f.write(value_source("fresh"))
+        with open(os.path.join(plugins, first + ".py"), "w") as f:  # a barrier inside that directory
+            f.write(value_source(2))
+        self.check_until(first)
+        self.assertEqual(importlib.import_module(fresh).value(), "fresh")
+        self.assertEqual(sys.modules[first].value(), 2)
+
+    def test_check_while_a_module_is_being_imported_waits_for_a_safe_point(self):
+        changed, importer = self.mod("changed"), self.mod("importer")
+        self.write(changed, value_source(1))
+        module = self.load(changed)
+        self.start("all")
+        self.write(changed, value_source(2))
+        # Let the save settle (no check() meanwhile), so that a check() could apply it.
+        settled = time.monotonic() + max(0.2, 10 * self.debounce)
+        while time.monotonic() < settled:
+            time.sleep(0.01)
+        self.write(importer, "import modhost\nDURING_IMPORT = modhost.check()\n")
+        imported = self.load(importer)
+        self.assertEqual(imported.DURING_IMPORT, [], "a reload ran in the middle of an import")
+        self.check_until(changed)
+        self.assertEqual(module.value(), 2)
+
+    # The watcher learns of a module's file at the first check() after the
+    # import; a save before that is a change all the same.
+    def test_edit_before_the_first_check_is_applied(self):
+        name = self.mod("early")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.assertEqual(modhost.autoreload("all"), "all")
+        self.write(name, value_source(2))
+        self.check_until(name, timeout=5)
+        self.assertEqual(module.value(), 2)
+
+
+class AutoreloadFailures(AutoreloadTestCase):
+    def test_broken_save_is_reported_once_and_the_old_code_kept(self):
+        name = self.mod("fragile")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        old_value = module.value
+        self.start("all")
+        with StderrCapture() as err:
+            self.write(name, "def value(:\n    return 2\n")
+            reloaded = self.barrier()
+            self.assertNotIn(name, reloaded)
+            lines = err.lines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertTrue(lines[0].startswith("[modhost] reload of %s failed: " % name), lines)
+            self.assertIn("SyntaxError", lines[0])
+            self.assertEqual(module.value(), 1)
+            self.assertIs(module.value, old_value)
+            # Not retried while the file stays as it is.
+            for _ in range(3):
+                self.barrier()
+                self.assertEqual(modhost.check(), [])
+            self.assertEqual(err.lines(), lines, "the same failure was reported again")
+            # Fixed: reloaded, and nothing more is printed.
+            self.write(name, value_source(3))
+            self.assertIn(name, self.check_until(name))
+            self.assertEqual(err.lines(), lines)
+        self.assertEqual(module.value(), 3)
+        self.assertEqual(old_value(), 3)
+
+    def test_a_second_different_broken_save_is_reported_again(self):
+        name = self.mod("fragile2")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("all")
+        with StderrCapture() as err:
+            self.write(name, "raise RuntimeError('first broken save')\n")
+            self.barrier()
+            self.write(name, "raise RuntimeError('second broken save, longer')\n")
+            self.barrier()
+            lines = err.lines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("first broken save", lines[0])
+        self.assertIn("second broken save", lines[1])
+        self.assertEqual(module.value(), 1)
+
+    def test_failure_report_is_one_line_even_for_a_multi_line_message(self):
+        name = self.mod("multiline")
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("all")
+        with StderrCapture() as err:
+            self.write(name, "raise ValueError('first line\\nsecond line')\n")
+            self.barrier()
+            lines = err.lines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith("[modhost] reload of %s failed: ValueError" % name), lines)
+        self.assertEqual(module.value(), 1)
+
+    def test_deleted_file_is_reported_once_and_the_module_keeps_running(self):
+        name = self.mod("doomed")
+        path = self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("all")
+        with StderrCapture() as err:
+            os.remove(path)
+            reloaded = self.barrier()
+            self.assertNotIn(name, reloaded)
+            lines = err.lines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertTrue(lines[0].startswith("[modhost] "), lines)
+            self.assertIn(name, lines[0])
+            self.assertEqual(module.value(), 1)
+            for _ in range(2):
+                self.barrier()
+            self.assertEqual(err.lines(), lines, "the deletion was reported again")
+            # Saved again: reloaded as usual.
+            self.write(name, value_source(2))
+            self.check_until(name)
+        self.assertEqual(module.value(), 2)
+
+
+class AutoreloadPollingFallback(unittest.TestCase):
+    """MODHOST_WATCH_POLLING=1 forces the polling watcher (a child process:
+    the watcher's mode is chosen once per process)."""
+
+    def test_check_works_with_the_polling_watcher(self):
+        workdir = tempfile.mkdtemp(prefix="modhost-autoreload-poll-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        code = textwrap.dedent("""
+            import os, sys, time, importlib, modhost
+            info = modhost.watcher_info()
+            print("mode", info["mode"], bool(info["fallback_reason"]), flush=True)
+            path = os.path.join(sys.argv[1], "polled.py")
+            with open(path, "w") as f:
+                f.write("def value():\\n    return 1\\n")
+            sys.path.insert(0, sys.argv[1])
+            importlib.invalidate_caches()
+            import polled
+            print("autoreload", modhost.autoreload("all"), modhost.check(), flush=True)
+            with open(path, "w") as f:
+                f.write("def value():\\n    return 22\\n")
+            reloaded, deadline = [], time.monotonic() + %r
+            while "polled" not in reloaded and time.monotonic() < deadline:
+                reloaded += modhost.check()
+                time.sleep(0.005)
+            print("reloaded", reloaded, polled.value(), flush=True)
+            print("idle", modhost.check(), flush=True)
+        """ % DEADLINE)
+        env = dict(os.environ, MODHOST_WATCH_POLLING="1")
+        result = subprocess.run([MODHOST, "-c", code, workdir], capture_output=True, text=True,
+                                env=env, timeout=DEADLINE + 40)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), [
+            "mode polling True",
+            "autoreload all []",
+            "reloaded ['polled'] 22",
+            "idle []",
+        ], result.stderr)
+
+
+# ---------------------------------------------------------------------------
+# End to end: the host program applies changes to a running loop by itself.
+
+LOOP_SCRIPT = """
+import os, sys, time
+import modhost
+import plugin
+if %(prime)r:
+    modhost.check()  # the watcher knows plugin.py before the test first edits it
+stop = sys.argv[1]
+last = object()
+give_up = time.monotonic() + %(give_up)r
+while not os.path.exists(stop):
+    current = plugin.value()
+    if current != last:
+        print("value", current, flush=True)
+        last = current
+    if time.monotonic() > give_up:
+        print("gave up", flush=True)
+        sys.exit(3)
+    time.sleep(0.002)
+print("stopped", flush=True)
+"""
+
+
+class Child:
+    """A running modhost process whose stdout and stderr lines are read by threads."""
+
+    def __init__(self, args, env=None):
+        self.process = subprocess.Popen([MODHOST, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, bufsize=1, env=env)
+        self.lines = {"stdout": queue.Queue(), "stderr": queue.Queue()}
+        self.seen = {"stdout": [], "stderr": []}
+        self.threads = [threading.Thread(target=self._read, args=(name, getattr(self.process, name)), daemon=True)
+                        for name in self.lines]
+        for thread in self.threads:
+            thread.start()
+
+    def _read(self, name, stream):
+        for line in stream:
+            self.lines[name].put(line.rstrip("\n"))
+        self.lines[name].put(None)
+
+    def expect(self, stream, predicate, timeout=DEADLINE):
+        """The first new line on `stream` that matches, within `timeout`; fails otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no matching line on %s within %.0f s; seen: %r" % (stream, timeout, self.seen))
+            try:
+                line = self.lines[stream].get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.lines[stream].put(None)
+                raise AssertionError("%s ended without a matching line; seen: %r" % (stream, self.seen))
+            self.seen[stream].append(line)
+            if predicate(line):
+                return line
+
+    def finish(self, timeout=DEADLINE):
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        for thread in self.threads:
+            thread.join(timeout)
+        for name in self.lines:
+            while True:
+                line = self.lines[name].get_nowait() if not self.lines[name].empty() else None
+                if line is None:
+                    break
+                self.seen[name].append(line)
+        return code
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for thread in self.threads:
+            thread.join(DEADLINE)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+
+class HostAutoreload(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="modhost-autoreload-host-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.plugin = os.path.join(self.dir, "plugin.py")
+        self.stop = os.path.join(self.dir, "stop")
+
+    def write_plugin(self, text):
+        with open(self.plugin, "w") as f:
+            f.write(text)
+
+    def start(self, options, prime=True, env=None):
+        self.write_plugin(value_source(1))
+        script = os.path.join(self.dir, "app.py")
+        with open(script, "w") as f:
+            f.write(LOOP_SCRIPT % {"prime": prime, "give_up": 120.0})
+        child = Child([*options, script, self.stop], env=env)
+        self.addCleanup(child.kill)
+        return child
+
+    def run_edit_break_fix(self, options, env=None):
+        child = self.start(options, env=env)
+        child.expect("stdout", lambda line: line == "value 1")
+        self.write_plugin(value_source(2))
+        child.expect("stdout", lambda line: line == "value 2")
+        self.write_plugin("def value(:\n    return 'broken'\n")
+        failure = child.expect("stderr", lambda line: "[modhost] reload of plugin failed" in line)
+        self.assertTrue(failure.startswith("[modhost] reload of plugin failed: SyntaxError"), failure)
+        self.write_plugin(value_source(3))
+        child.expect("stdout", lambda line: line == "value 3")
+        open(self.stop, "w").close()
+        child.expect("stdout", lambda line: line == "stopped")
+        self.assertEqual(child.finish(), 0, child.seen)
+        self.assertEqual(child.seen["stdout"], ["value 1", "value 2", "value 3", "stopped"])
+        self.assertEqual(child.seen["stderr"], [failure], "the failure is reported once, nothing else")
+
+    def test_running_loop_picks_up_edits_under_autoreload_all(self):
+        self.run_edit_break_fix(["--autoreload", "all"])
+
+    def test_running_loop_with_watch_directory_and_polling(self):
+        self.run_edit_break_fix(["--watch", self.dir, "--watch-polling"])
+
+    def test_running_loop_with_polling_forced_by_the_environment(self):
+        self.run_edit_break_fix(["--autoreload", "all"], env=dict(os.environ, MODHOST_WATCH_POLLING="1"))
+
+    # Without the script's own check(): an edit made as soon as the program
+    # printed its first value (the plugin is imported by then) must be seen.
+    def test_running_loop_sees_an_edit_made_right_after_it_started(self):
+        child = self.start(["--autoreload", "all"], prime=False)
+        child.expect("stdout", lambda line: line == "value 1")
+        self.write_plugin(value_source(2))
+        try:
+            child.expect("stdout", lambda line: line == "value 2", timeout=10)
+        finally:
+            open(self.stop, "w").close()
+        self.assertEqual(child.finish(), 0, child.seen)
+
+
+if __name__ == "__main__":
+    unittest.main()
