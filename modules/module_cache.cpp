@@ -333,13 +333,11 @@ PyMethodDef g_import_module_def = {"import_module", reinterpret_cast<PyCFunction
 
 module_cache::impl::impl(const cache_options& options) {
   detail::translate_errors([&] {
-    py::object code = py::module_::import("builtins").attr("compile")(
-        detail::reload_support_source, "modhost/modules/internal/reload_support.py", "exec");
-    py::module_::import("builtins").attr("exec")(code, support_);
-    code = py::module_::import("builtins").attr("compile")(
-        detail::deep_update_source, "modhost/modules/internal/deep_update.py", "exec");
-    py::module_::import("builtins").attr("exec")(code, support_);
     py::module_ builtins = py::module_::import("builtins");
+    for (auto [source, file] : {std::pair{detail::reload_support_source, "reload_support.py"},
+                                std::pair{detail::deep_update_source, "deep_update.py"}})
+      builtins.attr("exec")(builtins.attr("compile")(source, std::string("modhost/modules/internal/") + file, "exec"),
+                            support_);
     py::module_ importlib = py::module_::import("importlib");
     py::list roots;
     for (const auto& root : options.module_roots) roots.append(root.string());
