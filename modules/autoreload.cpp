@@ -57,48 +57,59 @@ std::filesystem::path normal(const std::filesystem::path& path) {
 autoreloader::autoreloader(module_cache& cache, std::chrono::milliseconds debounce, bool force_polling)
     : cache_(cache), watcher_(debounce, force_polling) {}
 
-// "all" covers sys.path as it is now, minus the stdlib and installed packages.
+// "all" covers sys.path minus the stdlib and installed packages. Recomputed
+// only when sys.path changed: a rescan follows every new import.
 void autoreloader::refresh_roots() {
+  py::list path = py::module_::import("sys").attr("path");
+  if (last_sys_path_ && last_sys_path_.equal(path)) return;
+  last_sys_path_ = py::reinterpret_steal<py::object>(PySequence_List(path.ptr()));  // sys.path changes in place
+  if (stdlib_dirs_.empty()) {
+    py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
+    for (const char* key : {"stdlib", "platstdlib", "purelib", "platlib"})
+      if (paths.contains(key)) stdlib_dirs_.push_back(normal(py::str(paths[key]).cast<std::string>()));
+  }
   roots_ = watched_dirs_;
-  excluded_.clear();
-  py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
-  for (const char* key : {"stdlib", "platstdlib", "purelib", "platlib"})
-    if (paths.contains(key)) excluded_.push_back(normal(py::str(paths[key]).cast<std::string>()));
-  for (auto entry : py::module_::import("sys").attr("path")) {
+  excluded_ = stdlib_dirs_;
+  for (auto entry : path) {
     if (!py::isinstance<py::str>(entry)) continue;
     std::string dir = py::str(entry);
-    auto path = normal(dir.empty() ? "." : dir);
-    if (dir.find("site-packages") != std::string::npos || dir.find("dist-packages") != std::string::npos)
-      excluded_.push_back(path);
-    else
-      roots_.push_back(path);
+    auto normalized = normal(dir.empty() ? "." : dir);
+    bool installed = dir.find("site-packages") != std::string::npos || dir.find("dist-packages") != std::string::npos;
+    (installed ? excluded_ : roots_).push_back(normalized);
   }
+  rescan_all();  // coverage may have changed
 }
 
 autoreloader::~autoreloader() { stop_background(); }
 
+void autoreloader::rescan_all() {
+  scanned_.clear();
+  path_to_name_.clear();
+  seen_tracking_ = ~0ull;
+}
+
 void autoreloader::set_mode(autoreload_mode mode) {
   mode_ = mode;
-  seen_tracking_ = ~0ull;  // rescan what is covered
+  rescan_all();
 }
 
 void autoreloader::watch(const std::string& name) {
   unwatched_.erase(name);
   watched_.insert(name);
-  seen_tracking_ = ~0ull;
+  rescan_all();
 }
 
 void autoreloader::unwatch(const std::string& name) {
   watched_.erase(name);
   unwatched_.insert(name);
-  seen_tracking_ = ~0ull;
+  rescan_all();
 }
 
 void autoreloader::watch_directory(const std::filesystem::path& directory) {
   auto dir = normal(directory);
   watched_dirs_.push_back(dir);
   watcher_.watch_directory(dir);
-  seen_tracking_ = ~0ull;
+  rescan_all();
 }
 
 bool autoreloader::covers(const std::string& name, const std::filesystem::path& path) const {
@@ -118,24 +129,25 @@ bool autoreloader::covers(const std::string& name, const std::filesystem::path& 
   return root_depth > excluded_depth;
 }
 
-// Watches the files of covered modules; runs only when the set of tracked
-// modules (or the policy) changed since the last time.
+// Watches the files of newly tracked covered modules; runs only when the set
+// of tracked modules (or the policy) changed since the last time, and looks
+// only at names it has not seen.
 void autoreloader::track_new_modules() {
   std::uint64_t revision = cache_.tracking_revision();
   if (revision == seen_tracking_) return;
-  seen_tracking_ = revision;
   refresh_roots();
-  auto known = std::move(path_to_name_);
-  path_to_name_.clear();
-  for (const auto& info : cache_.entries()) {
+  seen_tracking_ = revision;
+  for (const auto& name : cache_.modules()) {
+    if (!scanned_.insert(name).second) continue;
+    module_info info = cache_.info(name);
     if (info.path.empty() || !covers(info.name, info.path)) continue;
     auto path = normal(info.path);
-    path_to_name_[path] = info.name;
+    bool new_path = path_to_name_.emplace(path, info.name).second;
     watcher_.watch_file(path);
     // Saved before the watch existed (between its import and now): no event will come.
-    if (!known.count(path) && cache_.is_changed(info.name)) unwatched_changes_.insert(info.name);
+    if (new_path && cache_.is_changed(info.name)) unwatched_changes_.insert(info.name);
   }
-  seen_tracking_ = cache_.tracking_revision();  // entries() may have tracked more
+  seen_tracking_ = cache_.tracking_revision();  // modules() may have tracked more
 }
 
 std::vector<std::string> autoreloader::poll() {
@@ -168,6 +180,10 @@ void autoreloader::apply(const std::string& name, std::vector<std::string>& relo
   if (!cache_.is_changed(name)) {  // a touch, or written back as it was
     failed_hash_.erase(name);
     reported_.erase(name);
+    return;
+  }
+  if (watcher_.still_changing(info.path)) {  // a save in progress (truncated, not yet written)
+    unwatched_changes_.insert(name);
     return;
   }
   auto now = take_fingerprint(info.path);

@@ -31,6 +31,8 @@
 #include <thread>
 #include <vector>
 
+#include <pybind11/pytypes.h>
+
 #include "modules/file_watcher.h"
 
 namespace modhost {
@@ -78,6 +80,7 @@ class autoreloader {
 
  private:
   void refresh_roots();
+  void rescan_all();
   bool covers(const std::string& name, const std::filesystem::path& path) const;
   void track_new_modules();
   void apply(const std::string& name, std::vector<std::string>& reloaded);
@@ -93,6 +96,9 @@ class autoreloader {
   std::vector<std::filesystem::path> excluded_;  // ...except under these (stdlib, site-packages)
   std::vector<std::filesystem::path> watched_dirs_;
   std::map<std::filesystem::path, std::string> path_to_name_;
+  std::set<std::string> scanned_;  // module names already looked at
+  pybind11::object last_sys_path_;  // a copy of sys.path when the roots were computed
+  std::vector<std::filesystem::path> stdlib_dirs_;
   // cache.tracking_revision() when last scanned (the background thread reads it too)
   std::atomic<std::uint64_t> seen_tracking_{~0ull};
   std::set<std::string> unwatched_changes_;  // changed before their file was watched

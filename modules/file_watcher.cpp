@@ -12,6 +12,9 @@
 namespace modhost {
 namespace {
 
+// A writer that keeps a file open and modified is waited for this long at most.
+constexpr auto kOpenWriterPatience = std::chrono::seconds(2);
+
 constexpr std::uint32_t kEvents = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE |
                                   IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
 
@@ -30,7 +33,13 @@ file_watcher::clock::time_point last_change(const std::filesystem::path& path,
                                             file_watcher::clock::time_point now) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return now;
-  auto changed = std::chrono::seconds(st.st_ctim.tv_sec) + std::chrono::nanoseconds(st.st_ctim.tv_nsec);
+  // The kernel stamps ctime from a coarse clock: the change may be up to one tick later.
+  static const auto tick = [] {
+    timespec resolution{};
+    clock_getres(CLOCK_REALTIME_COARSE, &resolution);
+    return std::chrono::seconds(resolution.tv_sec) + std::chrono::nanoseconds(resolution.tv_nsec);
+  }();
+  auto changed = std::chrono::seconds(st.st_ctim.tv_sec) + std::chrono::nanoseconds(st.st_ctim.tv_nsec) + tick;
   auto age = std::chrono::system_clock::now().time_since_epoch() - changed;
   if (age <= std::chrono::nanoseconds::zero()) return now;
   return now - std::chrono::duration_cast<file_watcher::clock::duration>(age);
@@ -127,7 +136,10 @@ void file_watcher::drain_events(clock::time_point now) {
       }
       if (event->len == 0) continue;
       auto path = dir->second / event->name;
-      if (files_.count(path) || whole_dirs_.count(dir->second)) pending_[path] = last_change(path, now);
+      if (!files_.count(path) && !whole_dirs_.count(dir->second)) continue;
+      pending_[path] = last_change(path, now);
+      if (event->mask & IN_MODIFY) writing_.insert(path);
+      if (event->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE)) writing_.erase(path);
     }
   }
 }
@@ -160,7 +172,9 @@ std::vector<std::filesystem::path> file_watcher::take_settled(clock::time_point 
     poll_files(now);
   std::vector<std::filesystem::path> settled;
   for (auto it = pending_.begin(); it != pending_.end();) {
-    if (now - it->second >= debounce_) {
+    auto quiet = now - it->second;
+    if (quiet >= debounce_ && (!writing_.count(it->first) || quiet >= kOpenWriterPatience)) {
+      writing_.erase(it->first);
       settled.push_back(it->first);
       it = pending_.erase(it);
     } else {
@@ -168,6 +182,16 @@ std::vector<std::filesystem::path> file_watcher::take_settled(clock::time_point 
     }
   }
   return settled;
+}
+
+bool file_watcher::still_changing(const std::filesystem::path& file) {
+  auto path = normal(file);
+  auto now = clock::now();
+  if (mode_ == mode::inotify) drain_events(now);
+  if (pending_.count(path) || writing_.count(path)) return true;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return false;  // deleted: settled, nothing to wait for
+  return now - last_change(path, now) < debounce_;
 }
 
 file_watcher::clock::time_point file_watcher::next_settle() const {

@@ -46,6 +46,10 @@ class file_watcher {
   // their last event (each reported once per burst of changes). Cheap when
   // nothing happened.
   std::vector<std::filesystem::path> take_settled(clock::time_point now = clock::now());
+  // `file` is being saved right now: an event not yet settled, written but
+  // not closed, or changed within the debounce interval. Reading it now could
+  // see a truncated, half-written file.
+  bool still_changing(const std::filesystem::path& file);
   // Some changed file is still inside its debounce interval.
   bool has_unsettled() const { return !pending_.empty(); }
   // When the earliest unsettled file settles (or clock::time_point::max()).
@@ -75,6 +79,7 @@ class file_watcher {
   std::set<std::filesystem::path> whole_dirs_;        // every file in them counts
   std::set<std::filesystem::path> files_;
   std::map<std::filesystem::path, clock::time_point> pending_;  // file -> its last event
+  std::set<std::filesystem::path> writing_;  // modified, not yet closed by its writer (inotify)
   // Polling: what each file and directory looked like at the last check.
   std::map<std::filesystem::path, std::string> poll_state_;
 };

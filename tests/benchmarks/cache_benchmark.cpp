@@ -15,6 +15,7 @@
 //   reload_changed/*  a changed ~170-line module: deep reload vs plain (atomic) reload
 //   handle_call/*     calling a trivial script function: function_handle vs a cached
 //                     py::object vs looking the attribute up for every call
+//   live_poll/*, live_reload_latency/*  autoreload: see live_reload_benchmark.cpp
 #include <benchmark/benchmark.h>
 #include <pybind11/embed.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 
 #include "interpreter/interpreter.h"
 #include "modules/module_cache.h"
+#include "bench_common.h"
 
 namespace py = pybind11;
 
@@ -234,48 +236,7 @@ std::string small_module(int i) {
   return text;
 }
 
-constexpr int kMaxReferrerModules = 2000;
-
-class temp_dir {
- public:
-  temp_dir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "modhost-bench-XXXXXX").string();
-    if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path write(const std::string& relative, const std::string& text) const {
-    auto file = path_ / relative;
-    std::ofstream out(file, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write " + file.string());
-    return file;
-  }
-
- private:
-  std::filesystem::path path_;
-};
-
-const temp_dir* g_dir = nullptr;
-
-modhost::module_cache& cache() { return modhost::interpreter::current()->cache(); }
-
-// Runs `body`, turning a Python error into a skipped benchmark with its message.
-template <class Fn>
-void guarded(benchmark::State& state, Fn&& body) {
-  try {
-    body();
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-  }
-}
+using namespace modhost_bench;
 
 // ---------------------------------------------------------------------------
 // 1. A loaded module from C++
@@ -618,6 +579,8 @@ void register_benchmarks() {
 
 }  // namespace
 
+const char* modhost_bench::plugin_source() { return kPluginSource; }
+
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
@@ -649,6 +612,7 @@ int main(int argc, char** argv) {
     py::module_::import("sys").attr("dont_write_bytecode") = false;
 
     register_benchmarks();
+    register_live_reload_benchmarks();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     g_dir = nullptr;
