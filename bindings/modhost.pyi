@@ -9,7 +9,7 @@ class ModuleInUseError(RuntimeError):
     name: str
     referrers: list[str]
 
-class TimeLimitExceeded(TimeoutError): ...
+class TimeLimitExceeded(BaseException): ...
 
 class time_limit:
     expired: bool

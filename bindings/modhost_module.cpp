@@ -29,7 +29,15 @@ modhost::module_cache& cache() {
 
 // A module object or a module name.
 std::string module_name_of(py::handle module_or_name) {
-  if (py::isinstance<py::str>(module_or_name)) return module_or_name.cast<std::string>();
+  if (py::isinstance<py::str>(module_or_name)) {
+    Py_ssize_t size = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(module_or_name.ptr(), &size);
+    if (!utf8) {
+      PyErr_Clear();
+      throw py::value_error("module name is not valid UTF-8: " + py::repr(module_or_name).cast<std::string>());
+    }
+    return std::string(utf8, static_cast<std::size_t>(size));
+  }
   if (!PyModule_Check(module_or_name.ptr()))
     throw py::type_error("expected a module or a module name, got " +
                          std::string(Py_TYPE(module_or_name.ptr())->tp_name));
@@ -40,6 +48,9 @@ std::string module_name_of(py::handle module_or_name) {
 // std::optional<double>: GCC 12 warns falsely about the optional caster.)
 std::chrono::milliseconds to_limit(py::handle seconds) {
   if (seconds.is_none()) return std::chrono::milliseconds(0);
+  if (!PyFloat_Check(seconds.ptr()) && !PyLong_Check(seconds.ptr()))
+    throw py::type_error("timeout must be a number of seconds or None, not " +
+                         std::string(Py_TYPE(seconds.ptr())->tp_name));
   double value = seconds.cast<double>();
   if (value <= 0) throw py::value_error("timeout must be positive");
   return std::chrono::milliseconds(std::max<long long>(1, static_cast<long long>(value * 1000)));
@@ -84,9 +95,11 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   });
 
   py::exec(R"PY(
-class TimeLimitExceeded(TimeoutError):
+class TimeLimitExceeded(BaseException):
     """A time limit ran out: raised into the code that was running
-    (modhost.time_limit, reload(timeout=...), load(timeout=...))."""
+    (modhost.time_limit, reload(timeout=...), load(timeout=...)). A
+    BaseException, like KeyboardInterrupt, so a plugin's `except Exception`
+    cannot swallow it; raised again every 100 ms until the scope ends."""
     def __init__(self, *args):
         super().__init__(*(args or ("the time limit was exceeded",)))
 )PY",
@@ -151,7 +164,7 @@ class TimeLimitExceeded(TimeoutError):
         options.dependents = dependents;
         modhost::reload_report report;
         if (py::isinstance<py::str>(module_or_name))
-          report = cache().reload(module_or_name.cast<std::string>(), options);
+          report = cache().reload(module_name_of(module_or_name), options);
         else
           report = cache().reload(module_or_name, options);
         modhost::reload_report kept = report;
@@ -184,7 +197,7 @@ class TimeLimitExceeded(TimeoutError):
       "them are rolled back. Built-in and extension modules behave as with\n"
       "importlib.reload: nothing runs again. sys, builtins, __main__ and modhost are\n"
       "refused with ValueError. timeout (seconds) interrupts module code that runs\n"
-      "longer (TimeLimitExceeded, a TimeoutError) and rolls the reload back.");
+      "longer (TimeLimitExceeded) and rolls the reload back.");
 
   py::class_<modhost::reload_report>(m, "ReloadReport",
                                      "What the last reload did: outcome, generation, what ran, what was patched.")

@@ -10,6 +10,8 @@
 namespace modhost {
 namespace {
 
+constexpr auto kRefire = std::chrono::milliseconds(100);
+
 // One watchdog thread for the process, started on first use. It sleeps until
 // the earliest deadline and raises into the threads whose scope overran.
 class watchdog {
@@ -55,16 +57,17 @@ class watchdog {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       auto next = std::chrono::steady_clock::time_point::max();
-      for (const auto& [id, e] : deadlines_)
-        if (!e.fired) next = std::min(next, e.deadline);
+      for (const auto& [id, e] : deadlines_) next = std::min(next, e.deadline);
       if (next == std::chrono::steady_clock::time_point::max()) {
         wake_.wait(lock);
         continue;
       }
       if (wake_.wait_until(lock, next) != std::cv_status::timeout) continue;
       for (auto& [id, e] : deadlines_) {
-        if (e.fired || e.deadline > std::chrono::steady_clock::now()) continue;
+        if (e.deadline > std::chrono::steady_clock::now()) continue;
         e.fired = true;
+        // Again and again until the scope ends: a plugin may catch it and carry on.
+        e.deadline = std::chrono::steady_clock::now() + kRefire;
         unsigned long thread = e.thread;
         lock.unlock();  // taking the GIL may wait for the stuck thread's switch interval
         if (Py_IsInitialized()) {
@@ -81,13 +84,15 @@ class watchdog {
 
   // modhost.TimeLimitExceeded (bindings), else TimeoutError.
   static PyObject* time_limit_exceeded_type() {
-    PyObject* modhost = PyImport_GetModule(PyUnicode_FromString("modhost"));  // may be null
+    PyObject* name = PyUnicode_FromString("modhost");
+    PyObject* modhost = name ? PyImport_GetModule(name) : nullptr;  // may be null
+    Py_XDECREF(name);
     PyObject* type = modhost ? PyObject_GetAttrString(modhost, "TimeLimitExceeded") : nullptr;
     Py_XDECREF(modhost);
     if (!type) {
       PyErr_Clear();
-      Py_INCREF(PyExc_TimeoutError);
-      type = PyExc_TimeoutError;
+      Py_INCREF(PyExc_KeyboardInterrupt);  // no bindings: the closest builtin that `except Exception` lets through
+      type = PyExc_KeyboardInterrupt;
     }
     Py_DECREF(type);  // borrowed from here on: the module keeps it alive
     return type;

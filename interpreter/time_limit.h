@@ -2,10 +2,11 @@
 //
 // While a time_limit lives, the thread that created it has a deadline; if
 // the scope is still running then, a watchdog raises modhost's
-// TimeLimitExceeded (a TimeoutError) into that thread, the way
-// KeyboardInterrupt arrives: at the next bytecode. So a plugin stuck in an
-// endless loop is interrupted, a reload rolls back, and the host keeps
-// running. Code blocked inside a C call (time.sleep, a socket read) is
+// TimeLimitExceeded into that thread, the way KeyboardInterrupt arrives: at
+// the next bytecode, and again every 100 ms until the scope ends. It is a
+// BaseException, so a plugin's `except Exception` cannot swallow it. A plugin
+// stuck in an endless loop is interrupted, a reload rolls back, and the host
+// keeps running. Code blocked inside a C call (time.sleep, a socket read) is
 // interrupted only when that call returns.
 //
 //   {

@@ -159,6 +159,8 @@ const char* refusal_reason(const std::string& name) {
 
 void check_name(const std::string& name) {
   if (name.empty()) raise(PyExc_ValueError, "Empty module name");
+  if (name.find('\0') != std::string::npos)
+    raise(PyExc_ValueError, "module name contains a NUL byte");
   if (name.front() == '.' || name.back() == '.' || name.find("..") != std::string::npos)
     raise(PyExc_ValueError, "malformed module name '" + name + "' (relative names are not accepted here)");
 }
@@ -424,6 +426,8 @@ void module_cache::impl::forget(const std::string& name) {
 // The hit path: a hash-map lookup, plus a version compare that proves
 // sys.modules has not changed since the entry was last confirmed.
 cache_entry* module_cache::impl::lookup(const std::string& name) {
+  // The C API below takes C strings: a NUL would name another module.
+  if (name.find('\0') != std::string::npos) return nullptr;
   PyObject* modules = PyImport_GetModuleDict();
   auto it = entries_.find(name);
   if (it != entries_.end()) {

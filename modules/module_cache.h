@@ -86,8 +86,8 @@ enum class reload_outcome {
 const char* to_string(reload_outcome outcome) noexcept;
 
 struct reload_options {
-  // Interrupt the module's code (TimeLimitExceeded, a TimeoutError) if the
-  // reload runs longer; it then rolls back like any failure. Zero: no limit.
+  // Interrupt the module's code (modhost.TimeLimitExceeded) if the reload
+  // runs longer; it then rolls back like any failure. Zero: no limit.
   std::chrono::milliseconds time_limit{0};
   // Put the new code into the objects that exist: stale names removed,
   // functions patched in place, classes updated in place (identity kept),

@@ -63,6 +63,10 @@ def execute(name, module, spec, code, fresh, around=None):
         if current is None:
             raise ImportError(f"module {name!r} removed itself from sys.modules while it ran",
                               name=name)
+        if not isinstance(current, type(sys)):
+            raise ImportError(f"module {name!r} replaced itself in sys.modules with a "
+                              f"{type(current).__name__} object; the cache tracks modules only",
+                              name=name)
     return current
 
 def classify(name, module):

@@ -1,0 +1,3 @@
+VALUE = 5
+while True:
+    pass

@@ -1,0 +1,5 @@
+VALUE = 2
+def hook():
+    return VALUE
+class Thing:
+    pass

@@ -1,0 +1,2 @@
+VALUE = 3
+raise ValueError('bad')

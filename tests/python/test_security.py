@@ -1,0 +1,383 @@
+"""Nobody gets code in where it does not belong: module roots, strict permissions, audit events.
+
+Roots and strict mode are start-up options of the host program, so those tests
+run a child modhost (--root DIR, --strict, --audit-log FILE). Audit hooks
+cannot be removed once added, so the in-process tests share one hook whose
+behaviour each test sets (and the cleanup resets).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+
+from cache_fixtures import CacheTestCase, modhost
+
+MODHOST = os.environ["MODHOST_EXE"]
+
+
+def run(*args, timeout=60):
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([MODHOST, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+class ChildCase(unittest.TestCase):
+    """A private directory tree (mode 0700, owned by us) for a child modhost."""
+
+    def setUp(self):
+        self.base = os.path.realpath(tempfile.mkdtemp(prefix="modhost-security-"))
+        self.addCleanup(shutil.rmtree, self.base, ignore_errors=True)
+
+    def make_dir(self, *parts, mode=0o755):
+        path = os.path.join(self.base, *parts)
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, mode)
+        return path
+
+    def write(self, directory, name, text, mode=0o644):
+        path = os.path.join(directory, name)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        os.chmod(path, mode)
+        return path
+
+    def child(self, code, *options):
+        """Runs `code` in a child modhost; it prints one JSON line per result."""
+        return run(*options, "-c", textwrap.dedent(code))
+
+    def outcome(self, name, *options):
+        """'ok' or 'ExceptionType: message' for importing `name` in a child."""
+        result = self.child(f"""
+            import importlib
+            try:
+                importlib.import_module({name!r})
+                print('ok')
+            except BaseException as e:
+                print(type(e).__name__ + ': ' + str(e))
+        """, *options)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout.strip()
+
+
+class ModuleRoots(ChildCase):
+    def setUp(self):
+        super().setUp()
+        self.root = self.make_dir("root")
+        self.outside = self.make_dir("outside")
+        self.write(self.root, "inside.py", "VALUE = 'inside'\n")
+        self.write(self.outside, "outside.py", "VALUE = 'outside'\n")
+        self.options = ("--root", self.root, "-p", self.root, "-p", self.outside)
+
+    def test_module_inside_the_root_loads(self):
+        self.assertEqual(self.outcome("inside", *self.options), "ok")
+
+    def test_module_outside_the_roots_is_refused_naming_the_roots(self):
+        message = self.outcome("outside", *self.options)
+        self.assertTrue(message.startswith("ImportError: "), message)
+        self.assertIn("'outside'", message)
+        self.assertIn(os.path.join(self.outside, "outside.py"), message)
+        self.assertIn("outside the module roots", message)
+        self.assertIn(self.root, message)
+
+    def test_without_roots_everything_loads(self):
+        self.assertEqual(self.outcome("outside", "-p", self.outside), "ok")
+
+    def test_stdlib_still_imports(self):
+        for name in ("json", "email.mime.text", "sqlite3", "xml.etree.ElementTree"):
+            with self.subTest(name=name):
+                self.assertEqual(self.outcome(name, *self.options), "ok")
+
+    def test_symlink_inside_the_root_pointing_outside_is_refused(self):
+        target = self.write(self.outside, "evil.py", "VALUE = 'evil'\n")
+        os.symlink(target, os.path.join(self.root, "innocent.py"))
+        message = self.outcome("innocent", *self.options)
+        self.assertTrue(message.startswith("ImportError: "), message)
+        self.assertIn("outside the module roots", message)
+        self.assertIn(f"it resolves to {target}", message)
+
+    def test_symlinked_package_directory_pointing_outside_is_refused(self):
+        package = self.make_dir("outside", "pkg")
+        self.write(package, "__init__.py", "VALUE = 'evil package'\n")
+        os.symlink(package, os.path.join(self.root, "pkg"))
+        message = self.outcome("pkg", *self.options)
+        self.assertTrue(message.startswith("ImportError: "), message)
+        self.assertIn("resolves to", message)
+
+    def test_symlink_inside_the_root_pointing_inside_loads(self):
+        sub = self.make_dir("root", "real")
+        target = self.write(sub, "target.py", "VALUE = 'fine'\n")
+        os.symlink(target, os.path.join(self.root, "alias.py"))
+        self.assertEqual(self.outcome("alias", *self.options), "ok")
+
+    def test_sibling_directory_sharing_the_roots_prefix_is_outside(self):
+        twin = self.make_dir("root2")
+        self.write(twin, "twin.py", "VALUE = 'twin'\n")
+        message = self.outcome("twin", "--root", self.root, "-p", twin)
+        self.assertIn("outside the module roots", message)
+
+    def test_root_given_through_a_symlink(self):
+        link = os.path.join(self.base, "root-link")
+        os.symlink(self.root, link)
+        self.assertEqual(self.outcome("inside", "--root", link, "-p", link), "ok")
+
+    def test_reload_of_a_file_swapped_for_an_outside_symlink_is_refused_and_rolled_back(self):
+        evil = self.write(self.outside, "evil.py", "VALUE = 'evil'\ndef hook():\n    return 'evil'\n")
+        plugin = os.path.join(self.root, "inside.py")
+        result = self.child(f"""
+            import json, os, sys, importlib, modhost
+            import inside
+            before = dict(vars(inside))
+            os.remove({plugin!r})
+            os.symlink({evil!r}, {plugin!r})
+            importlib.invalidate_caches()
+            try:
+                modhost.reload('inside')
+                print(json.dumps(['reloaded', inside.VALUE]))
+            except ImportError as e:
+                same = vars(inside).keys() == before.keys() and all(vars(inside)[k] is v for k, v in before.items())
+                print(json.dumps([type(e).__name__, str(e), same, inside.VALUE,
+                                  modhost.info('inside').generation]))
+        """, *self.options)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        kind, message, same, value, generation = json.loads(result.stdout)
+        self.assertEqual((kind, same, value, generation), ("ImportError", True, "inside", 1))
+        self.assertIn(f"it resolves to {evil}", message)
+
+
+class StrictPermissions(ChildCase):
+    def setUp(self):
+        super().setUp()
+        self.dir = self.make_dir("plugins")
+
+    def strict(self, name):
+        return self.outcome(name, "--strict", "-p", self.dir)
+
+    def test_a_good_file_loads(self):
+        self.write(self.dir, "good.py", "VALUE = 1\n", mode=0o644)
+        self.assertEqual(self.strict("good"), "ok")
+
+    def test_file_writable_by_others_is_refused(self):
+        path = self.write(self.dir, "open.py", "VALUE = 1\n", mode=0o646)
+        message = self.strict("open")
+        self.assertTrue(message.startswith("ImportError: "), message)
+        self.assertIn(f"{path} is writable by group or others (mode 646", message)
+        self.assertEqual(self.outcome("open", "-p", self.dir), "ok")  # not strict: loads
+
+    def test_file_writable_by_group_is_refused(self):
+        self.write(self.dir, "group.py", "VALUE = 1\n", mode=0o664)
+        self.assertIn("writable by group or others (mode 664", self.strict("group"))
+
+    def test_directory_writable_by_others_is_refused(self):
+        shared = self.make_dir("shared", mode=0o777)
+        os.chmod(shared, 0o777)
+        self.write(shared, "inshared.py", "VALUE = 1\n", mode=0o644)
+        message = self.outcome("inshared", "--strict", "-p", shared)
+        self.assertIn(f"{shared} is writable by group or others (mode 777", message)
+
+    def test_package_in_a_group_writable_directory_is_refused(self):
+        package = self.make_dir("plugins", "pkg", mode=0o775)
+        os.chmod(package, 0o775)
+        self.write(package, "__init__.py", "VALUE = 1\n")
+        self.assertIn("writable by group or others", self.strict("pkg"))
+
+    def test_file_owned_by_another_user_is_refused(self):
+        if os.geteuid() != 0:
+            self.skipTest("chown to another user needs root")
+        path = self.write(self.dir, "foreign.py", "VALUE = 1\n")
+        os.chown(path, 65534, 65534)
+        message = self.strict("foreign")
+        self.assertIn(f"{path} is owned by uid 65534", message)
+        self.assertIn("strict permissions", message)
+
+    def test_directory_owned_by_another_user_is_refused(self):
+        if os.geteuid() != 0:
+            self.skipTest("chown to another user needs root")
+        foreign = self.make_dir("foreign-dir")
+        self.write(foreign, "mod_in_foreign.py", "VALUE = 1\n")
+        os.chown(foreign, 65534, 65534)
+        message = self.outcome("mod_in_foreign", "--strict", "-p", foreign)
+        self.assertIn(f"{foreign} is owned by uid 65534", message)
+
+    def test_file_made_writable_after_loading_is_refused_at_reload(self):
+        path = self.write(self.dir, "later.py", "VALUE = 1\n")
+        result = self.child(f"""
+            import json, os, modhost
+            import later
+            with open({path!r}, 'w') as f:
+                f.write('VALUE = 2\\n')
+            os.chmod({path!r}, 0o666)
+            try:
+                modhost.reload('later')
+                print(json.dumps(['reloaded', later.VALUE]))
+            except ImportError as e:
+                print(json.dumps([str(e), later.VALUE, modhost.info('later').generation]))
+        """, "--strict", "-p", self.dir)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        message, value, generation = json.loads(result.stdout)
+        self.assertIn("writable by group or others", message)
+        self.assertEqual((value, generation), (1, 1))
+
+    def test_stdlib_still_imports_in_strict_mode(self):
+        self.assertEqual(self.strict("json"), "ok")
+
+
+class AuditEvents(CacheTestCase):
+    """In-process: the events a host's sys.addaudithook sees, and vetoes."""
+
+    events = []
+    veto = {}  # event name -> (module name, exception to raise)
+
+    @classmethod
+    def setUpClass(cls):
+        def hook(event, args):
+            if not event.startswith("modhost."):
+                return
+            cls.events.append((event, args))
+            rule = cls.veto.get(event)
+            if rule and args[0] == rule[0]:
+                raise rule[1]
+        sys.addaudithook(hook)
+
+    def setUp(self):
+        super().setUp()
+        self.events.clear()
+        self.veto.clear()
+        self.addCleanup(self.veto.clear)
+        self.name = self.mod("plug")
+        self.path = self.write(self.name, "VALUE = 1\ndef hook():\n    return 'old'\n")
+
+    def seen(self, event):
+        return [args for e, args in self.events if e == event and args[0] == self.name]
+
+    def test_import_statement_raises_modhost_load(self):
+        __import__(self.name)
+        self.assertEqual(self.seen("modhost.load"), [(self.name, self.path)])
+
+    def test_modhost_load_raises_modhost_load_once(self):
+        modhost.load(self.name)
+        modhost.load(self.name)  # a cache hit: nothing loads
+        self.assertEqual(self.seen("modhost.load"), [(self.name, self.path)])
+
+    def test_reload_raises_modhost_reload_and_no_load(self):
+        self.load(self.name)
+        self.events.clear()
+        modhost.reload(self.name)
+        self.assertEqual(self.seen("modhost.reload"), [(self.name, self.path)])
+        self.assertEqual(self.seen("modhost.load"), [])
+
+    def test_unload_raises_modhost_unload(self):
+        self.load(self.name)
+        modhost.unload(self.name)
+        self.assertEqual(self.seen("modhost.unload"), [(self.name, self.path)])
+
+    def test_vetoed_load_leaves_nothing(self):
+        self.veto["modhost.load"] = (self.name, PermissionError("policy: no new plugins"))
+        before = sorted(sys.modules), modhost.modules()
+        with self.assertRaises(PermissionError) as caught:
+            modhost.load(self.name)
+        self.assertIn("no new plugins", str(caught.exception))
+        self.assertEqual((sorted(sys.modules), modhost.modules()), before)
+
+    def test_vetoed_reload_rolls_back(self):
+        module = self.load(self.name)
+        self.write(self.name, "VALUE = 2\ndef hook():\n    return 'new'\n")
+        snap = self.snapshot(module)
+        before = sorted(sys.modules), modhost.modules()
+        self.veto["modhost.reload"] = (self.name, PermissionError("policy: reloads are frozen"))
+        with self.assertRaises(PermissionError) as caught:
+            modhost.reload(self.name)
+        self.assertEqual(str(caught.exception), "policy: reloads are frozen")
+        self.assertNamespaceIs(module, snap)
+        self.assertEqual(module.hook(), "old")
+        self.assertEqual(modhost.info(self.name).generation, 1)
+        self.assertEqual((sorted(sys.modules), modhost.modules()), before)
+        # Lift the veto: the same reload goes through.
+        self.veto.clear()
+        modhost.reload(self.name)
+        self.assertEqual((module.hook(), modhost.info(self.name).generation), ("new", 2))
+
+    def test_vetoed_deep_reload_rolls_back(self):
+        module = self.load(self.name)
+        self.write(self.name, "VALUE = 2\ndef hook():\n    return 'new'\n")
+        hook = module.hook
+        self.veto["modhost.reload"] = (self.name, PermissionError("frozen"))
+        with self.assertRaises(PermissionError):
+            modhost.reload(self.name, deep=True)
+        self.assertIs(module.hook, hook)
+        self.assertEqual(hook(), "old")
+
+    def test_vetoed_unload_keeps_the_module(self):
+        module = self.load(self.name)
+        del module
+        self.veto["modhost.unload"] = (self.name, PermissionError("policy: plugins stay"))
+        with self.assertRaises(PermissionError):
+            modhost.unload(self.name)
+        self.assertIn(self.name, sys.modules)
+        self.assertIn(self.name, modhost.modules())
+        self.assertEqual(sys.modules[self.name].hook(), "old")
+        self.veto.clear()
+        modhost.unload(self.name)
+        self.assertNotIn(self.name, sys.modules)
+
+    def test_vetoed_unload_of_a_submodule_keeps_the_whole_package(self):
+        pkg = self.mod("pkg")
+        self.write(pkg, "", package=True)
+        self.write(pkg + ".sub", "def __unload__():\n    import builtins\n    builtins.UNLOADED_%s = True\n" % self.tag)
+        self.load(pkg + ".sub")
+        self.veto["modhost.unload"] = (pkg + ".sub", PermissionError("sub stays"))
+        with self.assertRaises(PermissionError):
+            modhost.unload(pkg)
+        self.assertIn(pkg, sys.modules)
+        self.assertIn(pkg + ".sub", sys.modules)
+        import builtins
+        self.assertFalse(hasattr(builtins, "UNLOADED_" + self.tag), "__unload__ ran although the unload was vetoed")
+
+
+class AuditLog(ChildCase):
+    def test_audit_log_has_one_line_per_modhost_event(self):
+        plugins = self.make_dir("plugins")
+        path = self.write(plugins, "logged.py", "VALUE = 1\n")
+        log = os.path.join(self.base, "audit.log")
+        result = self.child("""
+            import modhost
+            import logged
+            modhost.reload('logged')
+            del logged
+            modhost.unload('logged')
+        """, "--audit-log", log, "-p", plugins)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(log) as f:
+            lines = f.read().splitlines()
+        self.assertTrue(all(line.startswith("modhost.") for line in lines), lines)
+        mine = [line for line in lines if "'logged'" in line]
+        self.assertEqual(mine, [
+            f"modhost.load ('logged', {path!r})",
+            f"modhost.reload ('logged', {path!r})",
+            f"modhost.unload ('logged', {path!r})",
+        ])
+
+    def test_audit_log_appends_and_records_refusals(self):
+        root = self.make_dir("root")
+        outside = self.make_dir("outside")
+        path = self.write(outside, "intruder.py", "VALUE = 1\n")
+        log = os.path.join(self.base, "audit.log")
+        with open(log, "w") as f:
+            f.write("earlier line\n")
+        message = self.outcome("intruder", "--audit-log", log, "--root", root, "-p", outside)
+        self.assertIn("outside the module roots", message)
+        with open(log) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[0], "earlier line")
+        self.assertIn(f"modhost.load ('intruder', {path!r})", lines)
+
+    def test_unwritable_audit_log_is_a_clear_start_up_error(self):
+        result = run("--audit-log", os.path.join(self.base, "missing-dir", "audit.log"), "-c", "pass")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("cannot open audit log", result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
