@@ -56,6 +56,14 @@ std::chrono::milliseconds to_limit(py::handle seconds) {
   return std::chrono::milliseconds(std::max<long long>(1, static_cast<long long>(value * 1000)));
 }
 
+// modhost.time_limit: armed by __enter__, disarmed by __exit__ (not when the
+// Python object is freed, which may be long after the block).
+struct scoped_time_limit {
+  std::chrono::milliseconds limit{0};
+  std::optional<modhost::time_limit> armed;
+  bool expired = false;
+};
+
 py::object fingerprint_object(const std::optional<modhost::fingerprint>& print) {
   if (!print) return py::none();
   py::object namespace_type = py::module_::import("types").attr("SimpleNamespace");
@@ -339,18 +347,30 @@ class TimeLimitExceeded(BaseException):
       },
       "watcher_info() -> dict\n\nThe file watcher: mode ('inotify' or 'polling'), why it polls, debounce in ms.");
 
-  py::class_<modhost::time_limit>(m, "time_limit",
-                                  "with modhost.time_limit(seconds): ... — interrupt the block with\n"
-                                  "TimeLimitExceeded if it runs longer (at the next bytecode; a blocking C call\n"
-                                  "is interrupted when it returns).")
+  py::class_<scoped_time_limit>(m, "time_limit",
+                                "with modhost.time_limit(seconds): ... — interrupt the block with\n"
+                                "TimeLimitExceeded if it runs longer (at the next bytecode; a blocking C call\n"
+                                "is interrupted when it returns). The clock starts at the `with`.")
       .def(py::init([](py::object seconds) {
              if (seconds.is_none()) throw py::value_error("time_limit needs a number of seconds");
-             return std::make_unique<modhost::time_limit>(to_limit(seconds));
+             auto scope = std::make_unique<scoped_time_limit>();
+             scope->limit = to_limit(seconds);
+             return scope;
            }),
            "seconds"_a)
-      .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__", [](modhost::time_limit&, py::args) { return false; })
-      .def_property_readonly("expired", &modhost::time_limit::expired, "The limit ran out inside the block.");
+      .def("__enter__", [](py::object self) {
+        auto& scope = self.cast<scoped_time_limit&>();
+        scope.armed.emplace(scope.limit);
+        return self;
+      })
+      .def("__exit__", [](scoped_time_limit& scope, py::args) {
+        if (scope.armed) scope.expired = scope.armed->expired();
+        scope.armed.reset();  // disarmed: nothing is raised after the block
+        return false;
+      })
+      .def_property_readonly("expired", [](const scoped_time_limit& scope) {
+        return scope.armed ? scope.armed->expired() : scope.expired;
+      }, "The limit ran out inside the block.");
 
   m.def(
       "interpreter_info",

@@ -68,11 +68,19 @@ class watchdog {
         e.fired = true;
         // Again and again until the scope ends: a plugin may catch it and carry on.
         e.deadline = std::chrono::steady_clock::now() + kRefire;
+        std::uint64_t fired_id = id;
         unsigned long thread = e.thread;
         lock.unlock();  // taking the GIL may wait for the stuck thread's switch interval
         if (Py_IsInitialized()) {
           PyGILState_STATE gil = PyGILState_Ensure();
-          PyObject* type = time_limit_exceeded_type();
+          // The scope may have ended while we waited; it disarms with the GIL
+          // held, so with the GIL held here the check is conclusive.
+          bool still_armed;
+          {
+            std::lock_guard<std::mutex> check(mutex_);
+            still_armed = deadlines_.count(fired_id) != 0;
+          }
+          PyObject* type = still_armed ? time_limit_exceeded_type() : nullptr;
           if (type) PyThreadState_SetAsyncExc(thread, type);
           PyGILState_Release(gil);
         }
@@ -82,7 +90,7 @@ class watchdog {
     }
   }
 
-  // modhost.TimeLimitExceeded (bindings), else TimeoutError.
+  // modhost.TimeLimitExceeded (bindings), else KeyboardInterrupt.
   static PyObject* time_limit_exceeded_type() {
     PyObject* name = PyUnicode_FromString("modhost");
     PyObject* modhost = name ? PyImport_GetModule(name) : nullptr;  // may be null
