@@ -31,7 +31,7 @@ class ModuleInfo:
 
 class ReloadReport:
     name: str
-    outcome: str  # 'reloaded', 'unchanged', 'not reloadable', 'failed'
+    outcome: str  # 'reloaded', 'unchanged', 'not reloadable', 'deferred', 'failed'
     generation: int
     duration: float  # seconds
     added: list[str]

@@ -211,7 +211,7 @@ class TimeLimitExceeded(BaseException):
                                      "What the last reload did: outcome, generation, what ran, what was patched.")
       .def_readonly("name", &modhost::reload_report::name)
       .def_property_readonly("outcome", [](const modhost::reload_report& r) { return modhost::to_string(r.outcome); },
-                             "'reloaded', 'unchanged' (deep, same content), 'not reloadable' or 'failed'.")
+                             "'reloaded', 'unchanged' (deep, same content), 'not reloadable', 'deferred' or 'failed'.")
       .def_readonly("generation", &modhost::reload_report::generation)
       .def_property_readonly("duration", [](const modhost::reload_report& r) {
         return std::chrono::duration<double>(r.duration).count();

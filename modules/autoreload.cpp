@@ -145,7 +145,7 @@ void autoreloader::track_new_modules() {
     bool new_path = path_to_name_.emplace(path, info.name).second;
     watcher_.watch_file(path);
     // Saved before the watch existed (between its import and now): no event will come.
-    if (new_path && cache_.is_changed(info.name)) unwatched_changes_.insert(info.name);
+    if (new_path && cache_.is_changed(info.name)) due_.insert(info.name);
   }
   seen_tracking_ = cache_.tracking_revision();  // modules() may have tracked more
 }
@@ -155,10 +155,10 @@ std::vector<std::string> autoreloader::poll() {
   if (mode_ == autoreload_mode::off || !cache_.at_safe_point()) return reloaded;
   track_new_modules();
   auto settled = watcher_.take_settled();
-  if (settled.empty() && unwatched_changes_.empty()) return reloaded;
+  if (settled.empty() && due_.empty()) return reloaded;
   bool new_files = false;
-  std::vector<std::string> names(unwatched_changes_.begin(), unwatched_changes_.end());
-  unwatched_changes_.clear();
+  std::vector<std::string> names(due_.begin(), due_.end());
+  due_.clear();
   for (const auto& path : settled) {
     auto it = path_to_name_.find(path);
     if (it != path_to_name_.end())
@@ -183,7 +183,7 @@ void autoreloader::apply(const std::string& name, std::vector<std::string>& relo
     return;
   }
   if (watcher_.still_changing(info.path)) {  // a save in progress (truncated, not yet written)
-    unwatched_changes_.insert(name);
+    due_.insert(name);
     return;
   }
   auto now = take_fingerprint(info.path);
@@ -206,12 +206,17 @@ void autoreloader::apply(const std::string& name, std::vector<std::string>& relo
   reload_options options;
   options.deep = true;
   options.dependents = true;
+  options.quiet_for = watcher_.debounce();  // never compile a file caught mid-save
   reload_report report;
   try {
     report = cache_.reload(name, options);
   } catch (const python_error& e) {  // e.g. not reloadable any more
     std::cerr << "[modhost] reload of " << name << " failed: " << one_line(e.what()) << std::endl;
     failed_hash_[name] = now->content_hash;
+    return;
+  }
+  if (report.outcome == reload_outcome::deferred) {  // being written: the next poll takes it
+    due_.insert(name);
     return;
   }
   if (!report) {
@@ -256,7 +261,7 @@ int autoreloader::run_pending(void*) {
   {
     std::lock_guard<std::mutex> lock(self->mutex_);
     self->scheduled_ = false;
-    self->retry_ = retry || self->watcher_.has_unsettled();
+    self->retry_ = retry || self->watcher_.has_unsettled() || !self->due_.empty();
   }
   self->done_.notify_all();
   return 0;

@@ -101,7 +101,9 @@ class autoreloader {
   std::vector<std::filesystem::path> stdlib_dirs_;
   // cache.tracking_revision() when last scanned (the background thread reads it too)
   std::atomic<std::uint64_t> seen_tracking_{~0ull};
-  std::set<std::string> unwatched_changes_;  // changed before their file was watched
+  // Changed but not applied yet: saved before their file was watched, or
+  // caught mid-save. The next poll() takes them.
+  std::set<std::string> due_;
   std::map<std::string, std::uint64_t> failed_hash_;  // content that failed: not retried
   std::set<std::string> reported_;                    // deleted / extension: said once
 

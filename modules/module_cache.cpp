@@ -52,6 +52,7 @@ const char* to_string(reload_outcome outcome) noexcept {
     case reload_outcome::reloaded: return "reloaded";
     case reload_outcome::unchanged: return "unchanged";
     case reload_outcome::not_reloadable: return "not reloadable";
+    case reload_outcome::deferred: return "deferred";
     case reload_outcome::failed: return "failed";
   }
   return "?";
@@ -233,7 +234,7 @@ class module_cache::impl {
     std::filesystem::path path;
     py::object deep_update;  // the DeepUpdate that patched live objects, for commit()
   };
-  pending_commit run_code(cache_entry& entry, const snapshot& before, bool deep,
+  pending_commit run_code(cache_entry& entry, const snapshot& before, const reload_options& options,
                           py::handle undo, reload_report& report);
   void rollback(std::vector<snapshot>& snapshots);
   std::pair<module_kind, std::filesystem::path> classify(const std::string& name, py::handle module);
@@ -542,10 +543,17 @@ void module_cache::impl::record_import(PyObject* name_obj, PyObject* globals, Py
 // ---------------------------------------------------------------------------
 // Reload
 
+namespace {
+// run_code() found the source mid-save (reload_options::quiet_for).
+struct file_in_flux {};
+}  // namespace
+
 module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& entry,
-                                                                const snapshot& before, bool deep,
+                                                                const snapshot& before,
+                                                                const reload_options& options,
                                                                 py::handle undo,
                                                                 reload_report& report) {
+  const bool deep = options.deep;
   pending_commit commit{&entry, entry.module, py::object(), std::nullopt, entry.kind, entry.path, py::object()};
   py::object spec = support_["find_spec"](entry.name, entry.module);
   py::object origin = py::none();
@@ -565,6 +573,14 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
       commit.print = entry.print;
     } else {
       py::bytes bytes = support_["read_source"](source);
+      if (options.quiet_for.count() > 0) {  // read between two stats of a file at rest
+        auto after = stat_fingerprint(commit.path);
+        auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+        if (!stat || !after || !after->same_stat(*stat) ||
+            now_ns - stat->ctime_ns < std::chrono::nanoseconds(options.quiet_for).count())
+          throw file_in_flux{};
+      }
       std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
       std::uint64_t hash = content_hash(view);
       commit.print = stat ? stat : fingerprint{};
@@ -690,7 +706,7 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
       entry->state = module_state::reloading;
       report.reexecuted.push_back(entry->name);
       try {
-        commits.push_back(run_code(*entry, snapshots.back(), options.deep, undo, report));
+        commits.push_back(run_code(*entry, snapshots.back(), options, undo, report));
       } catch (...) {
         report.failed_module = entry->name;
         throw;
@@ -701,6 +717,18 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     report.error = python_error::fetch();
   } catch (python_error& e) {
     report.error = e;
+  } catch (const file_in_flux&) {  // a save in progress: try again later, nothing happened
+    limit.reset();
+    undo.attr("rollback")();
+    rollback(snapshots);
+    for (auto* entry : order) entry->state = module_state::loaded;
+    report = reload_report{};
+    report.name = name;
+    report.outcome = reload_outcome::deferred;
+    report.generation = target->generation;
+    report.module = target->module;
+    report.duration = std::chrono::steady_clock::now() - started;
+    return report;
   } catch (...) {  // not Python's doing (out of memory...): still leave nothing half-done
     undo.attr("rollback")();
     rollback(snapshots);

@@ -80,12 +80,17 @@ enum class reload_outcome {
   reloaded,        // the new code runs
   unchanged,       // deep reload of a source whose content hash did not change: nothing ran
   not_reloadable,  // built-in or extension: as importlib.reload, nothing re-ran
+  deferred,        // a source was being written (see reload_options::quiet_for): nothing changed
   failed,          // the code raised; every module re-executed was rolled back
 };
 
 const char* to_string(reload_outcome outcome) noexcept;
 
 struct reload_options {
+  // Read a source only once it has been quiet this long, between two stat()s
+  // that agree; otherwise the reload is `deferred` (a save in progress could
+  // leave the file truncated while it is read). Zero: read whatever is there.
+  std::chrono::milliseconds quiet_for{0};
   // Interrupt the module's code (modhost.TimeLimitExceeded) if the reload
   // runs longer; it then rolls back like any failure. Zero: no limit.
   std::chrono::milliseconds time_limit{0};
