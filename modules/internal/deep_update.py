@@ -58,10 +58,6 @@ def class_del(undo, cls, name):
     undo.delattr(cls, name, setter=type.__setattr__, deleter=type.__delattr__)
 
 
-def qualified(obj):
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
-
-
 class DeepUpdate:
     def __init__(self, module, old, undo):
         self.module = module
@@ -205,8 +201,7 @@ class DeepUpdate:
                     continue
                 target = cls if name == "__class__" else self.class_map.get(content) if isinstance(content, type) else None
                 if target is not None and content is not target:
-                    cell.cell_contents = target
-                    self.undo._steps.append(lambda cell=cell, old=content: setattr(cell, "cell_contents", old))
+                    self.undo.setattr(cell, "cell_contents", target)
 
     # -- classes ----------------------------------------------------------
 
