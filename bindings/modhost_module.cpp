@@ -46,14 +46,26 @@ std::string module_name_of(py::handle module_or_name) {
 
 // Seconds (None: no limit) as a time limit. (py::object rather than
 // std::optional<double>: GCC 12 warns falsely about the optional caster.)
+double seconds_of(py::handle seconds, const char* parameter) {
+  if (!PyFloat_Check(seconds.ptr()) && !PyLong_Check(seconds.ptr()))
+    throw py::type_error(std::string(parameter) + " must be a number of seconds or None, not " +
+                         Py_TYPE(seconds.ptr())->tp_name);
+  return seconds.cast<double>();
+}
+
 std::chrono::milliseconds to_limit(py::handle seconds) {
   if (seconds.is_none()) return std::chrono::milliseconds(0);
-  if (!PyFloat_Check(seconds.ptr()) && !PyLong_Check(seconds.ptr()))
-    throw py::type_error("timeout must be a number of seconds or None, not " +
-                         std::string(Py_TYPE(seconds.ptr())->tp_name));
-  double value = seconds.cast<double>();
+  double value = seconds_of(seconds, "timeout");
   if (value <= 0) throw py::value_error("timeout must be positive");
   return std::chrono::milliseconds(std::max<long long>(1, static_cast<long long>(value * 1000)));
+}
+
+// reload(wait_for_calls=): None turns holding other threads off.
+std::optional<std::chrono::milliseconds> to_wait(py::handle seconds) {
+  if (seconds.is_none()) return std::nullopt;
+  double value = seconds_of(seconds, "wait_for_calls");
+  if (value < 0) throw py::value_error("wait_for_calls must not be negative");
+  return std::chrono::milliseconds(static_cast<long long>(value * 1000));
 }
 
 // modhost.time_limit: armed by __enter__, disarmed by __exit__ (not when the
@@ -87,7 +99,8 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
                                                             PyExc_RuntimeError);
   module_in_use.doc() =
       "unload() refused: something outside sys.modules and the cache still holds the\n"
-      "module or its code. .name is the module, .referrers describes each holder.";
+      "module or its code; or reload() found other threads still running its code\n"
+      "after wait_for_calls. .name is the module, .referrers describes each holder.";
   py::register_exception_translator([](std::exception_ptr error) {
     try {
       if (error) std::rethrow_exception(error);
@@ -165,9 +178,11 @@ class TimeLimitExceeded(BaseException):
 
   m.def(
       "reload",
-      [](py::object module_or_name, bool deep, bool dependents, py::object timeout) -> py::object {
+      [](py::object module_or_name, bool deep, bool dependents, py::object timeout,
+         py::object wait_for_calls) -> py::object {
         modhost::reload_options options;
         options.time_limit = to_limit(timeout);
+        options.wait_for_calls = to_wait(wait_for_calls);
         options.deep = deep;
         options.dependents = dependents;
         modhost::reload_report report;
@@ -185,7 +200,8 @@ class TimeLimitExceeded(BaseException):
         return report.module;
       },
       "module"_a, py::kw_only(), "deep"_a = false, "dependents"_a = false, "timeout"_a = py::none(),
-      "reload(module_or_name, *, deep=False, dependents=False, timeout=None) -> module\n\n"
+      "wait_for_calls"_a = 1.0,
+      "reload(module_or_name, *, deep=False, dependents=False, timeout=None, wait_for_calls=1.0) -> module\n\n"
       "A drop-in for importlib.reload that is atomic. The module's current source is\n"
       "compiled from disk (never a stale bytecode cache) and run in its own namespace;\n"
       "the same module object comes back. If anything raises (a syntax error, an\n"
@@ -205,7 +221,13 @@ class TimeLimitExceeded(BaseException):
       "them are rolled back. Built-in and extension modules behave as with\n"
       "importlib.reload: nothing runs again. sys, builtins, __main__ and modhost are\n"
       "refused with ValueError. timeout (seconds) interrupts module code that runs\n"
-      "longer (TimeLimitExceeded) and rolls the reload back.");
+      "longer (TimeLimitExceeded) and rolls the reload back.\n\n"
+      "Other threads see one version: while the module re-executes, their calls into\n"
+      "it, attribute reads and writes on it and C++ handle calls wait, then run the\n"
+      "new version (the old one if the reload rolled back). Calls already running in\n"
+      "other threads are waited for up to wait_for_calls seconds; if one still runs,\n"
+      "ModuleInUseError names the thread and nothing is reloaded. The calling\n"
+      "thread's own frames never count. wait_for_calls=None: no waiting, no holding.");
 
   py::class_<modhost::reload_report>(m, "ReloadReport",
                                      "What the last reload did: outcome, generation, what ran, what was patched.")

@@ -103,6 +103,12 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
   check(Py_InitializeFromConfig(&py_config), py_config);
   PyConfig_Clear(&py_config);
   g_current = this;
+  // pybind11 creates its internals on first use and records the creating
+  // thread's thread state for later GIL acquisitions on that thread. Made
+  // here, on the thread that owns the interpreter: made first on a host
+  // thread whose thread state is later deleted (PyGILState_Release), that
+  // record would dangle.
+  py::detail::get_internals();
 
   try {
     detail::translate_errors([&] {

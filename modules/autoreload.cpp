@@ -214,6 +214,10 @@ void autoreloader::apply(const std::string& name, std::vector<std::string>& relo
     std::cerr << "[modhost] reload of " << name << " failed: " << one_line(e.what()) << std::endl;
     failed_hash_[name] = now->content_hash;
     return;
+  } catch (const module_in_use_error& e) {  // another thread stays in its code
+    std::cerr << "[modhost] reload of " << name << " failed: " << e.what() << std::endl;
+    failed_hash_[name] = now->content_hash;
+    return;
   }
   if (report.outcome == reload_outcome::deferred) {  // being written: the next poll takes it
     due_.insert(name);

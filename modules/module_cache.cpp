@@ -15,6 +15,7 @@
 #include "interpreter/time_limit.h"
 #include "modules/autoreload.h"
 #include "modules/import_graph.h"
+#include "modules/internal/call_gate.h"
 #include "modules/internal/referrers.h"
 
 namespace py = pybind11;
@@ -69,10 +70,13 @@ std::string join(const std::vector<std::string>& items, const char* separator) {
 }  // namespace
 
 module_in_use_error::module_in_use_error(const std::string& name, std::vector<std::string> referrers)
-    : std::runtime_error("module '" + name + "' is still in use: " + join(referrers, "; ") +
-                         " (drop these references, or unload with force=True)"),
-      name_(name),
-      referrers_(std::move(referrers)) {}
+    : module_in_use_error(name, referrers,
+                          "module '" + name + "' is still in use: " + join(referrers, "; ") +
+                              " (drop these references, or unload with force=True)") {}
+
+module_in_use_error::module_in_use_error(const std::string& name, std::vector<std::string> referrers,
+                                         const std::string& message)
+    : std::runtime_error(message), name_(name), referrers_(std::move(referrers)) {}
 
 // ---------------------------------------------------------------------------
 // Entries and handles
@@ -697,6 +701,19 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     }
   } guard{this, order};
 
+  std::optional<detail::closed_gate> gate;
+  if (options.wait_for_calls) {
+    std::vector<py::object> modules;
+    for (auto* entry : order) modules.push_back(entry->module);
+    gate.emplace(modules, *options.wait_for_calls);
+    if (!gate->busy().empty())
+      throw module_in_use_error(
+          name, gate->busy(),
+          "cannot reload '" + name + "': other threads still run its code after waiting " +
+              std::to_string(options.wait_for_calls->count()) + " ms: " + join(gate->busy(), "; ") +
+              " (let those calls return, or reload with a longer wait_for_calls)");
+  }
+
   std::optional<time_limit> limit;
   if (options.time_limit.count() > 0) limit.emplace(options.time_limit);
   try {
@@ -1088,6 +1105,10 @@ const std::string& function_handle::attribute() const noexcept { return slot_->a
 
 py::object function_handle::current() {
   detail::handle_slot& slot = *slot_;
+  if (detail::any_gate_closed() && slot.cache) {  // another thread may be reloading it: wait for the new version
+    auto it = slot.cache->entries_.find(slot.module);
+    if (it != slot.cache->entries_.end()) detail::admit(PyModule_GetDict(it->second->module.ptr()));
+  }
   if (slot.function && slot.revision && *slot.revision == slot.seen_revision) return slot.function;
   return detail::translate_errors([&] {
     std::string label = "C++ handle " + slot.module + "." + slot.attribute;

@@ -102,6 +102,14 @@ struct reload_options {
   // Also re-execute every loaded module that depends on the target,
   // transitively, dependencies first, a cycle as one unit.
   bool dependents = false;
+  // Other threads see one version: while the modules re-execute, their calls
+  // into them, attribute reads on them and function_handle calls wait; a
+  // call that waited runs the new version. Calls already running in other
+  // threads are waited for this long first; if one still runs, reload()
+  // throws module_in_use_error naming it and nothing happens. The calling
+  // thread's own frames never count (a reload from a module's own loop).
+  // nullopt: no waiting, no holding (other threads may see a half-run module).
+  std::optional<std::chrono::milliseconds> wait_for_calls = std::chrono::seconds(1);
 };
 
 // The outcome of reload(): a value, not an exception, because a failing
@@ -136,10 +144,12 @@ struct [[nodiscard]] unload_report {
   bool freed = false;                  // the module object itself died (a weakref cleared)
 };
 
-// unload() refused: something still holds the module or its code.
+// unload() refused: something still holds the module or its code; or
+// reload() found other threads still running its code.
 class module_in_use_error : public std::runtime_error {
  public:
-  module_in_use_error(const std::string& name, std::vector<std::string> referrers);
+  module_in_use_error(const std::string& name, std::vector<std::string> referrers);  // unload's
+  module_in_use_error(const std::string& name, std::vector<std::string> referrers, const std::string& message);
   const std::string& name() const noexcept { return name_; }
   const std::vector<std::string>& referrers() const noexcept { return referrers_; }
 
@@ -174,7 +184,8 @@ class module_cache {
   // python_error only for a bad request: a name never imported (ImportError),
   // an empty or malformed name (ValueError), sys/builtins/__main__/modhost
   // (ValueError), a module already being reloaded or still being imported
-  // (RuntimeError).
+  // (RuntimeError). Throws module_in_use_error if other threads still run its
+  // code after reload_options::wait_for_calls.
   reload_report reload(const std::string& name, reload_options options = {});
   // The same for a module object; TypeError if `module` is not a module.
   reload_report reload(pybind11::handle module, reload_options options = {});

@@ -113,15 +113,16 @@ void mark_with_items(PyObject* obj, std::unordered_set<PyObject*>& set) {
   for (py::handle item : items) set.insert(item.ptr());
 }
 
-std::string thread_name(long long ident, py::handle threading) {
+}  // namespace
+
+std::string thread_name(long long ident) {
+  PyObject* threading = PyDict_GetItemString(PyImport_GetModuleDict(), "threading");
   if (!threading) return "tid " + std::to_string(ident);
-  py::object thread = threading.attr("_active").attr("get")(ident);
+  py::object thread = py::handle(threading).attr("_active").attr("get")(ident);
   if (thread.is_none()) return "tid " + std::to_string(ident);
-  if (thread.is(threading.attr("main_thread")())) return "main";
+  if (thread.is(py::handle(threading).attr("main_thread")())) return "main";
   return thread.attr("name").cast<std::string>();
 }
-
-}  // namespace
 
 std::vector<std::string> find_referrers(const referrer_query& query) {
   ownership owned(query);
@@ -165,10 +166,9 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
 
   // 2. Frames of every thread: running the modules' code, or holding it in a local.
   py::module_ sys = py::module_::import("sys");
-  py::object threading = sys_modules.contains("threading") ? sys_modules["threading"] : py::object();
   py::dict frames = sys.attr("_current_frames")();
   for (auto [ident, top] : frames) {
-    std::string thread = thread_name(ident.cast<long long>(), threading);
+    std::string thread = thread_name(ident.cast<long long>());
     for (py::object frame = py::reinterpret_borrow<py::object>(top); !frame.is_none();
          frame = frame.attr("f_back")) {
       auto* raw = reinterpret_cast<PyFrameObject*>(frame.ptr());

@@ -32,4 +32,7 @@ struct referrer_query {
 // package's attribute for them) are not referrers. Needs the GIL.
 std::vector<std::string> find_referrers(const referrer_query& query);
 
+// "main", the threading.Thread's name, or "tid N" for a thread Python did not start.
+std::string thread_name(long long ident);
+
 }  // namespace modhost::detail

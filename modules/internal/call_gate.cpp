@@ -1,0 +1,301 @@
+// The eval-frame hook sees CPython's _PyInterpreterFrame, which only the
+// internal headers describe; this file alone includes them.
+#define Py_BUILD_CORE 1
+#include <pybind11/pybind11.h>  // Python.h first, as CPython requires
+#include <frameobject.h>
+#include <internal/pycore_frame.h>
+
+#include "modules/internal/call_gate.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "modules/internal/referrers.h"
+
+#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030C0000
+#error "call_gate.cpp reads CPython 3.11's frame layout (_PyInterpreterFrame); port it to this Python"
+#endif
+
+namespace py = pybind11;
+
+namespace modhost::detail {
+namespace {
+
+struct closed_module {
+  PyObject* module;     // strong
+  PyObject* namespace_; // strong
+  bool class_switched;  // we set its __class__ to the gated type
+};
+
+// The process's gates. Changed only with the GIL held; `changes` (under
+// `mutex`) lets threads that wait without the GIL know when to look again.
+struct gate_state {
+  PyThreadState* owner = nullptr;  // the thread whose reload closed them
+  std::vector<closed_module> closed;
+  _PyFrameEvalFunction previous_eval = nullptr;
+  PyObject* gated_type = nullptr;  // ModuleType subclass with waiting getattr/setattr
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::uint64_t changes = 0;
+};
+
+gate_state& gates() {
+  static gate_state* state = new gate_state;  // outlives every thread that might wait on it
+  return *state;
+}
+
+std::atomic<bool> g_any_closed{false};
+
+bool is_closed(PyObject* namespace_) {
+  for (const auto& m : gates().closed)
+    if (m.namespace_ == namespace_) return true;
+  return false;
+}
+
+// The calling thread runs code of a closed module somewhere up its stack.
+bool runs_closed_code(PyThreadState* tstate) {
+  for (PyFrameObject* frame = PyThreadState_GetFrame(tstate); frame;) {
+    PyObject* globals = PyFrame_GetGlobals(frame);
+    bool inside = is_closed(globals);
+    Py_DECREF(globals);
+    PyFrameObject* back = PyFrame_GetBack(frame);
+    Py_DECREF(frame);
+    if (inside) {
+      Py_XDECREF(back);
+      return true;
+    }
+    frame = back;
+  }
+  return false;
+}
+
+// Must the calling thread wait before it uses this namespace?
+bool held_out(PyThreadState* tstate, PyObject* namespace_) {
+  const gate_state& g = gates();
+  return g.owner && g.owner != tstate && is_closed(namespace_) && !runs_closed_code(tstate);
+}
+
+// Sleeps without the GIL until the gates change. Called with the GIL, which
+// is also what every change holds: a change cannot slip in between the
+// caller's look at the state and `seen`.
+void wait_for_change() {
+  gate_state& g = gates();
+  std::uint64_t seen;
+  {
+    std::lock_guard<std::mutex> lock(g.mutex);
+    seen = g.changes;
+  }
+  Py_BEGIN_ALLOW_THREADS
+  {  // released before the GIL is taken again
+    std::unique_lock<std::mutex> lock(g.mutex);
+    g.changed.wait(lock, [&] { return g.changes != seen; });
+  }
+  Py_END_ALLOW_THREADS
+}
+
+void announce_change() {
+  gate_state& g = gates();
+  {
+    std::lock_guard<std::mutex> lock(g.mutex);
+    ++g.changes;
+  }
+  g.changed.notify_all();
+}
+
+void wait_until_admitted(PyThreadState* tstate, PyObject* namespace_) {
+  while (held_out(tstate, namespace_)) wait_for_change();
+}
+
+// A frame built before a deep reload patched its function holds the old code
+// object: call the function again with the same arguments, so the call runs
+// the new code. The arguments are still as the call bound them (nothing of
+// the frame ran). Null with an error if the call raised; `ran` false if the
+// frame cannot be redone (then it runs as built).
+PyObject* call_again(_PyInterpreterFrame* frame, bool& ran) {
+  ran = false;
+  PyCodeObject* code = frame->f_code;
+  PyObject** locals = frame->localsplus;
+  const int positional = code->co_argcount, keyword_only = code->co_kwonlyargcount;
+  int next = positional + keyword_only;
+  PyObject* varargs = (code->co_flags & CO_VARARGS) ? locals[next++] : nullptr;
+  PyObject* varkw = (code->co_flags & CO_VARKEYWORDS) ? locals[next++] : nullptr;
+  for (int i = 0; i < positional + keyword_only; ++i)
+    if (!locals[i]) return nullptr;
+  if ((varargs && !PyTuple_Check(varargs)) || (varkw && !PyDict_Check(varkw))) return nullptr;
+
+  ran = true;
+  Py_ssize_t extra = varargs ? PyTuple_GET_SIZE(varargs) : 0;
+  py::tuple args(positional + extra);
+  for (int i = 0; i < positional; ++i) PyTuple_SET_ITEM(args.ptr(), i, Py_NewRef(locals[i]));
+  for (Py_ssize_t i = 0; i < extra; ++i)
+    PyTuple_SET_ITEM(args.ptr(), positional + i, Py_NewRef(PyTuple_GET_ITEM(varargs, i)));
+  py::dict kwargs;
+  for (int i = 0; i < keyword_only; ++i)
+    if (PyDict_SetItem(kwargs.ptr(), PyTuple_GET_ITEM(code->co_localsplusnames, positional + i),
+                       locals[positional + i]) < 0)
+      return nullptr;
+  if (varkw && PyDict_Update(kwargs.ptr(), varkw) < 0) return nullptr;
+  return PyObject_Call(reinterpret_cast<PyObject*>(frame->f_func), args.ptr(), kwargs.ptr());
+}
+
+bool not_started(const _PyInterpreterFrame* frame) {
+  return frame->prev_instr == _PyCode_CODE(frame->f_code) - 1;
+}
+
+PyObject* gated_eval_frame(PyThreadState* tstate, _PyInterpreterFrame* frame, int throwflag) {
+  gate_state& g = gates();
+  _PyFrameEvalFunction run = g.previous_eval;
+  if (held_out(tstate, frame->f_globals)) {
+    wait_until_admitted(tstate, frame->f_globals);
+    PyFunctionObject* function = frame->f_func;
+    if (!throwflag && function && not_started(frame) &&
+        function->func_code != reinterpret_cast<PyObject*>(frame->f_code)) {
+      bool ran;
+      PyObject* result = call_again(frame, ran);
+      if (ran) return result;
+      PyErr_Clear();
+    }
+  }
+  return run(tstate, frame, throwflag);
+}
+
+PyObject* gated_getattro(PyObject* module, PyObject* name) {
+  admit(PyModule_GetDict(module));
+  return PyModule_Type.tp_getattro(module, name);
+}
+
+int gated_setattro(PyObject* module, PyObject* name, PyObject* value) {
+  admit(PyModule_GetDict(module));
+  return PyModule_Type.tp_setattro(module, name, value);
+}
+
+PyObject* gated_module_type() {
+  gate_state& g = gates();
+  if (!g.gated_type) {
+    static PyType_Slot slots[] = {{Py_tp_getattro, reinterpret_cast<void*>(gated_getattro)},
+                                  {Py_tp_setattro, reinterpret_cast<void*>(gated_setattro)},
+                                  {0, nullptr}};
+    // Named "module" so that repr() and type() errors read as usual.
+    static PyType_Spec spec = {"builtins.module", 0, 0, Py_TPFLAGS_DEFAULT, slots};
+    g.gated_type = PyType_FromSpecWithBases(&spec, reinterpret_cast<PyObject*>(&PyModule_Type));
+    if (!g.gated_type) throw py::error_already_set();
+  }
+  return g.gated_type;
+}
+
+// "thread worker frame plug.loop (line 12)" for each other thread that runs
+// code of the gates closed from index `from` on.
+std::vector<std::string> running_elsewhere(std::size_t from) {
+  std::vector<std::string> found;
+  const auto& closed = gates().closed;
+  py::dict frames = py::module_::import("sys").attr("_current_frames")();
+  const long long me = static_cast<long long>(PyThread_get_thread_ident());
+  for (auto [ident, top] : frames) {
+    if (ident.cast<long long>() == me) continue;
+    for (py::object frame = py::reinterpret_borrow<py::object>(top); !frame.is_none();
+         frame = frame.attr("f_back")) {
+      PyObject* globals = frame.attr("f_globals").ptr();
+      if (std::none_of(closed.begin() + static_cast<std::ptrdiff_t>(from), closed.end(),
+                       [&](const closed_module& m) { return m.namespace_ == globals; }))
+        continue;
+      py::dict ns = frame.attr("f_globals");
+      found.push_back("thread " + thread_name(ident.cast<long long>()) + " frame " +
+                      py::str(ns.attr("get")("__name__", "?")).cast<std::string>() + "." +
+                      frame.attr("f_code").attr("co_qualname").cast<std::string>() + " (line " +
+                      std::to_string(frame.attr("f_lineno").cast<long>()) + ")");
+      break;
+    }
+  }
+  return found;
+}
+
+}  // namespace
+
+closed_gate::closed_gate(const std::vector<py::object>& modules, std::chrono::milliseconds wait) {
+  gate_state& g = gates();
+  PyThreadState* me = PyThreadState_Get();
+  while (g.owner && g.owner != me) wait_for_change();  // another thread's reload goes first
+  PyObject* gated_type = gated_module_type();
+
+  if (!g.owner) {
+    g.owner = me;
+    g.previous_eval = _PyInterpreterState_GetEvalFrameFunc(me->interp);
+    _PyInterpreterState_SetEvalFrameFunc(me->interp, gated_eval_frame);
+    g_any_closed = true;
+  }
+  mark_ = g.closed.size();
+  try {
+    close(modules, gated_type, wait);
+  } catch (...) {
+    open();
+    throw;
+  }
+}
+
+void closed_gate::close(const std::vector<py::object>& modules, PyObject* gated_type,
+                        std::chrono::milliseconds wait) {
+  gate_state& g = gates();
+  for (const auto& module : modules) {
+    PyObject* m = module.ptr();
+    closed_module entry{Py_NewRef(m), Py_NewRef(PyModule_GetDict(m)), false};
+    g.closed.push_back(entry);
+    if (Py_TYPE(m) == &PyModule_Type) {
+      if (PyObject_SetAttrString(m, "__class__", gated_type) == 0)
+        g.closed.back().class_switched = true;
+      else
+        PyErr_Clear();  // calls are still held; attribute reads are not
+    }
+  }
+
+  // Calls already running in other threads finish on the old version first.
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    busy_ = running_elsewhere(mark_);
+    if (busy_.empty()) return;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    Py_BEGIN_ALLOW_THREADS
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    Py_END_ALLOW_THREADS
+  }
+  open();
+}
+
+closed_gate::~closed_gate() { open(); }
+
+void closed_gate::open() {
+  if (open_) return;
+  open_ = true;
+  gate_state& g = gates();
+  PyObject *type, *value, *traceback;  // an exception on its way out must survive
+  PyErr_Fetch(&type, &value, &traceback);
+  while (g.closed.size() > mark_) {
+    closed_module m = g.closed.back();
+    g.closed.pop_back();
+    if (m.class_switched && Py_TYPE(m.module) == reinterpret_cast<PyTypeObject*>(g.gated_type) &&
+        PyObject_SetAttrString(m.module, "__class__", reinterpret_cast<PyObject*>(&PyModule_Type)) < 0)
+      PyErr_Clear();  // cannot happen: the layouts are the same
+    Py_DECREF(m.namespace_);
+    Py_DECREF(m.module);
+  }
+  if (g.closed.empty() && mark_ == 0) {
+    PyThreadState* me = PyThreadState_Get();
+    if (_PyInterpreterState_GetEvalFrameFunc(me->interp) == gated_eval_frame)
+      _PyInterpreterState_SetEvalFrameFunc(me->interp, g.previous_eval);
+    g.owner = nullptr;
+    g_any_closed = false;
+  }
+  PyErr_Restore(type, value, traceback);
+  announce_change();
+}
+
+bool any_gate_closed() noexcept { return g_any_closed.load(std::memory_order_relaxed); }
+
+void admit(PyObject* module_namespace) {
+  if (!any_gate_closed()) return;
+  wait_until_admitted(PyThreadState_Get(), module_namespace);
+}
+
+}  // namespace modhost::detail
