@@ -788,6 +788,7 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     ++*entry.revision;
     if (commit.deep_update) commit.deep_update.attr("commit")();
   }
+  gate.reset();  // other threads go on before the callbacks run
   py::dict fresh = target->module.attr("__dict__");
   for (auto [key, value] : fresh)
     if (!snapshots.front().namespace_copy.contains(key)) report.added.push_back(py::str(key));

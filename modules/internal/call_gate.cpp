@@ -37,6 +37,14 @@ struct gate_state {
   std::vector<closed_module> closed;
   _PyFrameEvalFunction previous_eval = nullptr;
   PyObject* gated_type = nullptr;  // ModuleType subclass with waiting getattr/setattr
+  // Threads started by the reload's own code while closed (see start_thread).
+  std::vector<unsigned long> started;
+  struct replaced_starter {
+    py::object module;
+    const char* attribute;
+    py::object original;
+  };
+  std::vector<replaced_starter> replaced_starters;
   std::mutex mutex;
   std::condition_variable changed;
   std::uint64_t changes = 0;
@@ -73,9 +81,15 @@ bool runs_closed_code(PyThreadState* tstate) {
 }
 
 // Must the calling thread wait before it uses this namespace?
+bool started_by_reload(unsigned long ident) {
+  const auto& started = gates().started;
+  return std::find(started.begin(), started.end(), ident) != started.end();
+}
+
 bool held_out(PyThreadState* tstate, PyObject* namespace_) {
   const gate_state& g = gates();
-  return g.owner && g.owner != tstate && is_closed(namespace_) && !runs_closed_code(tstate);
+  return g.owner && g.owner != tstate && is_closed(namespace_) && !runs_closed_code(tstate) &&
+         !started_by_reload(PyThread_get_thread_ident());
 }
 
 // Sleeps without the GIL until the gates change. Called with the GIL, which
@@ -172,6 +186,44 @@ int gated_setattro(PyObject* module, PyObject* name, PyObject* value) {
   return PyModule_Type.tp_setattro(module, name, value);
 }
 
+// A module whose code starts a thread and waits for it (a server that
+// signals "ready" from its own function) would wait forever if that thread
+// were held until the reload ends. So threads that the reloading thread, or a
+// thread it started, starts while the gate is closed are let through: they
+// belong to the new code. _thread.start_new_thread (and threading's copy of
+// it) is wrapped for that long.
+void wrap_thread_starts() {
+  gate_state& g = gates();
+  py::object original = py::module_::import("_thread").attr("start_new_thread");
+  py::cpp_function start([original](py::args args, py::kwargs kwargs) {
+    py::object ident = original(*args, **kwargs);
+    gate_state& g = gates();
+    if (g.owner == PyThreadState_Get() || started_by_reload(PyThread_get_thread_ident())) {
+      g.started.push_back(ident.cast<unsigned long>());
+      announce_change();  // the thread may be held already: let it look again
+    }
+    return ident;
+  });
+  PyObject* modules = PyImport_GetModuleDict();
+  for (const char* name : {"_thread", "threading"}) {
+    PyObject* module = PyDict_GetItemString(modules, name);
+    const char* attribute = name[0] == '_' ? "start_new_thread" : "_start_new_thread";
+    if (!module || !PyObject_HasAttrString(module, attribute)) continue;
+    py::object holder = py::reinterpret_borrow<py::object>(module);
+    g.replaced_starters.push_back({holder, attribute, holder.attr(attribute)});
+    holder.attr(attribute) = start;
+  }
+}
+
+void unwrap_thread_starts() {
+  gate_state& g = gates();
+  for (const auto& starter : g.replaced_starters)
+    if (PyObject_SetAttrString(starter.module.ptr(), starter.attribute, starter.original.ptr()) < 0)
+      PyErr_Clear();
+  g.replaced_starters.clear();
+  g.started.clear();
+}
+
 PyObject* gated_module_type() {
   gate_state& g = gates();
   if (!g.gated_type) {
@@ -220,14 +272,15 @@ closed_gate::closed_gate(const std::vector<py::object>& modules, std::chrono::mi
   while (g.owner && g.owner != me) wait_for_change();  // another thread's reload goes first
   PyObject* gated_type = gated_module_type();
 
+  mark_ = g.closed.size();
   if (!g.owner) {
     g.owner = me;
     g.previous_eval = _PyInterpreterState_GetEvalFrameFunc(me->interp);
     _PyInterpreterState_SetEvalFrameFunc(me->interp, gated_eval_frame);
     g_any_closed = true;
   }
-  mark_ = g.closed.size();
   try {
+    if (mark_ == 0) wrap_thread_starts();
     close(modules, gated_type, wait);
   } catch (...) {
     open();
@@ -286,6 +339,7 @@ void closed_gate::open() {
       _PyInterpreterState_SetEvalFrameFunc(me->interp, g.previous_eval);
     g.owner = nullptr;
     g_any_closed = false;
+    unwrap_thread_starts();
   }
   PyErr_Restore(type, value, traceback);
   announce_change();

@@ -9,6 +9,7 @@ Threads are coordinated with Events held in a helper module, so nothing here
 depends on timing: a held thread stays held until the test lets go.
 """
 import sys
+import textwrap
 import threading
 import time
 import unittest
@@ -183,6 +184,24 @@ class ReloadThreadsTest(CacheTestCase):
         self.write_v2()
         self.plug.reload_me()
         self.assertEqual(self.plug.f(), ("code 2", 2))
+
+    def test_threads_the_new_code_starts_are_not_held(self):
+        # A module that starts a worker at import and waits until it is ready
+        # would wait forever if its own worker were held until the reload ends.
+        self.write(self.name, V1.replace("{sync}", self.sync_name) + textwrap.dedent('''
+            import concurrent.futures, threading
+            def _serve(ready):
+                ready.set()  # module code, run by the new thread
+            def _start():
+                ready = threading.Event()
+                threading.Thread(target=_serve, args=(ready,)).start()
+                with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                    pooled = pool.submit(f).result(10)
+                return ready.wait(10), pooled
+            READY = _start()
+        '''))
+        modhost.reload(self.plug)
+        self.assertEqual(self.plug.READY, (True, ("code 1", 1)))
 
     def test_wait_for_calls_none_holds_no_one(self):
         plug = self.plug
