@@ -99,42 +99,42 @@ class ReloadThreadsTest(CacheTestCase):
             self.assertTrue(caller.thread.is_alive(), "%s was not held: %r %r"
                             % (caller.thread.name, caller.value, caller.error))
 
+    def reload_with_held_callers(self, deep, tail=""):
+        """Reloads to V2 while callers arrive mid-reload (by attribute, through
+        an old binding, reading an attribute); checks they are held, lets the
+        reload finish and returns (reload, {kind: caller})."""
+        self.sync.started.clear()
+        self.sync.proceed.clear()
+        plug, bound = self.plug, self.plug.f
+        reload = self.start_reload(deep=deep, tail=tail)
+        callers = {"attribute": ThreadResult("attribute", lambda: plug.f()),
+                   "binding": ThreadResult("binding", lambda: bound()),
+                   "read": ThreadResult("read", lambda: plug.VERSION)}
+        self.assertHeld(*callers.values())
+        self.sync.proceed.set()
+        reload.join()
+        return reload, {kind: caller.join().value for kind, caller in callers.items()}
+
     def test_calls_arriving_mid_reload_wait_and_run_the_new_version(self):
         for deep in (False, True):
             with self.subTest(deep=deep):
-                self.sync.started.clear()
-                self.sync.proceed.clear()
-                plug, bound = self.plug, self.plug.f
-                reload = self.start_reload(deep=deep)
-                by_attribute = ThreadResult("attribute", lambda: plug.f())
-                by_binding = ThreadResult("binding", lambda: bound())
-                reads = ThreadResult("reads", lambda: plug.VERSION)
-                self.assertHeld(by_attribute, by_binding, reads)
-                self.sync.proceed.set()
-                self.assertIsNone(reload.join().error)
-                self.assertEqual(by_attribute.join().value, ("code 2", 2))
-                self.assertEqual(reads.join().value, 2)
+                reload, results = self.reload_with_held_callers(deep)
+                self.assertIsNone(reload.error)
+                self.assertEqual(results["attribute"], ("code 2", 2))
+                self.assertEqual(results["read"], 2)
                 # Deep: the function object the binding holds was patched, and the
                 # held call was made again on the new code. Plain: an old function
                 # object keeps its old code (importlib's semantics), on the new globals.
-                self.assertEqual(by_binding.join().value, ("code 2", 2) if deep else ("code 1", 2))
+                self.assertEqual(results["binding"], ("code 2", 2) if deep else ("code 1", 2))
                 self.write(self.name, V1.replace("{sync}", self.sync_name))
                 modhost.reload(self.plug)
 
     def test_calls_held_by_a_failed_reload_run_the_old_version(self):
         for deep in (False, True):
             with self.subTest(deep=deep):
-                self.sync.started.clear()
-                self.sync.proceed.clear()
-                plug, bound = self.plug, self.plug.f
-                reload = self.start_reload(deep=deep, tail="raise ValueError('v2 is broken')")
-                by_attribute = ThreadResult("attribute", lambda: plug.f())
-                by_binding = ThreadResult("binding", lambda: bound())
-                self.assertHeld(by_attribute, by_binding)
-                self.sync.proceed.set()
-                self.assertIsInstance(reload.join().error, ValueError)
-                self.assertEqual(by_attribute.join().value, ("code 1", 1))
-                self.assertEqual(by_binding.join().value, ("code 1", 1))
+                reload, results = self.reload_with_held_callers(deep, tail="raise ValueError('v2 is broken')")
+                self.assertIsInstance(reload.error, ValueError)
+                self.assertEqual(results, {"attribute": ("code 1", 1), "binding": ("code 1", 1), "read": 1})
 
     def test_reload_waits_for_a_call_already_running(self):
         running = ThreadResult("worker", lambda: self.plug.slow())
