@@ -26,7 +26,7 @@ namespace {
 
 struct closed_module {
   PyObject* module;     // strong
-  PyObject* namespace_; // strong
+  PyObject* namespace_;  // strong
   bool class_switched;  // we set its __class__ to the gated type
 };
 
@@ -37,7 +37,7 @@ struct gate_state {
   std::vector<closed_module> closed;
   _PyFrameEvalFunction previous_eval = nullptr;
   PyObject* gated_type = nullptr;  // ModuleType subclass with waiting getattr/setattr
-  // Threads started by the reload's own code while closed (see start_thread).
+  // Threads started by the reload's own code while closed (wrap_thread_starts).
   std::vector<unsigned long> started;
   struct replaced_starter {
     py::object module;

@@ -6,7 +6,8 @@
 //
 //   find_hit/*        a loaded module from C++: cache.find vs PyImport_GetModule
 //                     vs PyImport_ImportModule
-//   reload_unchanged/*  an unchanged ~170-line module: cache.reload vs importlib.reload
+//   reload_unchanged/*  an unchanged ~170-line module: cache.reload (with and without
+//                       holding other threads out) vs importlib.reload
 //                     (with and without a __pycache__ file)
 //   is_changed/*      cache.is_changed on an unchanged file vs one stat()
 //   referrers/*       cache.referrers with 500, 1,000 and 2,000 extra modules loaded
@@ -288,15 +289,25 @@ void find_hit_pyimport_importmodule(benchmark::State& state) {
 // host that never writes bytecode. cache.reload compiles from source once and
 // then reuses the code object while the fingerprint is unchanged.
 
-void reload_cache(benchmark::State& state) {
+void run_cache_reload(benchmark::State& state, const std::string& name, const modhost::reload_options& options) {
   guarded(state, [&] {
-    cache().load("bench_reload_cache");
+    cache().load(name);
     for (auto _ : state) {
-      modhost::reload_report report = cache().reload("bench_reload_cache");
+      modhost::reload_report report = cache().reload(name, options);
       if (!report) throw std::runtime_error("reload failed: " + std::string(report.error->what()));
       benchmark::DoNotOptimize(report.generation);
     }
   });
+}
+
+void reload_cache(benchmark::State& state) { run_cache_reload(state, "bench_reload_cache", {}); }
+
+// The same without holding other threads out (reload_options::wait_for_calls
+// unset): what the call gate costs a reload.
+void reload_cache_unheld(benchmark::State& state) {
+  modhost::reload_options options;
+  options.wait_for_calls = std::nullopt;
+  run_cache_reload(state, "bench_reload_cache_unheld", options);
 }
 
 void run_importlib_reload(benchmark::State& state, const std::string& name, bool expect_bytecode) {
@@ -553,6 +564,8 @@ void register_benchmarks() {
   benchmark::RegisterBenchmark("find_hit/PyImport_ImportModule", find_hit_pyimport_importmodule);
   benchmark::RegisterBenchmark("reload_unchanged/modhost_cache_reload", reload_cache)
       ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("reload_unchanged/modhost_cache_reload_unheld", reload_cache_unheld)
+      ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("reload_unchanged/importlib_reload", reload_importlib)
       ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("reload_unchanged/importlib_reload_no_bytecode", reload_importlib_no_bytecode)
@@ -589,6 +602,7 @@ int main(int argc, char** argv) {
     g_dir = &dir;
     dir.write("bench_plugin.py", kPluginSource);
     dir.write("bench_reload_cache.py", kPluginSource);
+    dir.write("bench_reload_cache_unheld.py", kPluginSource);
     dir.write("bench_reload_importlib.py", kPluginSource);
     dir.write("bench_reload_importlib_nopyc.py", kPluginSource);
     for (std::int64_t instances : {std::int64_t{0}, kLiveInstances})
