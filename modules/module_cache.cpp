@@ -577,15 +577,22 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
       commit.print = entry.print;
     } else {
       py::bytes bytes = support_["read_source"](source);
+      std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
       if (options.quiet_for.count() > 0) {  // read between two stats of a file at rest
+        // A save that truncates and then writes can leave the file empty for
+        // tens of milliseconds (ext4 makes the write wait for the previous
+        // save's writeback): a source that was not empty before and is empty
+        // now must have been quiet for a second.
+        auto quiet = options.quiet_for;
+        if (view.empty() && entry.print && entry.print->size > 0)
+          quiet = std::max<std::chrono::milliseconds>(quiet, std::chrono::seconds(1));
         auto after = stat_fingerprint(commit.path);
         auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::system_clock::now().time_since_epoch()).count();
         if (!stat || !after || !after->same_stat(*stat) ||
-            now_ns - stat->ctime_ns < std::chrono::nanoseconds(options.quiet_for).count())
+            now_ns - stat->ctime_ns < std::chrono::nanoseconds(quiet).count())
           throw file_in_flux{};
       }
-      std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
       std::uint64_t hash = content_hash(view);
       commit.print = stat ? stat : fingerprint{};
       commit.print->content_hash = hash;

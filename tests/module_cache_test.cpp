@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include "interpreter/interpreter.h"
 #include "modules/module_cache.h"
@@ -127,6 +129,46 @@ TEST_F(ModuleCacheTest, FailedReloadRestoresTheNamespaceExactly) {
   EXPECT_EQ(info.state, modhost::module_state::failed);
   EXPECT_EQ(info.last_error, "ValueError: half way");
   EXPECT_TRUE(eval("__import__('sys').modules['mc_atomic']").is(module));
+}
+
+// reload_options::quiet_for (what the autoreloader passes): a source written
+// a moment ago may be half-saved, so its reload is deferred and nothing runs.
+TEST_F(ModuleCacheTest, QuietForDefersAFreshlyWrittenSource) {
+  write("mc_quiet.py", "VALUE = 1\n");
+  auto module = import("mc_quiet");
+  write("mc_quiet.py", "VALUE = 2\n");
+  modhost::reload_options options;
+  options.quiet_for = std::chrono::seconds(5);
+  auto report = cache().reload("mc_quiet", options);
+  EXPECT_EQ(report.outcome, reload_outcome::deferred);
+  EXPECT_EQ(module.attr("VALUE").cast<int>(), 1);
+  EXPECT_EQ(cache().info("mc_quiet").generation, 1u);
+  options.quiet_for = std::chrono::milliseconds(0);
+  EXPECT_EQ(cache().reload("mc_quiet", options).outcome, reload_outcome::reloaded);
+  EXPECT_EQ(module.attr("VALUE").cast<int>(), 2);
+}
+
+// A save that truncates, then writes, can leave the file empty for tens of
+// milliseconds: an emptied source must be quiet for a second, whatever
+// quiet_for says, before it is run.
+TEST_F(ModuleCacheTest, AnEmptiedSourceIsRunOnlyOnceItStayedEmptyForASecond) {
+  write("mc_emptied.py", "VALUE = 1\n");
+  auto module = import("mc_emptied");
+  auto emptied = std::chrono::steady_clock::now();
+  write("mc_emptied.py", "");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  modhost::reload_options options;
+  options.quiet_for = std::chrono::milliseconds(10);
+  if (std::chrono::steady_clock::now() - emptied < std::chrono::milliseconds(900)) {
+    EXPECT_EQ(cache().reload("mc_emptied", options).outcome, reload_outcome::deferred);
+    EXPECT_EQ(module.attr("VALUE").cast<int>(), 1);
+  }
+  std::this_thread::sleep_until(emptied + std::chrono::milliseconds(1100));
+  EXPECT_EQ(cache().reload("mc_emptied", options).outcome, reload_outcome::reloaded);
+  auto info = cache().info("mc_emptied");  // the empty module is what was saved
+  EXPECT_EQ(info.generation, 2u);
+  ASSERT_TRUE(info.fingerprint);
+  EXPECT_EQ(info.fingerprint->size, 0u);
 }
 
 TEST_F(ModuleCacheTest, SyntaxErrorIsAFailedReport) {
