@@ -678,6 +678,10 @@ reload_report module_cache::impl::reload(const std::string& name, reload_options
     auto change = compare_file(*target->print, target->path);
     if (change == file_change::unchanged || change == file_change::touched) {
       report.outcome = reload_outcome::unchanged;  // same content hash: nothing to do
+      if (target->state == module_state::failed) {  // the file is back to the code that runs
+        target->state = module_state::loaded;
+        target->last_error.clear();
+      }
       report.generation = target->generation;
       report.module = target->module;
       report.duration = std::chrono::steady_clock::now() - started;

@@ -171,6 +171,26 @@ TEST_F(ModuleCacheTest, AnEmptiedSourceIsRunOnlyOnceItStayedEmptyForASecond) {
   EXPECT_EQ(info.fingerprint->size, 0u);
 }
 
+// Found by fuzz_reload_source: a failed reload, then the file put back to
+// the version that runs. The module is consistent with its file again.
+TEST_F(ModuleCacheTest, DeepReloadOfTheRunningVersionAfterAFailureClearsTheFailure) {
+  const std::string good = "VALUE = 1\n";
+  write("mc_back.py", good);
+  auto module = import("mc_back");
+  write("mc_back.py", "VALUE = 2\nraise ValueError('broken')\n");
+  ASSERT_EQ(cache().reload("mc_back").outcome, reload_outcome::failed);
+  ASSERT_EQ(cache().info("mc_back").state, modhost::module_state::failed);
+  write("mc_back.py", good);
+  modhost::reload_options options;
+  options.deep = true;
+  EXPECT_EQ(cache().reload("mc_back", options).outcome, reload_outcome::unchanged);
+  auto info = cache().info("mc_back");
+  EXPECT_EQ(info.state, modhost::module_state::loaded);
+  EXPECT_EQ(info.last_error, "");
+  EXPECT_EQ(info.generation, 1u);
+  EXPECT_EQ(module.attr("VALUE").cast<int>(), 1);
+}
+
 TEST_F(ModuleCacheTest, SyntaxErrorIsAFailedReport) {
   write("mc_syntax.py", "X = 1\n");
   import("mc_syntax");
