@@ -407,6 +407,26 @@ class AutoreloadFailures(AutoreloadTestCase):
         self.assertTrue(lines[0].startswith("[modhost] reload of %s failed: ValueError" % name), lines)
         self.assertEqual(module.value(), 1)
 
+    def test_a_module_busy_in_another_thread_is_reported_and_keeps_its_code(self):
+        name = self.mod("busy")
+        self.write(name, "import threading\ninside = threading.Event()\nleave = threading.Event()\n"
+                         "def value():\n    return 1\ndef slow():\n    inside.set()\n    leave.wait(30)\n")
+        module = self.load(name)
+        self.start("all")
+        worker = threading.Thread(target=module.slow, name="busy-worker-" + self.tag)
+        worker.start()
+        self.addCleanup(worker.join)
+        self.addCleanup(module.leave.set)
+        self.assertTrue(module.inside.wait(DEADLINE))
+        with StderrCapture() as err:
+            self.write(name, value_source(2))
+            self.barrier()
+            lines = err.lines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith("[modhost] reload of %s failed: cannot reload" % name), lines)
+        self.assertIn("thread busy-worker-%s frame %s.slow" % (self.tag, name), lines[0])
+        self.assertEqual(module.value(), 1)
+
     def test_deleted_file_is_reported_once_and_the_module_keeps_running(self):
         name = self.mod("doomed")
         path = self.write(name, value_source(1))
