@@ -80,12 +80,12 @@ bool runs_closed_code(PyThreadState* tstate) {
   return false;
 }
 
-// Must the calling thread wait before it uses this namespace?
 bool started_by_reload(unsigned long ident) {
   const auto& started = gates().started;
   return std::find(started.begin(), started.end(), ident) != started.end();
 }
 
+// Must the calling thread wait before it uses this namespace?
 bool held_out(PyThreadState* tstate, PyObject* namespace_) {
   const gate_state& g = gates();
   return g.owner && g.owner != tstate && is_closed(namespace_) && !runs_closed_code(tstate) &&
@@ -141,18 +141,23 @@ PyObject* call_again(_PyInterpreterFrame* frame, bool& ran) {
   if ((varargs && !PyTuple_Check(varargs)) || (varkw && !PyDict_Check(varkw))) return nullptr;
 
   ran = true;
-  Py_ssize_t extra = varargs ? PyTuple_GET_SIZE(varargs) : 0;
-  py::tuple args(positional + extra);
-  for (int i = 0; i < positional; ++i) PyTuple_SET_ITEM(args.ptr(), i, Py_NewRef(locals[i]));
-  for (Py_ssize_t i = 0; i < extra; ++i)
-    PyTuple_SET_ITEM(args.ptr(), positional + i, Py_NewRef(PyTuple_GET_ITEM(varargs, i)));
-  py::dict kwargs;
-  for (int i = 0; i < keyword_only; ++i)
-    if (PyDict_SetItem(kwargs.ptr(), PyTuple_GET_ITEM(code->co_localsplusnames, positional + i),
-                       locals[positional + i]) < 0)
-      return nullptr;
-  if (varkw && PyDict_Update(kwargs.ptr(), varkw) < 0) return nullptr;
-  return PyObject_Call(reinterpret_cast<PyObject*>(frame->f_func), args.ptr(), kwargs.ptr());
+  try {  // no C++ exception may cross the interpreter's C frames
+    Py_ssize_t extra = varargs ? PyTuple_GET_SIZE(varargs) : 0;
+    py::tuple args(positional + extra);
+    for (int i = 0; i < positional; ++i) PyTuple_SET_ITEM(args.ptr(), i, Py_NewRef(locals[i]));
+    for (Py_ssize_t i = 0; i < extra; ++i)
+      PyTuple_SET_ITEM(args.ptr(), positional + i, Py_NewRef(PyTuple_GET_ITEM(varargs, i)));
+    py::dict kwargs;
+    for (int i = 0; i < keyword_only; ++i)
+      if (PyDict_SetItem(kwargs.ptr(), PyTuple_GET_ITEM(code->co_localsplusnames, positional + i),
+                         locals[positional + i]) < 0)
+        return nullptr;
+    if (varkw && PyDict_Update(kwargs.ptr(), varkw) < 0) return nullptr;
+    return PyObject_Call(reinterpret_cast<PyObject*>(frame->f_func), args.ptr(), kwargs.ptr());
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return nullptr;
+  }
 }
 
 bool not_started(const _PyInterpreterFrame* frame) {
