@@ -22,6 +22,9 @@
 namespace py = pybind11;
 
 namespace modhost::detail {
+
+std::atomic<bool> g_any_gate_closed{false};
+
 namespace {
 
 struct closed_module {
@@ -54,8 +57,6 @@ gate_state& gates() {
   static gate_state* state = new gate_state;  // outlives every thread that might wait on it
   return *state;
 }
-
-std::atomic<bool> g_any_closed{false};
 
 bool is_closed(PyObject* namespace_) {
   for (const auto& m : gates().closed)
@@ -282,7 +283,7 @@ closed_gate::closed_gate(const std::vector<py::object>& modules, std::chrono::mi
     g.owner = me;
     g.previous_eval = _PyInterpreterState_GetEvalFrameFunc(me->interp);
     _PyInterpreterState_SetEvalFrameFunc(me->interp, gated_eval_frame);
-    g_any_closed = true;
+    g_any_gate_closed = true;
   }
   try {
     if (mark_ == 0) wrap_thread_starts();
@@ -343,14 +344,12 @@ void closed_gate::open() {
     if (_PyInterpreterState_GetEvalFrameFunc(me->interp) == gated_eval_frame)
       _PyInterpreterState_SetEvalFrameFunc(me->interp, g.previous_eval);
     g.owner = nullptr;
-    g_any_closed = false;
+    g_any_gate_closed = false;
     unwrap_thread_starts();
   }
   PyErr_Restore(type, value, traceback);
   announce_change();
 }
-
-bool any_gate_closed() noexcept { return g_any_closed.load(std::memory_order_relaxed); }
 
 void admit(PyObject* module_namespace) {
   if (!any_gate_closed()) return;

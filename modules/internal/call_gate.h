@@ -26,6 +26,7 @@
 
 #include <pybind11/pytypes.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -56,8 +57,10 @@ class closed_gate {
   std::vector<std::string> busy_;
 };
 
-// True while any gate is closed. Cheap: one atomic load, no GIL needed.
-bool any_gate_closed() noexcept;
+extern std::atomic<bool> g_any_gate_closed;
+// True while any gate is closed: one atomic load, inline because
+// function_handle checks it on every call. No GIL needed.
+inline bool any_gate_closed() noexcept { return g_any_gate_closed.load(std::memory_order_relaxed); }
 // Returns once the calling thread may use the module whose namespace this
 // is: at once unless another thread has it closed.
 void admit(PyObject* module_namespace);
