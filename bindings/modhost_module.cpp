@@ -21,11 +21,14 @@ void link_bindings() {}
 
 namespace {
 
-modhost::module_cache& cache() {
+modhost::interpreter& interpreter() {
   auto* interp = modhost::interpreter::current();
   if (!interp) throw std::runtime_error("modhost: no interpreter is running");
-  return interp->cache();
+  return *interp;
 }
+
+modhost::module_cache& cache() { return interpreter().cache(); }
+modhost::autoreloader& autoreload() { return interpreter().autoreload(); }
 
 // A module object or a module name.
 std::string module_name_of(py::handle module_or_name) {
@@ -329,7 +332,7 @@ class TimeLimitExceeded(BaseException):
   m.def(
       "autoreload",
       [](std::optional<std::string> mode) {
-        auto& reloader = cache().autoreload();
+        auto& reloader = autoreload();
         if (mode) {
           auto parsed = modhost::parse_autoreload_mode(*mode);
           if (!parsed)
@@ -344,15 +347,15 @@ class TimeLimitExceeded(BaseException):
       "plus watched ones; the stdlib and site-packages only when watched). Returns\n"
       "the mode in force. Changes are applied by check(), or by themselves between\n"
       "bytecodes when the host program runs with --autoreload.");
-  m.def("watch", [](py::object module) { cache().autoreload().watch(module_name_of(module)); }, "name"_a,
+  m.def("watch", [](py::object module) { autoreload().watch(module_name_of(module)); }, "name"_a,
         "watch(name)\n\nCover a module in 'explicit' mode (and undo unwatch).");
-  m.def("unwatch", [](py::object module) { cache().autoreload().unwatch(module_name_of(module)); }, "name"_a,
+  m.def("unwatch", [](py::object module) { autoreload().unwatch(module_name_of(module)); }, "name"_a,
         "unwatch(name)\n\nExclude a module from autoreload, also in 'all' mode.");
-  m.def("watch_directory", [](const std::string& directory) { cache().autoreload().watch_directory(directory); },
+  m.def("watch_directory", [](const std::string& directory) { autoreload().watch_directory(directory); },
         "directory"_a,
         "watch_directory(directory)\n\nCover every module under a directory, and make new files there\n"
         "importable as soon as they are saved.");
-  m.def("check", [] { return cache().autoreload().poll(); },
+  m.def("check", [] { return autoreload().poll(); },
         "check() -> list[str]\n\nApply the autoreload policy now: deep-reload changed modules (and their\n"
         "dependents); returns those reloaded. A failure prints one line\n"
         "`[modhost] reload of NAME failed: ...` to stderr, keeps the old code, and is not\n"
@@ -360,7 +363,7 @@ class TimeLimitExceeded(BaseException):
   m.def(
       "watcher_info",
       [] {
-        const auto& watcher = cache().autoreload().watcher();
+        const auto& watcher = autoreload().watcher();
         py::dict result;
         result["mode"] = watcher.current_mode() == modhost::file_watcher::mode::inotify ? "inotify" : "polling";
         result["fallback_reason"] = watcher.fallback_reason();

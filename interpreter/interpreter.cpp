@@ -13,7 +13,8 @@
 #include <stdexcept>
 
 #include "interpreter/gil.h"
-#include "interpreter/internal/translate_errors.h"
+#include "interpreter/translate_errors.h"
+#include "modules/autoreload.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;
@@ -118,11 +119,12 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
       if (config_.add_working_directory) sys_path.insert(0, py::str(""));
       info_.version = py::module_::import("platform").attr("python_version")().cast<std::string>();
     });
-    cache_options options = config_.cache;
-    if (const char* polling = std::getenv("MODHOST_WATCH_POLLING"); polling && std::string(polling) == "1")
-      options.watch_polling = true;
-    cache_ = std::make_unique<module_cache>(options);
+    cache_ = std::make_unique<module_cache>(config_.cache);
+    bool polling = config_.watch_polling;
+    if (const char* env = std::getenv("MODHOST_WATCH_POLLING"); env && std::string(env) == "1") polling = true;
+    autoreload_ = std::make_unique<autoreloader>(*cache_, config_.watch_debounce, polling);
   } catch (...) {
+    autoreload_.reset();
     cache_.reset();
     g_current = nullptr;
     Py_FinalizeEx();
@@ -133,6 +135,7 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
 
 interpreter::~interpreter() {
   if (released_) PyEval_RestoreThread(static_cast<PyThreadState*>(released_));
+  autoreload_.reset();
   cache_.reset();
   g_current = nullptr;
   Py_FinalizeEx();
