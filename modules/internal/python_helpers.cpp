@@ -17,14 +17,14 @@ extern const char* const deep_update_source;
 
 namespace {
 
-// Executes an embedded helper in a fresh namespace of its own. `given`
-// names what the file takes from another helper instead of importing it.
-py::dict run_helper(const char* source, const char* file, py::dict given = py::dict()) {
+// Executes modules/internal/<stem>.py in a fresh namespace of its own.
+// `given` names what the file takes from another helper instead of importing it.
+py::dict run_helper(const char* source, const std::string& stem, py::dict given = py::dict()) {
   py::module_ builtins = py::module_::import("builtins");
   py::dict ns = given;
-  ns["__name__"] = std::string("modhost._") + file;
+  ns["__name__"] = "modhost._" + stem;
   ns["__builtins__"] = builtins;
-  builtins.attr("exec")(builtins.attr("compile")(source, std::string("modhost/modules/internal/") + file, "exec"), ns);
+  builtins.attr("exec")(builtins.attr("compile")(source, "modhost/modules/internal/" + stem + ".py", "exec"), ns);
   return ns;
 }
 
@@ -45,7 +45,7 @@ python_helpers python_helpers::load() {
   return translate_errors([] {
     python_helpers h;
     const char* file = "reload_support.py";
-    py::dict support = run_helper(reload_support_source, file);
+    py::dict support = run_helper(reload_support_source, "reload_support");
     h.find_spec = resolve(support, file, "find_spec");
     h.source_path = resolve(support, file, "source_path");
     h.read_source = resolve(support, file, "read_source");
@@ -63,7 +63,7 @@ python_helpers python_helpers::load() {
     file = "deep_update.py";
     py::dict given;
     given["IMPORT_DUNDERS"] = resolve(support, "reload_support.py", "IMPORT_DUNDERS");
-    py::dict deep = run_helper(deep_update_source, file, given);
+    py::dict deep = run_helper(deep_update_source, "deep_update", given);
     h.undo = resolve(deep, file, "Undo", {"rollback"});
     h.deep_update = resolve(deep, file, "DeepUpdate", {"class_statements", "finish", "commit"});
     h.rebind_from_imports = resolve(deep, file, "rebind_from_imports");
