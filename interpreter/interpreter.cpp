@@ -12,6 +12,7 @@
 #include <iterator>
 #include <stdexcept>
 
+#include "bindings/modhost_module.h"
 #include "interpreter/gil.h"
 #include "interpreter/internal/translate_errors.h"
 #include "modules/module_cache.h"
@@ -19,9 +20,6 @@
 namespace py = pybind11;
 
 namespace modhost {
-namespace detail {
-void link_bindings();  // bindings/modhost_module.cpp: keeps `import modhost` linked in
-}
 
 namespace {
 
@@ -75,7 +73,7 @@ void check(PyStatus status, PyConfig& config) {
 interpreter::interpreter(interpreter_config config) : config_(std::move(config)) {
   if (g_current || Py_IsInitialized())
     throw std::logic_error("modhost::interpreter: Python is already running in this process");
-  detail::link_bindings();
+  link_bindings();
 
   info_.library = linked_library();
   info_.home = python_home(info_.library);
@@ -128,11 +126,11 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
     Py_FinalizeEx();
     throw;
   }
-  if (config_.release_gil) released_ = PyEval_SaveThread();
+  if (config_.release_gil) released_ = std::make_unique<gil_release>();
 }
 
 interpreter::~interpreter() {
-  if (released_) PyEval_RestoreThread(static_cast<PyThreadState*>(released_));
+  released_.reset();  // the GIL back first: what follows needs it
   cache_.reset();
   g_current = nullptr;
   Py_FinalizeEx();

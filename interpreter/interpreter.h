@@ -28,6 +28,7 @@
 namespace modhost {
 
 class module_cache;
+class gil_release;
 
 struct interpreter_config {
   // sys.argv; empty means [""] as in an interactive python3.
@@ -105,7 +106,7 @@ class interpreter {
   interpreter_config config_;
   interpreter_info info_;
   std::unique_ptr<module_cache> cache_;  // destroyed before Python finalizes
-  void* released_ = nullptr;  // the main PyThreadState while release_gil holds
+  std::unique_ptr<gil_release> released_;  // while config.release_gil holds
 };
 
 }  // namespace modhost

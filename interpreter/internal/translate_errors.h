@@ -1,21 +1,11 @@
-// detail::translate_errors — pybind11's error_already_set becomes
-// modhost::python_error, so callers of modhost see one exception type.
+// Transitional: the old private spelling of modhost::translate_errors, which
+// is now public (interpreter/translate_errors.h) because modules/ uses it.
+// Delete this file once modules/module_cache.cpp and interpreter/interpreter.cpp
+// include the public header and call modhost::translate_errors.
 #pragma once
 
-#include <pybind11/pytypes.h>
-
-#include "interpreter/python_error.h"
+#include "interpreter/translate_errors.h"
 
 namespace modhost::detail {
-
-template <class Fn>
-decltype(auto) translate_errors(Fn&& fn) {
-  try {
-    return fn();
-  } catch (pybind11::error_already_set& e) {
-    e.restore();
-    throw python_error::fetch();
-  }
-}
-
+using modhost::translate_errors;
 }  // namespace modhost::detail
