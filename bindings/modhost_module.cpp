@@ -1,12 +1,13 @@
 // The `modhost` embedded module: the interpreter and its module cache, seen
 // from scripts. Registered before Python starts (PYBIND11_EMBEDDED_MODULE);
-// the interpreter calls detail::link_bindings() so the linker keeps this file.
+// the interpreter calls link_bindings() (modhost_module.h) so the linker keeps this file.
 // The names and meanings are DESIGN.md's script-side contract; modhost.pyi
 // beside this file is the typed stub.
 #include <pybind11/embed.h>
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
+#include "bindings/modhost_module.h"
 #include "interpreter/interpreter.h"
 #include "interpreter/time_limit.h"
 #include "modules/autoreload.h"
@@ -15,9 +16,9 @@
 namespace py = pybind11;
 using namespace pybind11::literals;
 
-namespace modhost::detail {
-void link_bindings() {}
-}  // namespace modhost::detail
+namespace modhost {
+void link_bindings() {}  // its being called is what matters: see the header
+}  // namespace modhost
 
 namespace {
 
@@ -118,16 +119,8 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
     }
   });
 
-  py::exec(R"PY(
-class TimeLimitExceeded(BaseException):
-    """A time limit ran out: raised into the code that was running
-    (modhost.time_limit, reload(timeout=...), load(timeout=...)). A
-    BaseException, like KeyboardInterrupt, so a plugin's `except Exception`
-    cannot swallow it; raised again every 100 ms until the scope ends."""
-    def __init__(self, *args):
-        super().__init__(*(args or ("the time limit was exceeded",)))
-)PY",
-           m.attr("__dict__"));
+  // Made where time limits live; the class says module "modhost", so export it here.
+  m.attr("TimeLimitExceeded") = modhost::time_limit_exceeded();
 
   py::class_<modhost::module_info>(m, "ModuleInfo", "What the cache knows about one module.")
       .def_readonly("name", &modhost::module_info::name)

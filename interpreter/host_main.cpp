@@ -4,7 +4,8 @@
 //   modhost -c CODE [args]     run a string
 //   modhost -m MODULE [args]   run a module (runpy semantics)
 //   modhost                    REPL on a terminal, else run the script on stdin
-#include <Python.h>  // first, as CPython requires
+#include "interpreter/reference.h"  // Python.h first, as CPython requires
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "interpreter/error_scope.h"
 #include "interpreter/interpreter.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
@@ -26,12 +28,13 @@ std::FILE* g_audit_log = nullptr;
 // --audit-log: one line per modhost event, "modhost.reload ('plug', '/path/plug.py')".
 int log_audit_event(const char* event, PyObject* args, void*) {
   if (std::strncmp(event, "modhost.", 8) != 0) return 0;
-  PyObject* text = PyObject_Repr(args);
-  const char* utf8 = text ? PyUnicode_AsUTF8(text) : nullptr;
+  // A repr() that raises is the log's problem, not the audited code's: the
+  // error state after the hook is what it was before.
+  modhost::error_scope keep;
+  auto text = modhost::steal(PyObject_Repr(args));
+  const char* utf8 = text ? PyUnicode_AsUTF8(text.ptr()) : nullptr;
   std::fprintf(g_audit_log, "%s %s\n", event, utf8 ? utf8 : "?");
   std::fflush(g_audit_log);
-  Py_XDECREF(text);
-  PyErr_Clear();
   return 0;
 }
 

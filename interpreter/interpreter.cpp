@@ -12,6 +12,7 @@
 #include <iterator>
 #include <stdexcept>
 
+#include "bindings/modhost_module.h"
 #include "interpreter/gil.h"
 #include "interpreter/translate_errors.h"
 #include "modules/autoreload.h"
@@ -20,9 +21,6 @@
 namespace py = pybind11;
 
 namespace modhost {
-namespace detail {
-void link_bindings();  // bindings/modhost_module.cpp: keeps `import modhost` linked in
-}
 
 namespace {
 
@@ -76,7 +74,7 @@ void check(PyStatus status, PyConfig& config) {
 interpreter::interpreter(interpreter_config config) : config_(std::move(config)) {
   if (g_current || Py_IsInitialized())
     throw std::logic_error("modhost::interpreter: Python is already running in this process");
-  detail::link_bindings();
+  link_bindings();
 
   info_.library = linked_library();
   info_.home = python_home(info_.library);
@@ -112,7 +110,7 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
   py::detail::get_internals();
 
   try {
-    detail::translate_errors([&] {
+    translate_errors([&] {
       auto sys_path = py::module_::import("sys").attr("path").cast<py::list>();
       for (auto it = config_.module_paths.rbegin(); it != config_.module_paths.rend(); ++it)
         sys_path.insert(0, py::str(std::filesystem::absolute(*it).string()));
@@ -130,11 +128,11 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
     Py_FinalizeEx();
     throw;
   }
-  if (config_.release_gil) released_ = PyEval_SaveThread();
+  if (config_.release_gil) released_ = std::make_unique<gil_release>();
 }
 
 interpreter::~interpreter() {
-  if (released_) PyEval_RestoreThread(static_cast<PyThreadState*>(released_));
+  released_.reset();  // the GIL back first: what follows needs it
   autoreload_.reset();
   cache_.reset();
   g_current = nullptr;
@@ -144,7 +142,7 @@ interpreter::~interpreter() {
 interpreter* interpreter::current() noexcept { return g_current; }
 
 void interpreter::run_string(std::string_view code, const std::string& filename) {
-  detail::translate_errors([&] {
+  translate_errors([&] {
     py::dict globals = py::module_::import("__main__").attr("__dict__");
     py::object compiled = py::module_::import("builtins").attr("compile")(
         py::bytes(code.data(), code.size()), filename, "exec", 0, true);
@@ -153,7 +151,7 @@ void interpreter::run_string(std::string_view code, const std::string& filename)
 }
 
 void interpreter::run_file(const std::filesystem::path& path) {
-  detail::translate_errors([&] {
+  translate_errors([&] {
     auto io = py::module_::import("io");
     py::bytes source = io.attr("open_code")(path.string()).attr("__enter__")().attr("read")();
     auto script_dir = std::filesystem::weakly_canonical(std::filesystem::absolute(path)).parent_path();
@@ -168,7 +166,7 @@ void interpreter::run_file(const std::filesystem::path& path) {
 }
 
 void interpreter::run_module(const std::string& name) {
-  detail::translate_errors([&] {
+  translate_errors([&] {
     py::module_::import("runpy").attr("_run_module_as_main")(name, true);
   });
 }

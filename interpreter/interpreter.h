@@ -30,6 +30,7 @@ namespace modhost {
 
 class autoreloader;
 class module_cache;
+class gil_release;
 
 struct interpreter_config {
   // sys.argv; empty means [""] as in an interactive python3.
@@ -116,7 +117,7 @@ class interpreter {
   interpreter_info info_;
   std::unique_ptr<module_cache> cache_;  // destroyed before Python finalizes
   std::unique_ptr<autoreloader> autoreload_;  // beside the cache, destroyed before it
-  void* released_ = nullptr;  // the main PyThreadState while release_gil holds
+  std::unique_ptr<gil_release> released_;  // while config.release_gil holds
 };
 
 }  // namespace modhost

@@ -1,25 +1,18 @@
-#include <Python.h>  // first, as CPython requires
+#include "interpreter/reference.h"  // Python.h first, as CPython requires
 
 #include "interpreter/python_error.h"
+
+#include "interpreter/gil.h"
+
+namespace py = pybind11;
 
 namespace modhost {
 namespace {
 
-// Owned reference, released on scope exit. Local to this file: the only place
-// here that needs to hold raw references across early returns.
-struct owned {
-  PyObject* p = nullptr;
-  explicit owned(PyObject* steal) : p(steal) {}
-  owned(const owned&) = delete;
-  owned& operator=(const owned&) = delete;
-  ~owned() { Py_XDECREF(p); }
-  explicit operator bool() const { return p != nullptr; }
-};
-
 // str(obj) as UTF-8; never throws, never leaves a Python error set.
 std::string to_string(PyObject* obj) {
-  owned s(obj ? PyObject_Str(obj) : nullptr);
-  const char* text = s ? PyUnicode_AsUTF8(s.p) : nullptr;
+  auto s = steal(obj ? PyObject_Str(obj) : nullptr);
+  const char* text = s ? PyUnicode_AsUTF8(s.ptr()) : nullptr;
   if (!text) {
     PyErr_Clear();
     return "<unprintable>";
@@ -28,39 +21,60 @@ std::string to_string(PyObject* obj) {
 }
 
 std::string qualified_type_name(PyObject* type) {
-  owned qualname(PyObject_GetAttrString(type, "__qualname__"));
-  owned module(PyObject_GetAttrString(type, "__module__"));
+  auto qualname = steal(PyObject_GetAttrString(type, "__qualname__"));
+  auto module = steal(PyObject_GetAttrString(type, "__module__"));
   PyErr_Clear();
-  std::string name = qualname ? to_string(qualname.p) : to_string(type);
-  if (module && PyUnicode_Check(module.p)) {
-    std::string mod = to_string(module.p);
+  std::string name = qualname ? to_string(qualname.ptr()) : to_string(type);
+  if (module && PyUnicode_Check(module.ptr())) {
+    std::string mod = to_string(module.ptr());
     if (mod != "builtins") name = mod + "." + name;
   }
   return name;
 }
 
 std::string format_traceback(PyObject* exc) {
-  owned traceback(PyImport_ImportModule("traceback"));
-  owned lines(traceback ? PyObject_CallMethod(traceback.p, "format_exception", "O", exc)
-                        : nullptr);
-  owned empty(PyUnicode_FromString(""));
-  owned joined(lines && empty ? PyUnicode_Join(empty.p, lines.p) : nullptr);
+  auto traceback = steal(PyImport_ImportModule("traceback"));
+  auto lines = steal(traceback ? PyObject_CallMethod(traceback.ptr(), "format_exception", "O", exc)
+                               : nullptr);
+  auto empty = steal(PyUnicode_FromString(""));
+  auto joined = steal(lines && empty ? PyUnicode_Join(empty.ptr(), lines.ptr()) : nullptr);
   if (!joined) {
     PyErr_Clear();
     return {};
   }
-  return to_string(joined.p);
+  return to_string(joined.ptr());
+}
+
+// Takes the current exception out of the interpreter as one object carrying
+// its traceback (what 3.12's PyErr_GetRaisedException returns): an instance,
+// or the bare type if 3.11 could not normalize it. Null if none is set.
+py::object take_raised_exception() {
+#if PY_VERSION_HEX >= 0x030C0000
+  return steal(PyErr_GetRaisedException());
+#else
+  PyObject *raw_type = nullptr, *raw_value = nullptr, *raw_traceback = nullptr;
+  PyErr_Fetch(&raw_type, &raw_value, &raw_traceback);
+  PyErr_NormalizeException(&raw_type, &raw_value, &raw_traceback);
+  auto type = steal(raw_type), value = steal(raw_value), traceback = steal(raw_traceback);
+  if (!value) return type;
+  if (traceback) PyException_SetTraceback(value.ptr(), traceback.ptr());
+  return value;
+#endif
 }
 
 }  // namespace
 
+// The exception object, released with the GIL wherever the last python_error
+// copy dies (often a catch block on a thread that does not hold it).
 struct python_error::holder {
-  PyObject* exception;  // owned
+  py::object exception;
   ~holder() {
-    if (!Py_IsInitialized()) return;  // the interpreter already freed it
-    PyGILState_STATE state = PyGILState_Ensure();
-    Py_XDECREF(exception);
-    PyGILState_Release(state);
+    if (!Py_IsInitialized()) {  // finalization already freed it: only forget the pointer
+      exception.release();
+      return;
+    }
+    gil_acquire gil;
+    exception = py::object();
   }
 };
 
@@ -75,56 +89,57 @@ python_error::python_error(std::shared_ptr<holder> exc, std::string type_name,
       exit_code_(exit_code) {}
 
 python_error python_error::fetch() {
-  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
-  PyErr_Fetch(&type, &value, &tb);
-  if (!type) {
+  py::object exception = take_raised_exception();
+  if (!exception) {
     PyErr_SetString(PyExc_SystemError, "modhost: an error was expected but none was set");
-    PyErr_Fetch(&type, &value, &tb);
+    exception = take_raised_exception();
   }
-  PyErr_NormalizeException(&type, &value, &tb);
-  if (tb && value) PyException_SetTraceback(value, tb);
-  Py_XDECREF(tb);
-  owned type_ref(type);
-  if (!value) {  // normalization failed: keep the type as the exception
-    Py_INCREF(type);
-    value = type;
-  }
-  auto exc = std::shared_ptr<holder>(new holder{value});
+  PyObject* value = exception.ptr();
+  PyObject* type = PyExceptionInstance_Check(value) ? reinterpret_cast<PyObject*>(Py_TYPE(value)) : value;
 
   std::string message = to_string(value);
   std::optional<int> exit_code;
   if (PyErr_GivenExceptionMatches(value, PyExc_SystemExit)) {
-    owned code(PyObject_GetAttrString(value, "code"));
+    auto code = steal(PyObject_GetAttrString(value, "code"));
     PyErr_Clear();
-    if (!code || code.p == Py_None) {
+    if (!code || code.is_none()) {
       exit_code = 0;
       message.clear();
-    } else if (PyLong_Check(code.p)) {
-      exit_code = static_cast<int>(PyLong_AsLong(code.p));
+    } else if (PyLong_Check(code.ptr())) {
+      exit_code = static_cast<int>(PyLong_AsLong(code.ptr()));
       PyErr_Clear();
       message.clear();
     } else {
       exit_code = 1;  // Python prints the object and exits with 1
-      message = to_string(code.p);
+      message = to_string(code.ptr());
     }
   }
-  return python_error(std::move(exc), qualified_type_name(type), std::move(message),
-                      format_traceback(value), exit_code);
+  std::string type_name = qualified_type_name(type);
+  std::string traceback = format_traceback(value);
+  auto held = std::make_shared<holder>();
+  held->exception = std::move(exception);
+  return python_error(std::move(held), std::move(type_name), std::move(message), std::move(traceback),
+                      exit_code);
 }
 
 bool python_error::matches(const char* builtin_type_name) const {
   PyObject* builtins = PyEval_GetBuiltins();  // borrowed
-  PyObject* type = builtins ? PyDict_GetItemString(builtins, builtin_type_name) : nullptr;
-  return type && PyErr_GivenExceptionMatches(exception_->exception, type);
+  PyObject* type = builtins ? PyDict_GetItemString(builtins, builtin_type_name) : nullptr;  // borrowed
+  return type && PyErr_GivenExceptionMatches(exception_->exception.ptr(), type);
 }
 
 void python_error::restore() const {
-  PyObject* exc = exception_->exception;
-  PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(exc));
-  PyObject* tb = PyException_GetTraceback(exc);  // new reference, may be null
-  Py_INCREF(type);
-  Py_INCREF(exc);
-  PyErr_Restore(type, exc, tb);  // steals all three
+  PyObject* exc = exception_->exception.ptr();
+  if (!PyExceptionInstance_Check(exc)) {  // a type 3.11 could not instantiate: raise it bare
+    PyErr_SetNone(exc);
+    return;
+  }
+#if PY_VERSION_HEX >= 0x030C0000
+  PyErr_SetRaisedException(borrow(exc).release().ptr());  // steals the new reference
+#else
+  PyErr_Restore(borrow(Py_TYPE(exc)).release().ptr(), borrow(exc).release().ptr(),
+                steal(PyException_GetTraceback(exc)).release().ptr());  // steals all three
+#endif
 }
 
 }  // namespace modhost

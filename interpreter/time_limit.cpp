@@ -1,16 +1,39 @@
-#include <Python.h>  // first, as CPython requires
+#include <pybind11/pybind11.h>  // Python.h first, as CPython requires
 
 #include "interpreter/time_limit.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
 
+#include "interpreter/gil.h"
+#include "interpreter/reference.h"
+
+namespace py = pybind11;
+
 namespace modhost {
 namespace {
 
 constexpr auto kRefire = std::chrono::milliseconds(100);
+
+// Written in Python so the class reads exactly as scripts see it; executed
+// in a namespace named "modhost", which is where scripts find it (the
+// bindings export it), so __module__, repr() and pickling say modhost.
+constexpr const char* kTimeLimitExceededSource = R"PY(
+class TimeLimitExceeded(BaseException):
+    """A time limit ran out: raised into the code that was running
+    (modhost.time_limit, reload(timeout=...), load(timeout=...)). A
+    BaseException, like KeyboardInterrupt, so a plugin's `except Exception`
+    cannot swallow it; raised again every 100 ms until the scope ends."""
+    def __init__(self, *args):
+        super().__init__(*(args or ("the time limit was exceeded",)))
+)PY";
+
+// The class, once made. Written and read with the GIL held; atomic so that
+// the watchdog's read needs no reasoning about the GIL's memory ordering.
+std::atomic<PyObject*> g_time_limit_exceeded{nullptr};
 
 // One watchdog thread for the process, started on first use. It sleeps until
 // the earliest deadline and raises into the threads whose scope overran.
@@ -71,39 +94,23 @@ class watchdog {
         std::uint64_t fired_id = id;
         unsigned long thread = e.thread;
         lock.unlock();  // taking the GIL may wait for the stuck thread's switch interval
-        if (Py_IsInitialized()) {
-          PyGILState_STATE gil = PyGILState_Ensure();
-          // The scope may have ended while we waited; it disarms with the GIL
-          // held, so with the GIL held here the check is conclusive.
-          bool still_armed;
-          {
-            std::lock_guard<std::mutex> check(mutex_);
-            still_armed = deadlines_.count(fired_id) != 0;
-          }
-          PyObject* type = still_armed ? time_limit_exceeded_type() : nullptr;
-          if (type) PyThreadState_SetAsyncExc(thread, type);
-          PyGILState_Release(gil);
-        }
+        if (Py_IsInitialized()) raise_if_armed(fired_id, thread);
         lock.lock();
         break;  // the map may have changed meanwhile
       }
     }
   }
 
-  // modhost.TimeLimitExceeded (bindings), else KeyboardInterrupt.
-  static PyObject* time_limit_exceeded_type() {
-    PyObject* name = PyUnicode_FromString("modhost");
-    PyObject* modhost = name ? PyImport_GetModule(name) : nullptr;  // may be null
-    Py_XDECREF(name);
-    PyObject* type = modhost ? PyObject_GetAttrString(modhost, "TimeLimitExceeded") : nullptr;
-    Py_XDECREF(modhost);
-    if (!type) {
-      PyErr_Clear();
-      Py_INCREF(PyExc_KeyboardInterrupt);  // no bindings: the closest builtin that `except Exception` lets through
-      type = PyExc_KeyboardInterrupt;
+  void raise_if_armed(std::uint64_t id, unsigned long thread) {
+    gil_acquire gil;
+    // The scope may have ended while we waited; it disarms with the GIL
+    // held, so with the GIL held here the check is conclusive.
+    {
+      std::lock_guard<std::mutex> check(mutex_);
+      if (deadlines_.count(id) == 0) return;
     }
-    Py_DECREF(type);  // borrowed from here on: the module keeps it alive
-    return type;
+    // Made by the time_limit constructor, before any deadline could exist.
+    PyThreadState_SetAsyncExc(thread, g_time_limit_exceeded.load());
   }
 
   std::mutex mutex_;
@@ -115,8 +122,25 @@ class watchdog {
 
 }  // namespace
 
+py::handle time_limit_exceeded() {
+  if (PyObject* made = g_time_limit_exceeded.load()) return made;
+  py::dict scope;
+  scope["__name__"] = "modhost";
+  scope["__builtins__"] = borrow(PyEval_GetBuiltins());
+  auto code = steal_or_throw(Py_CompileString(kTimeLimitExceededSource, "<modhost>", Py_file_input));
+  steal_or_throw(PyEval_EvalCode(code.ptr(), scope.ptr(), scope.ptr()));
+  // Running the class body may let another thread take the GIL and make the
+  // class too: the first one stored wins, so every caller gets one class.
+  PyObject* made = PyDict_GetItemString(scope.ptr(), "TimeLimitExceeded");  // borrowed
+  PyObject* expected = nullptr;
+  if (made && g_time_limit_exceeded.compare_exchange_strong(expected, made))
+    borrow(made).release();  // the process keeps this reference: the class must outlive every scope
+  return g_time_limit_exceeded.load();
+}
+
 time_limit::time_limit(std::chrono::milliseconds limit)
     : id_(0), thread_(PyThread_get_thread_ident()) {
+  time_limit_exceeded();  // made now, with the GIL, so the watchdog only has to read it
   id_ = watchdog::instance().arm(thread_, std::chrono::steady_clock::now() + limit);
 }
 

@@ -1,13 +1,24 @@
-// detail::translate_errors — pybind11's error_already_set becomes
+// modhost::translate_errors — pybind11's error_already_set becomes
 // modhost::python_error, so callers of modhost see one exception type.
+//
+// Code that uses pybind11 inside (py::object calls throw error_already_set)
+// wraps each public entry point in it:
+//
+//   std::string module_cache::name_of(...) {
+//     return translate_errors([&] { return py::str(obj.attr("__name__")).cast<std::string>(); });
+//   }
+//
+// Needs the GIL.
 #pragma once
 
-#include <pybind11/pytypes.h>
+#include <pybind11/pytypes.h>  // Python.h first, as CPython requires
 
 #include "interpreter/python_error.h"
 
-namespace modhost::detail {
+namespace modhost {
 
+// Runs `fn` and returns what it returns; a pybind11::error_already_set from
+// it is rethrown as python_error carrying the same exception object.
 template <class Fn>
 decltype(auto) translate_errors(Fn&& fn) {
   try {
@@ -18,4 +29,4 @@ decltype(auto) translate_errors(Fn&& fn) {
   }
 }
 
-}  // namespace modhost::detail
+}  // namespace modhost

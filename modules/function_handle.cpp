@@ -38,7 +38,7 @@ py::object function_handle::current() {
     if (detail::cache_entry* entry = slot.cache->find_tracked(slot.module))
       detail::admit(PyModule_GetDict(entry->module.ptr()));
   if (slot.function && slot.revision && *slot.revision == slot.seen_revision) return slot.function;
-  return detail::translate_errors([&] {
+  return translate_errors([&] {
     std::string label = "C++ handle " + slot.module + "." + slot.attribute;
     if (!slot.cache) detail::raise_error(PyExc_RuntimeError, label + ": the interpreter's cache is gone");
     slot.function = py::object();

@@ -57,7 +57,7 @@ py::object module_cache::find(const std::string& name) {
 
 py::object module_cache::load(const std::string& name, std::chrono::milliseconds limit) {
   if (cache_entry* entry = impl_->modules.lookup(name)) return entry->module;
-  return detail::translate_errors([&] {
+  return translate_errors([&] {
     detail::check_name(name);
     std::optional<time_limit> guard;
     if (limit.count() > 0) guard.emplace(limit);
@@ -68,7 +68,7 @@ py::object module_cache::load(const std::string& name, std::chrono::milliseconds
 }
 
 reload_report module_cache::reload(const std::string& name, reload_options options) {
-  reload_report report = detail::translate_errors([&] { return detail::reload(impl_->reload_context(), name, options); });
+  reload_report report = translate_errors([&] { return detail::reload(impl_->reload_context(), name, options); });
   if (report.outcome == reload_outcome::reloaded)
     for (auto& [id, callback] : std::map<std::uint64_t, reload_callback>(impl_->subscribers)) {
       try {
@@ -81,7 +81,7 @@ reload_report module_cache::reload(const std::string& name, reload_options optio
 }
 
 reload_report module_cache::reload(py::handle module, reload_options options) {
-  std::string name = detail::translate_errors([&] {
+  std::string name = translate_errors([&] {
     if (!module || !PyModule_Check(module.ptr()))
       detail::raise_error(PyExc_TypeError, "reload() argument must be a module");
     py::object spec = py::getattr(module, "__spec__", py::none());
@@ -95,23 +95,23 @@ reload_report module_cache::reload(py::handle module, reload_options options) {
 }
 
 unload_report module_cache::unload(const std::string& name, bool force) {
-  return detail::translate_errors([&] { return detail::unload(impl_->modules, impl_->helpers, name, force); });
+  return translate_errors([&] { return detail::unload(impl_->modules, impl_->helpers, name, force); });
 }
 
 std::int64_t module_cache::refcount(const std::string& name) {
-  return detail::translate_errors([&] { return detail::refcount(impl_->modules, name); });
+  return translate_errors([&] { return detail::refcount(impl_->modules, name); });
 }
 
 std::vector<std::string> module_cache::referrers(const std::string& name) {
-  return detail::translate_errors([&] { return detail::referrers(impl_->modules, name); });
+  return translate_errors([&] { return detail::referrers(impl_->modules, name); });
 }
 
 bool module_cache::is_changed(const std::string& name) {
-  return detail::translate_errors([&] { return impl_->modules.is_changed(*impl_->modules.require(name)); });
+  return translate_errors([&] { return impl_->modules.is_changed(*impl_->modules.require(name)); });
 }
 
 std::vector<std::string> module_cache::changed() {
-  return detail::translate_errors([&] {
+  return translate_errors([&] {
     std::vector<std::string> names;
     for (const auto& name : impl_->modules.names())
       if (cache_entry* entry = impl_->modules.lookup(name); entry && impl_->modules.is_changed(*entry))
@@ -121,7 +121,7 @@ std::vector<std::string> module_cache::changed() {
 }
 
 std::vector<std::string> module_cache::dependencies(const std::string& name) {
-  return detail::translate_errors([&] {
+  return translate_errors([&] {
     impl_->modules.require(name);
     const auto& deps = impl_->graph.dependencies(name);
     return std::vector<std::string>(deps.begin(), deps.end());
@@ -129,7 +129,7 @@ std::vector<std::string> module_cache::dependencies(const std::string& name) {
 }
 
 std::vector<std::string> module_cache::dependents(const std::string& name) {
-  return detail::translate_errors([&] {
+  return translate_errors([&] {
     impl_->modules.require(name);
     const auto& users = impl_->graph.dependents(name);
     return std::vector<std::string>(users.begin(), users.end());
@@ -144,7 +144,7 @@ std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imp
 }
 
 module_info module_cache::info(const std::string& name) {
-  return detail::translate_errors([&] {
+  return translate_errors([&] {
     cache_entry& entry = *impl_->modules.require(name);
     module_info info;
     info.name = entry.name;
@@ -170,7 +170,7 @@ std::vector<module_info> module_cache::entries() {
 }
 
 std::vector<std::string> module_cache::modules() {
-  return detail::translate_errors([&] { return impl_->modules.names(); });
+  return translate_errors([&] { return impl_->modules.names(); });
 }
 
 std::uint64_t module_cache::subscribe(reload_callback callback) {

@@ -1,0 +1,147 @@
+// modhost::time_limit as a unit: Python code that overruns its scope is
+// interrupted with modhost.TimeLimitExceeded, and nothing else is.
+#include <gtest/gtest.h>
+#include <pybind11/embed.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "interpreter/gil.h"
+#include "interpreter/interpreter.h"
+#include "interpreter/time_limit.h"
+#include "tests/test_support.h"
+
+namespace py = pybind11;
+using modhost::python_error;
+using modhost::time_limit;
+using modhost::testing::eval;
+using modhost::testing::exec;
+using namespace std::chrono_literals;
+
+namespace {
+
+void run(const std::string& code) { modhost::interpreter::current()->run_string(code, "<test>"); }
+
+// Blocks without the GIL (so the watchdog can take it) until `limit` fired.
+// No Python runs meanwhile: what the watchdog raised is still pending.
+void wait_until_expired(const time_limit& limit) {
+  modhost::gil_release released;
+  while (!limit.expired()) std::this_thread::sleep_for(1ms);
+}
+
+std::string str(const py::handle& obj) { return py::str(obj).cast<std::string>(); }
+
+}  // namespace
+
+TEST(TimeLimit, InterruptsAnEndlessLoop) {
+  time_limit limit(20ms);
+  try {
+    run("while True:\n    pass\n");
+    FAIL() << "the loop ended by itself";
+  } catch (const python_error& e) {
+    EXPECT_EQ(e.type_name(), "modhost.TimeLimitExceeded");
+    EXPECT_EQ(e.message(), "the time limit was exceeded");
+  }
+  EXPECT_TRUE(limit.expired());
+}
+
+TEST(TimeLimit, ExceptExceptionCannotSwallowIt) {
+  time_limit limit(20ms);
+  try {
+    run("swallowed = False\n"
+        "try:\n"
+        "    while True:\n"
+        "        pass\n"
+        "except Exception:\n"
+        "    swallowed = True\n");
+    FAIL() << "the loop ended without an exception";
+  } catch (const python_error& e) {
+    EXPECT_EQ(e.type_name(), "modhost.TimeLimitExceeded");
+    EXPECT_TRUE(e.matches("BaseException"));
+    EXPECT_FALSE(e.matches("Exception"));
+  }
+  EXPECT_FALSE(eval("swallowed").cast<bool>());
+}
+
+TEST(TimeLimit, RaisedAgainIntoCodeThatCaughtIt) {
+  exec("import modhost\ncaught = 0\n");
+  time_limit limit(20ms);
+  try {
+    run("for attempt in range(2):\n"
+        "    try:\n"
+        "        while True:\n"
+        "            pass\n"
+        "    except modhost.TimeLimitExceeded:\n"
+        "        caught += 1\n"
+        "while True:\n"
+        "    pass\n");
+    FAIL() << "the last loop ended by itself";
+  } catch (const python_error& e) {
+    EXPECT_EQ(e.type_name(), "modhost.TimeLimitExceeded");
+  }
+  EXPECT_EQ(eval("caught").cast<int>(), 2);
+}
+
+TEST(TimeLimit, CodeThatFinishesInTimeRunsUndisturbed) {
+  time_limit limit(60s);
+  run("total = sum(range(1000))\n");
+  EXPECT_EQ(eval("total").cast<int>(), 499500);
+  EXPECT_FALSE(limit.expired());
+}
+
+TEST(TimeLimit, RaisedButUndeliveredIsWithdrawnWhenTheScopeEnds) {
+  {
+    time_limit limit(10ms);
+    wait_until_expired(limit);  // raised into this thread, which ran no bytecode since
+  }
+  run("after_scope = 'ran'\n");  // would raise TimeLimitExceeded if it were still pending
+  EXPECT_EQ(str(eval("after_scope")), "ran");
+}
+
+TEST(TimeLimit, NestedLimitsTheEarliestDeadlineWins) {
+  time_limit outer(60s);
+  {
+    time_limit inner(20ms);
+    EXPECT_THROW(run("while True:\n    pass\n"), python_error);
+    EXPECT_TRUE(inner.expired());
+  }
+  EXPECT_FALSE(outer.expired());
+  run("still_running = True\n");  // the outer scope goes on
+  EXPECT_TRUE(eval("still_running").cast<bool>());
+}
+
+TEST(TimeLimit, OnlyTheThreadThatArmedItIsInterrupted) {
+  exec("import threading\n"
+       "stop = threading.Event()\n"
+       "outcome = []\n"
+       "def spin():\n"
+       "    try:\n"
+       "        while not stop.is_set():\n"
+       "            pass\n"
+       "        outcome.append('finished')\n"
+       "    except BaseException as error:\n"
+       "        outcome.append(type(error).__name__)\n"
+       "spinner = threading.Thread(target=spin)\n"
+       "spinner.start()\n");
+  {
+    time_limit limit(10ms);
+    wait_until_expired(limit);  // the spinner ran Python all along
+  }
+  exec("stop.set()\nspinner.join()\n");
+  EXPECT_EQ(str(eval("outcome")), "['finished']");
+}
+
+TEST(TimeLimit, TimeLimitExceededIsTheClassScriptsSee) {
+  py::handle type = modhost::time_limit_exceeded();
+  EXPECT_TRUE(type.is(eval("__import__('modhost').TimeLimitExceeded")));
+  EXPECT_EQ(str(type.attr("__module__")), "modhost");
+  EXPECT_EQ(str(type.attr("__qualname__")), "TimeLimitExceeded");
+  EXPECT_TRUE(PyObject_IsSubclass(type.ptr(), PyExc_BaseException));
+  EXPECT_FALSE(PyObject_IsSubclass(type.ptr(), PyExc_Exception));
+  EXPECT_EQ(str(type()), "the time limit was exceeded");
+  EXPECT_EQ(str(type("plugin took too long")), "plugin took too long");
+  exec("import pickle, modhost\n"
+       "round_trip = pickle.loads(pickle.dumps(modhost.TimeLimitExceeded('x')))\n");
+  EXPECT_TRUE(eval("type(round_trip)").is(type));
+}
