@@ -1,6 +1,6 @@
 // The `modhost` embedded module: the interpreter and its module cache, seen
 // from scripts. Registered before Python starts (PYBIND11_EMBEDDED_MODULE);
-// the interpreter calls link_bindings() (modhost_module.h) so the linker keeps this file.
+// the interpreter attaches its cache and autoreloader (modhost_module.h).
 // The names and meanings are DESIGN.md's script-side contract; modhost.pyi
 // beside this file is the typed stub.
 #include <pybind11/embed.h>
@@ -8,7 +8,6 @@
 #include <pybind11/stl.h>
 
 #include "bindings/modhost_module.h"
-#include "interpreter/interpreter.h"
 #include "interpreter/time_limit.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
@@ -16,20 +15,22 @@
 namespace py = pybind11;
 using namespace pybind11::literals;
 
-namespace modhost {
-void link_bindings() {}  // its being called is what matters: see the header
-}  // namespace modhost
-
 namespace {
 
-modhost::interpreter& interpreter() {
-  auto* interp = modhost::interpreter::current();
-  if (!interp) throw std::runtime_error("modhost: no interpreter is running");
-  return *interp;
+struct attached_pieces {
+  modhost::module_cache* cache = nullptr;
+  modhost::autoreloader* autoreload = nullptr;
+  modhost::interpreter_facts facts;
+};
+attached_pieces g_attached;  // under the GIL
+
+const attached_pieces& attached() {
+  if (!g_attached.cache) throw std::runtime_error("modhost: no interpreter is running");
+  return g_attached;
 }
 
-modhost::module_cache& cache() { return interpreter().cache(); }
-modhost::autoreloader& autoreload() { return interpreter().autoreload(); }
+modhost::module_cache& cache() { return *attached().cache; }
+modhost::autoreloader& autoreload() { return *attached().autoreload; }
 
 // A module object or a module name.
 std::string module_name_of(py::handle module_or_name) {
@@ -393,18 +394,24 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   m.def(
       "interpreter_info",
       [] {
-        auto* interp = modhost::interpreter::current();
-        if (!interp) throw std::runtime_error("modhost: no interpreter is running");
-        const auto& info = interp->info();
+        const auto& facts = attached().facts;
         py::dict result;
-        result["version"] = info.version;
-        result["home"] = info.home.string();
-        result["library"] = info.library.string();
-        py::list paths;
-        for (const auto& p : interp->config().module_paths) paths.append(p.string());
-        result["module_paths"] = paths;
+        result["version"] = facts.version;
+        result["home"] = facts.home;
+        result["library"] = facts.library;
+        result["module_paths"] = py::cast(facts.module_paths);
         return result;
       },
       "The running interpreter: Python version, home (the prefix whose stdlib is\n"
       "loaded), library (the libpython file in use) and the host's module paths.");
 }
+
+namespace modhost {
+
+void attach_bindings(module_cache& cache, autoreloader& autoreload, interpreter_facts facts) {
+  g_attached = {&cache, &autoreload, std::move(facts)};
+}
+
+void detach_bindings() noexcept { g_attached = {}; }
+
+}  // namespace modhost

@@ -74,7 +74,6 @@ void check(PyStatus status, PyConfig& config) {
 interpreter::interpreter(interpreter_config config) : config_(std::move(config)) {
   if (g_current || Py_IsInitialized())
     throw std::logic_error("modhost::interpreter: Python is already running in this process");
-  link_bindings();
 
   info_.library = linked_library();
   info_.home = python_home(info_.library);
@@ -121,7 +120,11 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
     bool polling = config_.watch_polling;
     if (const char* env = std::getenv("MODHOST_WATCH_POLLING"); env && std::string(env) == "1") polling = true;
     autoreload_ = std::make_unique<autoreloader>(*cache_, config_.watch_debounce, polling);
+    interpreter_facts facts{info_.version, info_.home.string(), info_.library.string(), {}};
+    for (const auto& path : config_.module_paths) facts.module_paths.push_back(path.string());
+    attach_bindings(*cache_, *autoreload_, std::move(facts));
   } catch (...) {
+    detach_bindings();
     autoreload_.reset();
     cache_.reset();
     g_current = nullptr;
@@ -133,6 +136,7 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
 
 interpreter::~interpreter() {
   released_.reset();  // the GIL back first: what follows needs it
+  detach_bindings();
   autoreload_.reset();
   cache_.reset();
   g_current = nullptr;
