@@ -191,28 +191,38 @@ int gated_setattro(PyObject* module, PyObject* name, PyObject* value) {
 // signals "ready" from its own function) would wait forever if that thread
 // were held until the reload ends. So threads that the reloading thread, or a
 // thread it started, starts while the gate is closed are let through: they
-// belong to the new code. _thread.start_new_thread (and threading's copy of
-// it) is wrapped for that long.
+// belong to the new code. The functions that start threads are wrapped for
+// that long: _thread.start_new_thread and threading's copy of it, and since
+// 3.13, where threading.Thread.start uses it instead,
+// _thread.start_joinable_thread (it returns a handle that knows the ident).
 void wrap_thread_starts() {
   gate_state& g = gates();
-  py::object original = py::module_::import("_thread").attr("start_new_thread");
-  py::cpp_function start([original](py::args args, py::kwargs kwargs) {
-    py::object ident = original(*args, **kwargs);
-    gate_state& g = gates();
-    if (g.owner == PyThreadState_Get() || started_by_reload(PyThread_get_thread_ident())) {
-      g.started.push_back(ident.cast<unsigned long>());
-      announce_change();  // the thread may be held already: let it look again
-    }
-    return ident;
-  });
+  struct starter {
+    const char* module;
+    const char* attribute;
+  };
+  static const starter starters[] = {{"_thread", "start_new_thread"},
+                                     {"threading", "_start_new_thread"},
+                                     {"_thread", "start_joinable_thread"},
+                                     {"threading", "_start_joinable_thread"}};
   PyObject* modules = PyImport_GetModuleDict();
-  for (const char* name : {"_thread", "threading"}) {
-    PyObject* module = PyDict_GetItemString(modules, name);
-    const char* attribute = name[0] == '_' ? "start_new_thread" : "_start_new_thread";
-    if (!module || !PyObject_HasAttrString(module, attribute)) continue;
+  for (const starter& s : starters) {
+    PyObject* module = PyDict_GetItemString(modules, s.module);
+    if (!module || !PyObject_HasAttrString(module, s.attribute)) continue;
     py::object holder = py::reinterpret_borrow<py::object>(module);
-    g.replaced_starters.push_back({holder, attribute, holder.attr(attribute)});
-    holder.attr(attribute) = start;
+    py::object original = holder.attr(s.attribute);
+    py::cpp_function start([original](py::args args, py::kwargs kwargs) {
+      py::object started = original(*args, **kwargs);
+      gate_state& g = gates();
+      if (g.owner == PyThreadState_Get() || started_by_reload(PyThread_get_thread_ident())) {
+        py::object ident = PyLong_Check(started.ptr()) ? started : started.attr("ident");
+        g.started.push_back(ident.cast<unsigned long>());
+        announce_change();  // the thread may be held already: let it look again
+      }
+      return started;
+    });
+    g.replaced_starters.push_back({holder, s.attribute, original});
+    holder.attr(s.attribute) = start;
   }
 }
 
