@@ -198,10 +198,15 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
         continue;
       }
       if (!(reinterpret_cast<PyCodeObject*>(code.ptr())->co_flags & CO_OPTIMIZED)) continue;
-      py::dict locals = frame.attr("f_locals");
+      py::object frame_locals = frame.attr("f_locals");
+      // Up to 3.12 f_locals is a dict the frame keeps from now on: a second
+      // reference to each local. Since 3.13 (PEP 667) it is a view of the
+      // fast locals, and the dict made from it here is gone before step 5.
+      const std::int64_t references_per_local = PyDict_Check(frame_locals.ptr()) ? 2 : 1;
+      py::dict locals(frame_locals);
       for (auto [local, value] : locals) {
         if (owned.is_examined_module(value.ptr())) {
-          module_refs[value.ptr()] += 2;  // the fast local and f_locals' copy
+          module_refs[value.ptr()] += references_per_local;
           found.push_back(where + " local '" + py::str(local).cast<std::string>() + "'");
           continue;
         }
