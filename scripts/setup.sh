@@ -36,9 +36,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Link the distribution's Python (the one python3-dev belongs to), not
-# whichever python3 happens to be first on PATH.
+# whichever python3 happens to be first on PATH, unless MODHOST_PYTHON_EXECUTABLE
+# names another (scripts/test-python does).
 python_hint=()
-[ -x /usr/bin/python3 ] && python_hint=(-DPython3_EXECUTABLE=/usr/bin/python3)
+if [ -n "${MODHOST_PYTHON_EXECUTABLE:-}" ]; then
+  python_hint=(-DPython3_EXECUTABLE="$MODHOST_PYTHON_EXECUTABLE")
+elif [ -x /usr/bin/python3 ]; then
+  python_hint=(-DPython3_EXECUTABLE=/usr/bin/python3)
+fi
 
 cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${python_hint[@]}" \
   ${MODHOST_CMAKE_ARGS:-} >/dev/null

@@ -1,11 +1,8 @@
-// The eval-frame hook sees CPython's _PyInterpreterFrame, which only the
-// internal headers describe; this file alone includes them.
-#define Py_BUILD_CORE 1
-#include <pybind11/pybind11.h>  // Python.h first, as CPython requires
-#include <frameobject.h>
-#include <internal/pycore_frame.h>
-
+// The eval-frame hook (PEP 523) receives CPython's _PyInterpreterFrame;
+// interpreter_frame.h reads it, so this file needs no internal header.
 #include "modules/internal/call_gate.h"
+
+#include <pybind11/pybind11.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,11 +10,8 @@
 #include <mutex>
 #include <thread>
 
+#include "modules/internal/interpreter_frame.h"
 #include "modules/internal/referrers.h"
-
-#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030C0000
-#error "call_gate.cpp reads CPython 3.11's frame layout (_PyInterpreterFrame); port it to this Python"
-#endif
 
 namespace py = pybind11;
 
@@ -129,10 +123,10 @@ void wait_until_admitted(PyThreadState* tstate, PyObject* namespace_) {
 // the new code. The arguments are still as the call bound them (nothing of
 // the frame ran). Null with an error if the call raised; `ran` false if the
 // frame cannot be redone (then it runs as built).
-PyObject* call_again(_PyInterpreterFrame* frame, bool& ran) {
+PyObject* call_again(_PyInterpreterFrame* frame, PyObject* function, bool& ran) {
   ran = false;
-  PyCodeObject* code = frame->f_code;
-  PyObject** locals = frame->localsplus;
+  PyCodeObject* code = frame_code(frame);
+  PyObject* const* locals = frame_fast_locals(frame);
   const int positional = code->co_argcount, keyword_only = code->co_kwonlyargcount;
   int next = positional + keyword_only;
   PyObject* varargs = (code->co_flags & CO_VARARGS) ? locals[next++] : nullptr;
@@ -149,32 +143,33 @@ PyObject* call_again(_PyInterpreterFrame* frame, bool& ran) {
     for (Py_ssize_t i = 0; i < extra; ++i)
       PyTuple_SET_ITEM(args.ptr(), positional + i, Py_NewRef(PyTuple_GET_ITEM(varargs, i)));
     py::dict kwargs;
-    for (int i = 0; i < keyword_only; ++i)
-      if (PyDict_SetItem(kwargs.ptr(), PyTuple_GET_ITEM(code->co_localsplusnames, positional + i),
-                         locals[positional + i]) < 0)
-        return nullptr;
+    if (keyword_only) {
+      // Arguments come first among the local variable names.
+      py::tuple names = py::reinterpret_steal<py::tuple>(PyCode_GetVarnames(code));
+      if (!names) return nullptr;
+      for (int i = 0; i < keyword_only; ++i)
+        if (PyDict_SetItem(kwargs.ptr(), names[positional + i].ptr(), locals[positional + i]) < 0)
+          return nullptr;
+    }
     if (varkw && PyDict_Update(kwargs.ptr(), varkw) < 0) return nullptr;
-    return PyObject_Call(reinterpret_cast<PyObject*>(frame->f_func), args.ptr(), kwargs.ptr());
+    return PyObject_Call(function, args.ptr(), kwargs.ptr());
   } catch (py::error_already_set& e) {
     e.restore();
     return nullptr;
   }
 }
 
-bool not_started(const _PyInterpreterFrame* frame) {
-  return frame->prev_instr == _PyCode_CODE(frame->f_code) - 1;
-}
-
 PyObject* gated_eval_frame(PyThreadState* tstate, _PyInterpreterFrame* frame, int throwflag) {
   gate_state& g = gates();
   _PyFrameEvalFunction run = g.previous_eval;
-  if (held_out(tstate, frame->f_globals)) {
-    wait_until_admitted(tstate, frame->f_globals);
-    PyFunctionObject* function = frame->f_func;
-    if (!throwflag && function && not_started(frame) &&
-        function->func_code != reinterpret_cast<PyObject*>(frame->f_code)) {
+  PyObject* globals = frame_globals(frame);
+  if (held_out(tstate, globals)) {
+    wait_until_admitted(tstate, globals);
+    PyObject* function = frame_function(frame);
+    if (!throwflag && function && PyFunction_Check(function) && frame_not_started(frame) &&
+        PyFunction_GetCode(function) != reinterpret_cast<PyObject*>(frame_code(frame))) {
       bool ran;
-      PyObject* result = call_again(frame, ran);
+      PyObject* result = call_again(frame, function, ran);
       if (ran) return result;
       PyErr_Clear();
     }
@@ -196,28 +191,38 @@ int gated_setattro(PyObject* module, PyObject* name, PyObject* value) {
 // signals "ready" from its own function) would wait forever if that thread
 // were held until the reload ends. So threads that the reloading thread, or a
 // thread it started, starts while the gate is closed are let through: they
-// belong to the new code. _thread.start_new_thread (and threading's copy of
-// it) is wrapped for that long.
+// belong to the new code. The functions that start threads are wrapped for
+// that long: _thread.start_new_thread and threading's copy of it, and since
+// 3.13, where threading.Thread.start uses it instead,
+// _thread.start_joinable_thread (it returns a handle that knows the ident).
 void wrap_thread_starts() {
   gate_state& g = gates();
-  py::object original = py::module_::import("_thread").attr("start_new_thread");
-  py::cpp_function start([original](py::args args, py::kwargs kwargs) {
-    py::object ident = original(*args, **kwargs);
-    gate_state& g = gates();
-    if (g.owner == PyThreadState_Get() || started_by_reload(PyThread_get_thread_ident())) {
-      g.started.push_back(ident.cast<unsigned long>());
-      announce_change();  // the thread may be held already: let it look again
-    }
-    return ident;
-  });
+  struct starter {
+    const char* module;
+    const char* attribute;
+  };
+  static const starter starters[] = {{"_thread", "start_new_thread"},
+                                     {"threading", "_start_new_thread"},
+                                     {"_thread", "start_joinable_thread"},
+                                     {"threading", "_start_joinable_thread"}};
   PyObject* modules = PyImport_GetModuleDict();
-  for (const char* name : {"_thread", "threading"}) {
-    PyObject* module = PyDict_GetItemString(modules, name);
-    const char* attribute = name[0] == '_' ? "start_new_thread" : "_start_new_thread";
-    if (!module || !PyObject_HasAttrString(module, attribute)) continue;
+  for (const starter& s : starters) {
+    PyObject* module = PyDict_GetItemString(modules, s.module);
+    if (!module || !PyObject_HasAttrString(module, s.attribute)) continue;
     py::object holder = py::reinterpret_borrow<py::object>(module);
-    g.replaced_starters.push_back({holder, attribute, holder.attr(attribute)});
-    holder.attr(attribute) = start;
+    py::object original = holder.attr(s.attribute);
+    py::cpp_function start([original](py::args args, py::kwargs kwargs) {
+      py::object started = original(*args, **kwargs);
+      gate_state& g = gates();
+      if (g.owner == PyThreadState_Get() || started_by_reload(PyThread_get_thread_ident())) {
+        py::object ident = PyLong_Check(started.ptr()) ? started : started.attr("ident");
+        g.started.push_back(ident.cast<unsigned long>());
+        announce_change();  // the thread may be held already: let it look again
+      }
+      return started;
+    });
+    g.replaced_starters.push_back({holder, s.attribute, original});
+    holder.attr(s.attribute) = start;
   }
 }
 
@@ -281,8 +286,8 @@ closed_gate::closed_gate(const std::vector<py::object>& modules, std::chrono::mi
   mark_ = g.closed.size();
   if (!g.owner) {
     g.owner = me;
-    g.previous_eval = _PyInterpreterState_GetEvalFrameFunc(me->interp);
-    _PyInterpreterState_SetEvalFrameFunc(me->interp, gated_eval_frame);
+    g.previous_eval = _PyInterpreterState_GetEvalFrameFunc(PyThreadState_GetInterpreter(me));
+    _PyInterpreterState_SetEvalFrameFunc(PyThreadState_GetInterpreter(me), gated_eval_frame);
     g_any_gate_closed = true;
   }
   try {
@@ -341,8 +346,9 @@ void closed_gate::open() {
   }
   if (g.closed.empty() && mark_ == 0) {
     PyThreadState* me = PyThreadState_Get();
-    if (_PyInterpreterState_GetEvalFrameFunc(me->interp) == gated_eval_frame)
-      _PyInterpreterState_SetEvalFrameFunc(me->interp, g.previous_eval);
+    PyInterpreterState* interp = PyThreadState_GetInterpreter(me);
+    if (_PyInterpreterState_GetEvalFrameFunc(interp) == gated_eval_frame)
+      _PyInterpreterState_SetEvalFrameFunc(interp, g.previous_eval);
     g.owner = nullptr;
     g_any_gate_closed = false;
     unwrap_thread_starts();

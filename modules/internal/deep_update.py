@@ -50,6 +50,10 @@ class Undo:
 
 
 def class_set(undo, cls, name, value):
+    if name == "__module__" and "__firstlineno__" in cls.__dict__:
+        # Since 3.13, assigning __module__ drops __firstlineno__ too. Recorded
+        # first, so that a rollback puts it back after restoring __module__.
+        class_set(undo, cls, "__firstlineno__", cls.__dict__["__firstlineno__"])
     # type.__setattr__ skips metaclass hooks (EnumType refuses to reassign members).
     undo.setattr(cls, name, value, setter=type.__setattr__, deleter=type.__delattr__)
 

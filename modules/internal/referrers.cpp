@@ -113,6 +113,22 @@ void mark_with_items(PyObject* obj, std::unordered_set<PyObject*>& set) {
   for (py::handle item : items) set.insert(item.ptr());
 }
 
+// gc.get_referrers(*objects), called without an argument tuple of our own:
+// it skips the tuple its arguments arrive in, but since 3.13 (Argument
+// Clinic) that is a copy, so a tuple built for the call (pybind11's *args)
+// would show up as "a tuple" holding every object asked about.
+py::list referrers_of(py::handle get_referrers, const std::vector<PyObject*>& objects) {
+  PyObject* found = PyObject_Vectorcall(get_referrers.ptr(), objects.data(), objects.size(), nullptr);
+  if (!found) throw py::error_already_set();
+  return py::reinterpret_steal<py::list>(found);
+}
+
+std::vector<PyObject*> pointers(const py::list& objects) {
+  std::vector<PyObject*> result;
+  for (py::handle obj : objects) result.push_back(obj.ptr());
+  return result;
+}
+
 }  // namespace
 
 std::string thread_name(long long ident) {
@@ -182,10 +198,15 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
         continue;
       }
       if (!(reinterpret_cast<PyCodeObject*>(code.ptr())->co_flags & CO_OPTIMIZED)) continue;
-      py::dict locals = frame.attr("f_locals");
+      py::object frame_locals = frame.attr("f_locals");
+      // Up to 3.12 f_locals is a dict the frame keeps from now on: a second
+      // reference to each local. Since 3.13 (PEP 667) it is a view of the
+      // fast locals, and the dict made from it here is gone before step 5.
+      const std::int64_t references_per_local = PyDict_Check(frame_locals.ptr()) ? 2 : 1;
+      py::dict locals(frame_locals);
       for (auto [local, value] : locals) {
         if (owned.is_examined_module(value.ptr())) {
-          module_refs[value.ptr()] += 2;  // the fast local and f_locals' copy
+          module_refs[value.ptr()] += references_per_local;
           found.push_back(where + " local '" + py::str(local).cast<std::string>() + "'");
           continue;
         }
@@ -262,7 +283,7 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
       }
     }
   }
-  for (py::handle obj : py::list(gc.attr("get_referrers")(*dicts))) {
+  for (py::handle obj : referrers_of(gc.attr("get_referrers"), pointers(dicts))) {
     if (!PyFunction_Check(obj.ptr()) || !owned.is_examined_dict(PyFunction_GET_GLOBALS(obj.ptr()))) continue;
     auto* function = reinterpret_cast<PyFunctionObject*>(obj.ptr());
     targets[obj.ptr()] = owned.describe(obj.ptr());
@@ -281,7 +302,7 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
     return std::string("a ") + Py_TYPE(holder)->tp_name;
   };
   if (!target_list.empty()) {
-    for (py::handle holder : py::list(gc.attr("get_referrers")(*target_list))) {
+    for (py::handle holder : referrers_of(gc.attr("get_referrers"), pointers(target_list))) {
       PyObject* h = holder.ptr();
       if (internal.count(h) || reported.count(h) || module_dicts.count(h) || targets.count(h) ||
           PyFrame_Check(h) || PyWeakref_Check(h) || h == target_list.ptr())
@@ -292,7 +313,7 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
         std::string line;
         std::string instance = owned.describe(h);
         if (instance.rfind("instance of ", 0) == 0) {  // holds its class: find who holds it
-          py::list holders = gc.attr("get_referrers")(holder);
+          py::list holders = referrers_of(gc.attr("get_referrers"), {h});
           line = instance + " held by " + (holders.empty() ? std::string("C++ or an untracked object")
                                                              : holder_kind(holders[0].ptr()));
         } else {

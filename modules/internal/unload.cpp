@@ -127,7 +127,9 @@ unload_report unload(registry& modules, const python_helpers& helpers, const std
     modules.forget(n);
     report.unloaded.push_back(n);
   }
-  report.freed = weak && PyWeakref_GetObject(weak.ptr()) == Py_None;
+  // Calling the weakref (not PyWeakref_GetObject, deprecated since 3.13)
+  // gives None once the module died.
+  report.freed = weak && weak().is_none();
   return report;
 }
 

@@ -14,12 +14,23 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
 import types
 import unittest
 
 from cache_fixtures import CacheTestCase, modhost
 
 MODHOST = os.environ["MODHOST_EXE"]
+
+# Since 3.13 the first AttributeError or NameError formatted in a process
+# imports the stdlib's _suggestions helper ("Did you mean ...?"). modhost
+# formats the traceback of each error it carries, so the first such case
+# would see sys.modules grow by a stdlib module that has nothing to do with
+# the cache: format one before any case takes its snapshot.
+try:
+    object().no_such_attribute
+except AttributeError as error:
+    traceback.format_exception(error)
 CHILD_TIMEOUT = 30
 
 

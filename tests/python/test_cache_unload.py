@@ -299,6 +299,26 @@ class RefcountAndReferrers(CacheTestCase):
         self.assertTrue(any("local 'held'" in r for r in modhost.referrers(name)), modhost.referrers(name))
         del held
 
+    def test_a_holder_the_scan_cannot_name_is_still_counted_beside_a_local(self):
+        # A reference from where the scan does not look (an attribute of an
+        # object) is reported as a count, also while a running frame's local
+        # holds the module: the local is counted as many times as it really
+        # references the module (frame locals are a view since 3.13, PEP 667,
+        # and a dict the frame keeps before).
+        name, holder = self.mod("plug"), self.mod("holder")
+        self.write(name, "VALUE = 1\n")
+        self.write(holder, "import types\nbox = types.SimpleNamespace()\n")
+        self.load(holder)
+        sys.modules[holder].box.module = self.load(name)
+        held = sys.modules[name]
+
+        referrers = modhost.referrers(name)
+
+        self.assertTrue(any("local 'held'" in r for r in referrers), referrers)
+        self.assertIn(f"1 other reference to module '{name}' (from C++ or an object the scan does not reach)",
+                      referrers)
+        del held
+
     def test_refcount_of_a_module_never_imported_is_an_import_error(self):
         with self.assertRaises(ImportError):
             modhost.refcount(self.mod("never"))

@@ -8,6 +8,7 @@ objects a module's own top-level code stores somewhere (registries, lists).
 import dataclasses
 import pickle
 import sys
+import textwrap
 import unittest
 
 from cache_fixtures import DeepReloadTestCase, modhost
@@ -594,6 +595,54 @@ class Cls:
         self.deep_reload(module)
         self.assertIsInstance(module.INSTANCES[0], module.Cls)
         self.assertIs(type(module.INSTANCES[0]), module.Cls)
+
+
+class ClassSource(DeepReloadTestCase):
+    """inspect.getsource(cls) shows the running class body after a deep reload.
+
+    Since 3.13 inspect finds a class by its __firstlineno__, which the class
+    keeps in its own __dict__ and which assigning __module__ drops: a deep
+    reload must carry the new line over, and a rolled-back one the old line.
+    """
+    V1 = """
+        class Cls:
+            def method(self):
+                return 'v1'
+    """
+    V2 = """
+        # two new lines above the class,
+        # so that its first line moves
+        class Cls:
+            def method(self):
+                return 'v2'
+    """
+
+    def test_getsource_follows_the_class_to_its_new_line(self):
+        import inspect
+        m = self.mod("sourced")
+        self.write(m, self.V1)
+        Cls = self.load(m).Cls
+        self.write(m, self.V2)
+
+        self.deep_reload(m)
+
+        self.assertIs(sys.modules[m].Cls, Cls)
+        self.assertEqual(inspect.getsource(Cls), textwrap.dedent(self.V2).split("\n", 3)[3])
+        if sys.version_info >= (3, 13):
+            self.assertEqual(Cls.__firstlineno__, 4)
+
+    def test_a_rolled_back_reload_keeps_the_first_line(self):
+        m = self.mod("sourced")
+        self.write(m, self.V1)
+        Cls = self.load(m).Cls
+        before = dict(vars(Cls))
+        self.write(m, textwrap.dedent(self.V2) + "raise LookupError('rolled back')\n")
+
+        with self.assertRaises(LookupError):
+            modhost.reload(m, deep=True)
+
+        self.assertClassDictIs(Cls, before)
+        self.assertEqual(Cls().method(), "v1")
 
 
 if __name__ == "__main__":
