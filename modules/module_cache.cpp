@@ -213,9 +213,14 @@ class module_cache::impl {
   std::set<std::string> reloading_;
   // Atomic: the autoreloader's background thread reads it without the GIL.
   std::atomic<std::uint64_t> tracking_revision_{0};
-  // Fingerprints of the source bytes the loader compiled, by module name,
-  // until the module is tracked (TrackedSourceLoader in reload_support.py).
-  std::unordered_map<std::string, fingerprint> loaded_sources_;
+  // Fingerprints of the source bytes the loader compiled, and the code it
+  // made of them, by module name, until the module is tracked
+  // (TrackedSourceLoader in reload_support.py).
+  struct loaded_source {
+    fingerprint print;
+    py::object code;  // a deep reload reads which names the old source defined from it
+  };
+  std::unordered_map<std::string, loaded_source> loaded_sources_;
   py::dict support_;  // reload_support.py's namespace
   py::object original_import_;
   py::object original_import_module_;
@@ -310,19 +315,19 @@ PyObject* import_module_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf
   return result;
 }
 
-// note_source(name, path, source_bytes): TrackedSourceLoader read these bytes
-// and is about to compile them.
+// note_source(name, path, source_bytes, code): TrackedSourceLoader read these
+// bytes and made `code` of them (compiled, or from a bytecode cache it trusts).
 PyObject* note_source(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   module_cache::impl* cache = g_cache;
-  if (!cache || nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) ||
-      !PyBytes_Check(args[2]))
+  if (!cache || nargs != 4 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) ||
+      !PyBytes_Check(args[2]) || !PyCode_Check(args[3]))
     Py_RETURN_NONE;
   const char* path = PyUnicode_AsUTF8(args[1]);
   if (!path) return nullptr;
   fingerprint print = stat_fingerprint(path).value_or(fingerprint{});
   print.content_hash = content_hash(std::string_view(
       PyBytes_AS_STRING(args[2]), static_cast<std::size_t>(PyBytes_GET_SIZE(args[2]))));
-  cache->loaded_sources_[PyUnicode_AsUTF8(args[0])] = print;
+  cache->loaded_sources_[PyUnicode_AsUTF8(args[0])] = {print, py::reinterpret_borrow<py::object>(args[3])};
   Py_RETURN_NONE;
 }
 
@@ -394,7 +399,8 @@ void module_cache::impl::classify(cache_entry& entry) {
   if (!has_file(entry.kind)) return;
   auto loaded = loaded_sources_.find(entry.name);
   if (loaded != loaded_sources_.end()) {
-    entry.print = loaded->second;  // what the loader compiled, even if the file moved on since
+    entry.print = loaded->second.print;  // what the loader compiled, even if the file moved on since
+    entry.code = std::move(loaded->second.code);
     loaded_sources_.erase(loaded);
   } else {
     entry.print = take_fingerprint(entry.path);
@@ -524,16 +530,26 @@ void module_cache::impl::record_import(PyObject* name_obj, PyObject* globals, Py
   if (!lookup(absolute)) return;
 
   bool top_level = !importer.empty() && runs_top_level(importer, globals);
-  if (top_level) graph_.add_dependency(importer, absolute);
-  if (!fromlist || fromlist == Py_None) return;
-  py::object items = py::reinterpret_borrow<py::object>(fromlist);
-  for (py::handle item : items) {
-    if (!PyUnicode_Check(item.ptr())) continue;
-    std::string what = PyUnicode_AsUTF8(item.ptr());
-    if (what != "*" && lookup(absolute + "." + what) && top_level)  // `from pkg import submodule`
-      graph_.add_dependency(importer, absolute + "." + what);
+  // `from . import sibling` in pkg.core names the package only to reach its
+  // submodule: pkg.core depends on pkg.sibling, not on pkg's own code, and an
+  // edge to pkg would make a cycle that runs pkg's __init__ before pkg.core.
+  bool only_submodules_of_own_package = importer.compare(0, absolute.size() + 1, absolute + ".") == 0;
+  bool names_any = false;
+  if (fromlist && fromlist != Py_None) {
+    py::object items = py::reinterpret_borrow<py::object>(fromlist);
+    for (py::handle item : items) {
+      names_any = true;
+      const char* utf8 = PyUnicode_Check(item.ptr()) ? PyUnicode_AsUTF8(item.ptr()) : nullptr;
+      if (!utf8) PyErr_Clear();
+      std::string what = utf8 ? utf8 : "*";  // not a name: cannot be a submodule
+      bool submodule = what != "*" && lookup(absolute + "." + what);
+      if (submodule && top_level)  // `from pkg import submodule`
+        graph_.add_dependency(importer, absolute + "." + what);
+      only_submodules_of_own_package = only_submodules_of_own_package && submodule;
+    }
   }
-  if (!top_level) return;
+  if (top_level && !(names_any && only_submodules_of_own_package)) graph_.add_dependency(importer, absolute);
+  if (!fromlist || fromlist == Py_None || !top_level) return;
   // The names the importer binds (`from m import LIMIT as CAP`) are in its bytecode.
   PyFrameObject* frame = PyEval_GetFrame();  // borrowed: the frame running the import
   if (!frame) return;
@@ -608,8 +624,11 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
     commit.deep_update = support_["DeepUpdate"](entry.module, before.namespace_copy, undo);
     around = commit.deep_update.attr("class_statements")();
   }
+  // The code that runs now (the import's or the last reload's, when known):
+  // a deep reload removes only names that code defined and the new one does not.
+  py::object old_code = entry.code ? entry.code : py::none();
   commit.module = support_["execute"](entry.name, entry.module, spec,
-                                     commit.code ? commit.code : py::none(), deep, around);
+                                     commit.code ? commit.code : py::none(), deep, around, old_code);
   if (deep) {
     auto append = [](std::vector<std::string>& to, py::handle items) {
       for (py::handle item : items) to.push_back(py::str(item));

@@ -217,6 +217,17 @@ class DeepUpdate:
             return "its instance layout changed"
         return None
 
+    @staticmethod
+    def is_layout_descriptor(value, cls):
+        """A slot (member) or __dict__/__weakref__ (getset) descriptor made for `cls`.
+
+        It reads a fixed offset of `cls`'s instances and checks that the
+        instance is a `cls`, so it only ever works on the class it was made
+        for; the kept class has its own, for the same layout.
+        """
+        return (isinstance(value, (types.MemberDescriptorType, types.GetSetDescriptorType))
+                and getattr(value, "__objclass__", None) is cls)
+
     def update_class(self, old, new, where):
         """Update `old` in place from `new`; returns the class the name must bind to."""
         if old is new:
@@ -234,6 +245,8 @@ class DeepUpdate:
         for key, value in new.__dict__.items():
             if key in CLASS_OWN or key in enum_members or key in ENUM_INTERNALS:
                 continue
+            if self.is_layout_descriptor(value, new):
+                continue  # old's own slot descriptor stays: it is the one that fits old's instances
             current = old.__dict__.get(key, MISSING)
             if current is value:
                 continue

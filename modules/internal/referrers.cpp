@@ -152,6 +152,10 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
     while (PyDict_Next(dict, &pos, &name, &value)) {
       if (!PyUnicode_Check(name)) continue;
       std::string global = PyUnicode_AsUTF8(name);
+      // The parent package's attribute for its submodule is the import
+      // system's bookkeeping, not a holder: the query accounts for it (see
+      // referrer_query::accounted_refs) and unload removes it with the module.
+      if (owned.is_examined_module(value) && owned.module_name(value) == holder + "." + global) continue;
       if (owned.is_examined_module(value)) {
         ++module_refs[value];
         found.push_back("module '" + holder + "' global '" + global + "'");
@@ -252,7 +256,12 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
             PyObject_TypeCheck(member.ptr(), &PyProperty_Type))
           internal.insert(member.ptr());
       }
-      for (py::handle sub : py::reinterpret_borrow<py::object>(value).attr("__subclasses__")()) {
+      // type.__subclasses__(cls), not cls.__subclasses__(): for a metaclass
+      // (a subclass of type) the attribute lookup finds type's own unbound
+      // method first, and calling it without an argument raises TypeError.
+      py::list subclasses =
+          py::handle(reinterpret_cast<PyObject*>(&PyType_Type)).attr("__subclasses__")(py::handle(value));
+      for (py::handle sub : subclasses) {
         auto* subtype = reinterpret_cast<PyTypeObject*>(sub.ptr());
         internal.insert(subtype->tp_mro);
         internal.insert(subtype->tp_bases);

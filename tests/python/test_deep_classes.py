@@ -561,6 +561,58 @@ class Cls(B):
         self.assertEqual(s.a, 1)
 
 
+class SlotsClasses(DeepReloadTestCase):
+    """A class with __slots__ keeps its own slot descriptors: they describe its instances' layout."""
+
+    SOURCE = '''
+class P:
+    __slots__ = ('x', 'y')
+    def __init__(self, x):
+        self.x = x
+        self.y = 'y'
+    def show(self):
+        return '{V} %s %s' % (self.x, self.y)
+'''
+
+    def test_unchanged_slots_class_keeps_working_for_old_and_new_instances(self):
+        m = self.mod("slotted")
+        self.write(m, self.source(self.SOURCE, V="v1"))
+        module = self.load(m)
+        P = module.P
+        old = P(1)
+        self.write(m, self.source(self.SOURCE, V="v2") + "_probe = 1\n")
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertMentions(report.patched, "class", m + ".P")
+        self.assertIs(module.P, P)
+        self.assertEqual(old.x, 1)
+        self.assertEqual(old.show(), "v2 1 y")
+        new = module.P(2)
+        self.assertEqual(new.x, 2)
+        new.x = 3
+        self.assertEqual(new.show(), "v2 3 y")
+        self.assertIs(type(new), P)
+
+    def test_subclass_of_a_slots_class_in_the_same_module(self):
+        m = self.mod("slotted")
+        body = self.SOURCE + "class Q(P):\n    __slots__ = ('z',)\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        q = module.Q(1)
+        q.z = 5
+        self.write(m, self.source(body, V="v2"))
+
+        self.deep_reload(module)
+
+        self.assertEqual((q.x, q.y, q.z), (1, "y", 5))
+        fresh = module.Q(7)
+        fresh.z = 8
+        self.assertEqual((fresh.x, fresh.z, fresh.show()), (7, 8, "v2 7 y"))
+        self.assertIsInstance(fresh, module.P)
+
+
 class ClassesTheNewCodeStores(DeepReloadTestCase):
     """The new code's top-level statements may store its classes before deep update runs."""
 
