@@ -23,6 +23,38 @@ ENUM_INTERNALS = ("_member_names_", "_member_map_", "_value2member_map_", "_unha
 MISSING = object()
 
 
+# A module's globals and class attributes can be proxies (werkzeug's
+# LocalProxy, lazy objects) that evaluate themselves on any attribute lookup,
+# and isinstance() looks up __class__. So what deep update asks of an object
+# it does not own goes through its type, never through the object.
+def is_a(obj, cls):
+    """isinstance() by the real type only."""
+    return issubclass(type(obj), cls)
+
+
+def instance_dict(obj):
+    """obj's own __dict__, or None; never runs obj's code (a proxy's __dict__ lookup would)."""
+    for klass in type(obj).__mro__:
+        entry = klass.__dict__.get("__dict__")
+        if entry is not None:
+            if type(entry) is not types.GetSetDescriptorType:
+                return None  # the class computes __dict__ itself
+            break
+    else:
+        return None
+    try:
+        found = entry.__get__(obj, type(obj))
+    except (AttributeError, TypeError):
+        return None
+    return found if type(found) is dict else None
+
+
+def wrapped_of(obj):
+    """The function a decorator stored in obj.__wrapped__ (functools.wraps), or None."""
+    found = instance_dict(obj)
+    return None if found is None else found.get("__wrapped__")
+
+
 class Undo:
     """A log of changes to live objects, undone newest first."""
 
@@ -30,12 +62,15 @@ class Undo:
         self._steps = []
 
     def setattr(self, obj, name, value, setter=setattr, deleter=delattr):
-        old = obj.__dict__.get(name, MISSING) if isinstance(obj, type) else getattr(obj, name, MISSING)
+        if name == "__class__":
+            old = type(obj)  # getattr would ask the object (a proxy answers for its target)
+        else:
+            old = obj.__dict__.get(name, MISSING) if is_a(obj, type) else getattr(obj, name, MISSING)
         setter(obj, name, value)
         self._steps.append(lambda: deleter(obj, name) if old is MISSING else setter(obj, name, old))
 
     def delattr(self, obj, name, setter=setattr, deleter=delattr):
-        old = obj.__dict__[name] if isinstance(obj, type) else getattr(obj, name)
+        old = obj.__dict__[name] if is_a(obj, type) else getattr(obj, name)
         deleter(obj, name)
         self._steps.append(lambda: setter(obj, name, old))
 
@@ -107,24 +142,27 @@ class DeepUpdate:
             return None
         obj = self.old.get(parts[0])
         for part in parts[1:]:
-            obj = obj.__dict__.get(part) if isinstance(obj, type) else None
+            obj = obj.__dict__.get(part) if is_a(obj, type) else None
         return obj if self.owns_class(obj) else None
 
     # -- ownership --------------------------------------------------------
 
     def owns_function(self, obj):
-        return isinstance(obj, types.FunctionType) and obj.__module__ == self.name
+        return type(obj) is types.FunctionType and obj.__module__ == self.name
 
     def owns_class(self, obj):
-        return isinstance(obj, type) and obj.__module__ == self.name
+        return is_a(obj, type) and obj.__dict__.get("__module__") == self.name
 
     @staticmethod
     def innermost(obj):
         """The function a decorator wrapper keeps in __wrapped__ (or obj)."""
         seen = set()
-        while hasattr(obj, "__wrapped__") and id(obj) not in seen:
+        while id(obj) not in seen:
             seen.add(id(obj))
-            obj = obj.__wrapped__
+            inner = wrapped_of(obj)
+            if inner is None:
+                break
+            obj = inner
         return obj
 
     # -- functions --------------------------------------------------------
@@ -140,7 +178,7 @@ class DeepUpdate:
                 return False
             if type(a_value) is type(b_value) and type(a_value) in (set, dict, list) and not b_value:
                 continue  # per-wrapper bookkeeping started afresh (reprlib.recursive_repr's set)
-            if isinstance(b_value, type) and self.class_map.get(b_value) is a_value:
+            if is_a(b_value, type) and self.class_map.get(b_value) is a_value:
                 continue  # the class it was made for (a dataclass's generated methods)
             new_and_old = self.function_map.get(id(b_value))
             if (new_and_old[1] if new_and_old and new_and_old[0] is b_value else b_value) is not a_value:
@@ -148,58 +186,72 @@ class DeepUpdate:
         return True
 
     def patch_function(self, old, new):
-        """Put new's code into old. False when it cannot go in (free variables differ)."""
+        """Put new's code into old. Returns why it cannot go in, or None once it is in."""
         if old is new:
-            return True
+            return None
+        if old.__globals__ is not new.__globals__:
+            # Code made by exec into a dict of its own (attrs' and dataclasses'
+            # generated methods, namedtuple's __new__) reads names only that
+            # dict has; the new code in the old function would not find them.
+            return "its globals are not the module's"
         if old.__code__.co_freevars != new.__code__.co_freevars or not self.same_cells(old, new):
-            return False
+            return "its free variables changed"
         state = {attr: getattr(new, attr) for attr in FUNCTION_STATE}
-        if hasattr(old, "__wrapped__") and hasattr(new, "__wrapped__"):
-            state["__dict__"] = dict(state["__dict__"], __wrapped__=old.__wrapped__)
+        if "__wrapped__" in old.__dict__ and "__wrapped__" in new.__dict__:
+            state["__dict__"] = dict(state["__dict__"], __wrapped__=old.__dict__["__wrapped__"])
+        # A default that is the new function itself (networkx's argmap keeps
+        # its wrapper in a keyword default) must be the function that stays.
+        if state["__defaults__"] and any(value is new for value in state["__defaults__"]):
+            state["__defaults__"] = tuple(old if value is new else value for value in state["__defaults__"])
+        if state["__kwdefaults__"] and any(value is new for value in state["__kwdefaults__"].values()):
+            state["__kwdefaults__"] = {key: old if value is new else value
+                                       for key, value in state["__kwdefaults__"].items()}
         for attr, value in state.items():
             self.undo.setattr(old, attr, value)
         self.function_map[id(new)] = (new, old)
-        return True
+        return None
 
     def patch_callable(self, old, new, where):
         """Functions and decorator wrappers: patch the innermost functions in place."""
         if not self.owns_function(self.innermost(old)):
             return False  # someone else's function: never rewrite it
-        if isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType):
-            if hasattr(old, "__wrapped__") and hasattr(new, "__wrapped__"):
-                if not self.patch_callable(old.__wrapped__, new.__wrapped__, where):
+        if type(old) is types.FunctionType and type(new) is types.FunctionType:
+            if "__wrapped__" in old.__dict__ and "__wrapped__" in new.__dict__:
+                if not self.patch_callable(old.__dict__["__wrapped__"], new.__dict__["__wrapped__"], where):
                     return False
-            if self.patch_function(old, new):
+            reason = self.patch_function(old, new)
+            if reason is None:
                 return True
-            self.not_patched.append(f"function {where} (its free variables changed)")
+            self.not_patched.append(f"function {where} ({reason})")
             return False
         inner_old, inner_new = self.innermost(old), self.innermost(new)
         if inner_old is old or inner_new is new or not self.owns_function(inner_old):
             return False
-        if type(old) is not type(new) or not self.patch_function(inner_old, inner_new):
-            self.not_patched.append(f"function {where} (its wrapper or free variables changed)")
+        reason = "its wrapper changed" if type(old) is not type(new) else self.patch_function(inner_old, inner_new)
+        if reason is not None:
+            self.not_patched.append(f"function {where} ({reason})")
             return False
-        if callable(getattr(old, "cache_clear", None)):  # functools.lru_cache: results of old code
+        if callable(getattr(type(old), "cache_clear", None)):  # functools.lru_cache: results of old code
             self.after_commit.append(old.cache_clear)
         return True
 
     def adopt_class_cells(self, value, cls):
         """Zero-argument super() in a function moved into `cls` must see `cls`."""
         functions = [value]
-        if isinstance(value, (classmethod, staticmethod)):
+        if is_a(value, (classmethod, staticmethod)):
             functions = [value.__func__]
-        elif isinstance(value, property):
+        elif is_a(value, property):
             functions = [value.fget, value.fset, value.fdel]
         for function in functions:
             function = self.innermost(function)
-            if not isinstance(function, types.FunctionType) or not function.__closure__:
+            if type(function) is not types.FunctionType or not function.__closure__:
                 continue
             for name, cell in zip(function.__code__.co_freevars, function.__closure__):
                 try:
                     content = cell.cell_contents
                 except ValueError:
                     continue
-                target = cls if name == "__class__" else self.class_map.get(content) if isinstance(content, type) else None
+                target = cls if name == "__class__" else self.class_map.get(content) if is_a(content, type) else None
                 if target is not None and content is not target:
                     self.undo.setattr(cell, "cell_contents", target)
 
@@ -225,8 +277,8 @@ class DeepUpdate:
         instance is a `cls`, so it only ever works on the class it was made
         for; the kept class has its own, for the same layout.
         """
-        return (isinstance(value, (types.MemberDescriptorType, types.GetSetDescriptorType))
-                and getattr(value, "__objclass__", None) is cls)
+        return (type(value) in (types.MemberDescriptorType, types.GetSetDescriptorType)
+                and value.__objclass__ is cls)
 
     def update_class(self, old, new, where):
         """Update `old` in place from `new`; returns the class the name must bind to."""
@@ -252,24 +304,56 @@ class DeepUpdate:
                 continue
             if self.patch_member(current, value, f"{where}.{key}"):
                 continue
+            if self.set_by_metaclass(old, key):
+                self.not_patched.append(f"attribute {where}.{key} (kept the old one: only a class "
+                                        f"statement can put a {key} in a class)")
+                continue
             self.adopt_class_cells(value, old)
             class_set(self.undo, old, key, value)
         for key in list(old.__dict__):
             if key not in new.__dict__ and key not in CLASS_OWN and key not in ENUM_INTERNALS:
+                if self.set_by_metaclass(old, key):
+                    self.not_patched.append(f"attribute {where}.{key} (kept the old one: only a class "
+                                            f"statement can take a {key} out of a class)")
+                    continue
                 class_del(self.undo, old, key)
         self.patched.append(f"class {where}")
         return old
+
+    # Names the metaclass's own data descriptors store in the class's dict,
+    # so setattr on the class puts them there like any other attribute.
+    DICT_BACKED = frozenset({"__doc__", "__module__", "__annotations__", "__abstractmethods__"})
+
+    @classmethod
+    def set_by_metaclass(cls, klass, key):
+        """setattr(klass, key) would change the class object itself (its __class__,
+        __name__, __bases__...) instead of storing `key` in its dict: a class body
+        defining `__class__` (werkzeug's LocalProxy) gets it into the dict, a setattr cannot."""
+        if key in cls.DICT_BACKED:
+            return False
+        for base in type(klass).__mro__:
+            found = base.__dict__.get(key, MISSING)
+            if found is not MISSING:
+                return hasattr(type(found), "__set__")
+        return False
 
     def patch_member(self, current, value, where):
         """Patch a class member in place where both versions are the same kind of thing."""
         if current is MISSING:
             return False
-        if isinstance(current, type) and isinstance(value, type) and self.owns_class(value):
+        if is_a(current, type) and is_a(value, type) and self.owns_class(value):
             bound = self.update_class(current, value, where)
             return bound is current
-        if isinstance(current, (classmethod, staticmethod)) and type(current) is type(value):
+        if is_a(current, (classmethod, staticmethod)) and type(current) is type(value):
             return self.patch_callable(current.__func__, value.__func__, where)
-        if callable(current) and callable(value) and not isinstance(value, type):
+        if type(current) is property and type(value) is property:
+            # The property object stays (a subclass or another module may hold
+            # it) when each of its functions can take the new code.
+            pairs = [(getattr(current, part), getattr(value, part)) for part in ("fget", "fset", "fdel")]
+            if all((a is None) == (b is None) for a, b in pairs) and current.__doc__ == value.__doc__:
+                if all(a is None or self.patch_callable(a, b, where) for a, b in pairs):
+                    return True
+        if callable(current) and callable(value) and not is_a(value, type):
             return self.patch_callable(current, value, where)
         return False
 
@@ -332,7 +416,7 @@ class DeepUpdate:
             where = f"{self.name}.{key}"
             if self.owns_class(old) and self.owns_class(new):
                 namespace[key] = self.update_class(old, new, where)
-            elif callable(old) and callable(new) and not isinstance(old, type) and not isinstance(new, type):
+            elif callable(old) and callable(new) and not is_a(old, type) and not is_a(new, type):
                 if self.patch_callable(old, new, where):
                     namespace[key] = old
                     self.patched.append(f"function {where}")

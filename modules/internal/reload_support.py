@@ -77,7 +77,9 @@ def _defined_names(code):
 
 def _is_submodule_attribute(name, key, value):
     """The import system's attribute on package `name` for its submodule `key`."""
-    return isinstance(value, type(sys)) and sys.modules.get(f"{name}.{key}") is value
+    # type(), not isinstance(): isinstance looks up __class__, which a proxy
+    # object (werkzeug's LocalProxy) answers by running code.
+    return issubclass(type(value), type(sys)) and sys.modules.get(f"{name}.{key}") is value
 
 def execute(name, module, spec, code, fresh, around=None, old_code=None):
     """Run `code` (or the loader) in `module`, under the module's import lock.

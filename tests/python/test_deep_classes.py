@@ -613,6 +613,77 @@ class P:
         self.assertIsInstance(fresh, module.P)
 
 
+class ObjectsThatRunCodeWhenAsked(DeepReloadTestCase):
+    """Proxies (werkzeug's LocalProxy: flask.request, flask.logging.wsgi_errors_stream)
+    answer attribute lookups, isinstance() and __class__ by evaluating themselves."""
+
+    SOURCE = '''
+EVALUATED = []
+class Proxy:
+    __slots__ = ("_get",)
+    def __init__(self, get):
+        object.__setattr__(self, "_get", get)
+    def _target(self):
+        EVALUATED.append(1)
+        return object.__getattribute__(self, "_get")()
+    def __getattr__(self, name):
+        return getattr(self._target(), name)
+    __class__ = property(lambda self: type(self._target()))
+    __dict__ = property(lambda self: self._target().__dict__)
+    __wrapped__ = property(lambda self: self._target())
+    def __call__(self, *args):
+        return self._target()(*args)
+
+@Proxy
+def current():
+    raise RuntimeError("evaluated outside of a request")
+
+def version():
+    return '{V}'
+'''
+
+    def test_deep_reload_never_evaluates_a_proxy(self):
+        m = self.mod("proxies")
+        self.write(m, self.source(self.SOURCE, V="v1"))
+        module = self.load(m)
+        version = module.version
+        self.write(m, self.source(self.SOURCE, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertEqual(module.EVALUATED, [])
+        self.assertIs(type(module.current), module.Proxy)
+        self.assertEqual(version(), "v2")
+
+
+class GeneratedMethods(DeepReloadTestCase):
+    def test_a_method_made_by_exec_with_its_own_globals_is_rebound_not_patched(self):
+        # Like attrs and dataclasses: the generated code reads names from the
+        # dict it was exec'd in, which only the new function has.
+        m = self.mod("generated")
+        body = '''
+def make_init(default):
+    namespace = {"_DEFAULT_{V}": default}
+    exec("def __init__(self):\\n    self.value = _DEFAULT_{V}\\n", namespace)
+    return namespace["__init__"]
+
+class Cls:
+    __init__ = make_init('{V}')
+Cls.__init__.__module__ = __name__
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Cls = module.Cls
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertIs(module.Cls, Cls)
+        self.assertEqual(Cls().value, "v2")
+        self.assertMentions(report.not_patched, m + ".Cls.__init__", "globals")
+
+
 class ClassesTheNewCodeStores(DeepReloadTestCase):
     """The new code's top-level statements may store its classes before deep update runs."""
 
