@@ -405,6 +405,74 @@ class DeepUpdate:
 
     # -- the module -------------------------------------------------------
 
+    def is_sentinel(self, old, new):
+        """Two stateless markers made the same way (`_missing = object()`, jinja2's
+        `missing = type("MissingType", (), {...})()`): code compares them by identity,
+        and callers still hold the old one, so the old one must stay."""
+        if type(old) is object and type(new) is object:
+            return True
+        old_type, new_type = type(old), type(new)
+        if not (self.owns_class(old_type) and self.owns_class(new_type)):
+            return False
+        if self.class_map.get(new_type, new_type) is not old_type and old_type.__qualname__ != new_type.__qualname__:
+            return False
+        if any(attr in vars(klass) for klass in (old_type, new_type) for attr in ("__eq__", "__slots__")):
+            return False  # compared by value, or holds state in slots
+        return instance_dict(old) == {} and instance_dict(new) == {}
+
+    def keep_sentinels(self, namespace):
+        """Bind every sentinel the new code made again to the old one, wherever the
+        module's own code took it (defaults, closures, class attributes)."""
+        kept = {}
+        for key, new in list(namespace.items()):
+            old = self.old.get(key, MISSING)
+            if key in IMPORT_DUNDERS or old is MISSING or old is new or not self.is_sentinel(old, new):
+                continue
+            kept[id(new)] = (new, old)
+            namespace[key] = old
+        if not kept:
+            return
+
+        def mapped(value):
+            pair = kept.get(id(value))
+            return pair[1] if pair is not None and pair[0] is value else value
+
+        functions, seen = [], set()
+
+        def collect(value):
+            if is_a(value, (classmethod, staticmethod)):
+                value = value.__func__
+            elif type(value) is property:
+                for part in (value.fget, value.fset, value.fdel):
+                    collect(part)
+                return
+            value = self.innermost(value)
+            if type(value) is types.FunctionType and value.__globals__ is namespace and id(value) not in seen:
+                seen.add(id(value))
+                functions.append(value)
+
+        classes = [value for value in namespace.values() if self.owns_class(value)]
+        for cls in classes:
+            for key, value in list(cls.__dict__.items()):
+                if mapped(value) is not value:
+                    class_set(self.undo, cls, key, mapped(value))
+                collect(value)
+        for value in list(namespace.values()):
+            collect(value)
+        for function in functions:
+            if function.__defaults__ and any(mapped(v) is not v for v in function.__defaults__):
+                self.undo.setattr(function, "__defaults__", tuple(mapped(v) for v in function.__defaults__))
+            if function.__kwdefaults__ and any(mapped(v) is not v for v in function.__kwdefaults__.values()):
+                self.undo.setattr(function, "__kwdefaults__",
+                                  {k: mapped(v) for k, v in function.__kwdefaults__.items()})
+            for cell in function.__closure__ or ():
+                try:
+                    content = cell.cell_contents
+                except ValueError:
+                    continue
+                if mapped(content) is not content:
+                    self.undo.setattr(cell, "cell_contents", mapped(content))
+
     def run(self):
         namespace = self.module.__dict__
         for key, new in list(namespace.items()):
@@ -434,6 +502,7 @@ class DeepUpdate:
     def finish(self):
         """After the new code ran: patch what class statements did not. Returns the report lists."""
         self.run()
+        self.keep_sentinels(self.module.__dict__)
         return self.patched, self.not_patched, self.not_moved
 
     def commit(self):

@@ -341,6 +341,44 @@ class RefcountAndReferrers(CacheTestCase):
         report = modhost.unload(name, force=True)
         self.assertEqual(report.unloaded, [name])
 
+
+    def test_type_hints_naming_its_classes_do_not_hold_it(self):
+        # typing caches Optional[Widget] (and the tuple that keyed it) for every
+        # module that ever wrote the hint; the module's own annotations hold them too.
+        name = self.mod("hinted")
+        self.write(name, "import typing\nclass Widget:\n    size: typing.Optional['Widget'] = None\n"
+                         "def make(x: typing.Optional[Widget]) -> typing.List[Widget]:\n    return [x]\n")
+        self.load(name)
+
+        self.assertEqual(modhost.referrers(name), [])
+        self.assertEqual(modhost.unload(name).unloaded, [name])
+
+    def test_referrers_never_evaluate_a_proxy_global(self):
+        name = self.mod("proxied")
+        self.write(name, """
+EVALUATED = []
+class Proxy:
+    def __getattr__(self, attribute):
+        EVALUATED.append(attribute)
+        raise RuntimeError("working outside of a request")
+    __class__ = property(lambda self: self.__getattr__("__class__"))
+request = Proxy()
+""")
+        self.load(name)
+
+        self.assertEqual(modhost.referrers(name), [])
+        self.assertEqual(sys.modules[name].EVALUATED, [])
+
+    def test_an_instance_held_by_a_dict_names_the_dict(self):
+        name, holder = self.mod("plug"), self.mod("holder")
+        self.write(name, "class Widget:\n    pass\n")
+        self.write(holder, "CACHE = {}\n")
+        self.load(name)
+        self.load(holder)
+        sys.modules[holder].CACHE["key"] = {"inner": sys.modules[name].Widget()}
+
+        self.assertEqual(modhost.referrers(name), ["instance of %s.Widget held by a dict" % name])
+
     def test_refcount_of_a_module_never_imported_is_an_import_error(self):
         with self.assertRaises(ImportError):
             modhost.refcount(self.mod("never"))

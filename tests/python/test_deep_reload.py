@@ -407,5 +407,44 @@ class NamesTheOldSourceDidNotDefine(DeepReloadTestCase):
         self.m = self.mod("runtime")
 
 
+class Sentinels(DeepReloadTestCase):
+    """Stateless markers are compared by identity, and callers keep the old one."""
+
+    SOURCE = '''
+_marker = object()
+missing = type("MissingType", (), {"__repr__": lambda self: "missing"})()
+
+def is_missing(value):
+    return value is missing or value is _marker
+
+def get(mapping, key, default=missing):
+    value = mapping.get(key, missing)
+    return ('{V}', default if value is missing else value)
+
+class Box:
+    empty = missing
+    def take(self, value=_marker):
+        return value is _marker
+'''
+
+    def test_the_old_sentinels_stay_wherever_the_module_took_them(self):
+        m = self.mod("sentinels")
+        self.write(m, self.source(self.SOURCE, V="v1"))
+        module = self.load(m)
+        missing, marker = module.missing, module._marker
+        self.write(m, self.source(self.SOURCE, V="v2"))
+
+        self.deep_reload(module)
+
+        self.assertIs(module.missing, missing)
+        self.assertIs(module._marker, marker)
+        self.assertTrue(module.is_missing(missing))
+        self.assertTrue(module.is_missing(marker))
+        self.assertEqual(module.get({}, "k"), ("v2", missing))
+        self.assertEqual(module.get({}, "k", missing), ("v2", missing))
+        self.assertIs(module.Box.empty, missing)
+        self.assertTrue(module.Box().take())
+
+
 if __name__ == "__main__":
     unittest.main()
