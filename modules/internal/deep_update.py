@@ -21,6 +21,8 @@ CLASS_OWN = frozenset({"__dict__", "__weakref__"})
 FUNCTION_STATE = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__annotations__", "__dict__")
 ENUM_INTERNALS = ("_member_names_", "_member_map_", "_value2member_map_", "_unhashable_values_")
 MISSING = object()
+# Values whose equality is all there is to them (no identity worth keeping).
+IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), frozenset, range})
 
 
 # A module's globals and class attributes can be proxies (werkzeug's
@@ -30,6 +32,13 @@ MISSING = object()
 def is_a(obj, cls):
     """isinstance() by the real type only."""
     return issubclass(type(obj), cls)
+
+
+def same_items(a, b):
+    """Two sequences (or Nones) holding the very same objects: no __eq__ runs."""
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(x is y or (type(x) is tuple and same_items(x, y)) for x, y in zip(a, b))
 
 
 def instance_dict(obj):
@@ -125,7 +134,10 @@ class DeepUpdate:
             if getattr(body, "__globals__", None) is not namespace:
                 return new  # another module's class statement (another thread)
             old = self.old_class(new.__qualname__)
-            if old is None or not self.owns_class(new):
+            if old is None or not self.owns_class(new) or self.layout_change(old, new):
+                # A layout change is decided where the name is bound (run()):
+                # a decorator may still make the class that gets bound (attrs
+                # and dataclass(slots=True) build a slotted copy of it).
                 return new
             return self.update_class(old, new, f"{self.name}.{new.__qualname__}")
 
@@ -167,7 +179,7 @@ class DeepUpdate:
 
     # -- functions --------------------------------------------------------
 
-    def same_cells(self, old, new):
+    def same_cells(self, old, new, depth=0):
         """Closures carry state the code cannot: they must hold the same things."""
         for name, a, b in zip(new.__code__.co_freevars, old.__closure__ or (), new.__closure__ or ()):
             if name == "__class__":
@@ -180,10 +192,33 @@ class DeepUpdate:
                 continue  # per-wrapper bookkeeping started afresh (reprlib.recursive_repr's set)
             if is_a(b_value, type) and self.class_map.get(b_value) is a_value:
                 continue  # the class it was made for (a dataclass's generated methods)
+            if type(a_value) is type(b_value) and type(a_value) in IMMUTABLE and a_value == b_value:
+                continue  # equal constants ("//" in jinja2's binop factories) are interchangeable
             new_and_old = self.function_map.get(id(b_value))
-            if (new_and_old[1] if new_and_old and new_and_old[0] is b_value else b_value) is not a_value:
-                return False
+            if (new_and_old[1] if new_and_old and new_and_old[0] is b_value else b_value) is a_value:
+                continue
+            if depth < 3 and self.same_function(a_value, b_value, depth + 1):
+                continue
+            return False
         return True
+
+    def same_function(self, old, new, depth):
+        """Two functions a decorator made the same way for the old and the new code:
+        the module's own function (the undecorated `async def` that jinja2's
+        async_variant keeps in a cell) takes the new code; another module's helper
+        closure is the same when its code is equal (that module may have been deep-reloaded
+        since: its old closures keep their code objects) and its cells are too."""
+        if type(old) is not types.FunctionType or type(new) is not types.FunctionType:
+            return False
+        if old.__qualname__ != new.__qualname__:
+            return False
+        if self.owns_function(old) and self.owns_function(new):
+            return self.patch_function(old, new) is None
+        return (old.__code__ == new.__code__ and old.__globals__ is new.__globals__
+                and same_items(old.__defaults__, new.__defaults__)
+                and same_items(old.__kwdefaults__ and list(old.__kwdefaults__.items()),
+                               new.__kwdefaults__ and list(new.__kwdefaults__.items()))
+                and self.same_cells(old, new, depth))
 
     def patch_function(self, old, new):
         """Put new's code into old. Returns why it cannot go in, or None once it is in."""
@@ -263,11 +298,22 @@ class DeepUpdate:
             return "its bases changed"
         if self.class_map.get(type(new), type(new)) is not type(old):
             return "its metaclass changed"
-        if old.__dict__.get("__slots__") != new.__dict__.get("__slots__"):
+        if self.slot_names(old) != self.slot_names(new):
             return "its __slots__ changed"
-        if (old.__basicsize__, old.__itemsize__) != (new.__basicsize__, new.__itemsize__):
+        if self.layout(old) != self.layout(new):
             return "its instance layout changed"
         return None
+
+    @staticmethod
+    def slot_names(cls):
+        """The slots its instances have, in order, from the slot descriptors themselves:
+        a module may delete __slots__ once the class exists (jinja2.runtime does)."""
+        return [key for key, value in cls.__dict__.items()
+                if type(value) is types.MemberDescriptorType and value.__objclass__ is cls]
+
+    @staticmethod
+    def layout(cls):
+        return cls.__basicsize__, cls.__itemsize__, cls.__dictoffset__, cls.__weakrefoffset__
 
     @staticmethod
     def is_layout_descriptor(value, cls):

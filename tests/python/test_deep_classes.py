@@ -613,6 +613,55 @@ class P:
         self.assertIsInstance(fresh, module.P)
 
 
+    def test_a_module_that_deletes_slots_after_the_class_exists(self):
+        # jinja2.runtime: `del Undefined.__slots__` once the classes exist.
+        m = self.mod("slotted")
+        body = self.SOURCE + "del P.__slots__\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        P, old = module.P, module.P(1)
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertIs(module.P, P)
+        self.assertEqual(list(report.not_patched), [])
+        self.assertEqual(old.show(), "v2 1 y")
+
+    def test_a_decorator_that_returns_a_slotted_copy_keeps_the_class(self):
+        # attrs' slots=True and dataclass(slots=True) build a new class from
+        # the class statement's; the statement's own class has no slots.
+        m = self.mod("slotted")
+        body = '''
+def slotted(cls):
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    namespace["__slots__"] = ("x",)
+    return type(cls)(cls.__name__, cls.__bases__, namespace)
+
+@slotted
+class P:
+    def __init__(self, x):
+        self.x = x
+    def show(self):
+        return '{V} %s' % self.x
+
+class Q(P):
+    __slots__ = ()
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        P, Q, old, sub = module.P, module.Q, module.P(1), module.Q(2)
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertIs(module.P, P)
+        self.assertIs(module.Q, Q)
+        self.assertEqual(list(report.not_patched), [])
+        self.assertEqual(list(report.instances_not_moved), [])
+        self.assertEqual((old.show(), sub.show(), module.P(3).show()), ("v2 1", "v2 2", "v2 3"))
+
+
 class ObjectsThatRunCodeWhenAsked(DeepReloadTestCase):
     """Proxies (werkzeug's LocalProxy: flask.request, flask.logging.wsgi_errors_stream)
     answer attribute lookups, isinstance() and __class__ by evaluating themselves."""
@@ -682,6 +731,60 @@ Cls.__init__.__module__ = __name__
         self.assertIs(module.Cls, Cls)
         self.assertEqual(Cls().value, "v2")
         self.assertMentions(report.not_patched, m + ".Cls.__init__", "globals")
+
+
+class ClosuresOverConstants(DeepReloadTestCase):
+    def test_a_closure_over_an_equal_constant_is_patched(self):
+        # jinja2.compiler's binop visitors: closures over "//", "**"... which are
+        # equal but, not being identifiers, not the same string objects.
+        m = self.mod("factory")
+        body = "def make(op):\n    def visit(a):\n        return '{V} ' + op + str(a)\n    return visit\nfloordiv = make('/' + '/')\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        held = module.floordiv
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(list(report.not_patched), [])
+        self.assertIs(module.floordiv, held)
+        self.assertEqual(held(1), "v2 //1")
+
+
+    def test_a_wrapper_whose_cells_hold_fresh_helper_closures_is_patched(self):
+        # jinja2's async_variant: the wrapper's cells hold a helper closure the
+        # decorator makes anew each time, and the undecorated function.
+        deco, m = self.mod("deco"), self.mod("decorated")
+        self.write(deco, """
+import functools
+def variant(normal):
+    def decorator(other):
+        def is_ok(args):
+            return bool(args)
+        @functools.wraps(normal)
+        def wrapper(*args):
+            return other(*args) if is_ok(args) else normal()
+        return wrapper
+    return decorator
+""")
+        body = self.source("""
+import {D}
+def plain():
+    return '{V} plain'
+@{D}.variant(plain)
+def both(x):
+    return '{V} %s' % x
+""", D=deco)
+        self.write(m, body.replace("{V}", "v1"))
+        module = self.load(m)
+        held = module.both
+        self.write(m, body.replace("{V}", "v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(list(report.not_patched), [])
+        self.assertIs(module.both, held)
+        self.assertEqual((held(1), held()), ("v2 1", "v2 plain"))
 
 
 class ClassesTheNewCodeStores(DeepReloadTestCase):
