@@ -88,6 +88,21 @@ class Undo:
         mapping[key] = value
         self._steps.append(lambda: mapping.pop(key, None) if old is MISSING else mapping.__setitem__(key, old))
 
+    def setindex(self, sequence, index, value):
+        old = sequence[index]
+        sequence[index] = value
+        self._steps.append(lambda: sequence.__setitem__(index, old))
+
+    def rekey(self, mapping, key, new_key):
+        """mapping[new_key] takes mapping[key]'s value (and place at the end)."""
+        value = mapping.pop(key)
+        mapping[new_key] = value
+
+        def undo():
+            mapping.pop(new_key, None)
+            mapping[key] = value
+        self._steps.append(undo)
+
     def rollback(self):
         while self._steps:
             self._steps.pop()()
@@ -534,21 +549,70 @@ class DeepUpdate:
                 if self.patch_callable(old, new, where):
                     namespace[key] = old
                     self.patched.append(f"function {where}")
-        # Instances the new code created at top level belong to the classes that stay.
-        for key, value in list(namespace.items()):
-            target = self.class_map.get(type(value))
-            if target is not None:
+        return self
+
+    def redirect_to_kept_classes(self):
+        """What creating a new class put elsewhere now names the class that stays.
+
+        Python runs a base's __init_subclass__, a metaclass's __new__/__init__
+        and the new code's own statements with the class the statement created;
+        the name then binds to the old class, which took that class's content.
+        So registries they filled (`Base.registry[cls.__name__] = cls`, a dict
+        keyed by class, a list) get the old class, and instances of the
+        discarded class (made at top level, or by a registry) move onto it.
+        One heap scan for all of the module's classes.
+        """
+        news = [new for new, old in self.class_map.items() if new is not old]
+        if not news:
+            return
+        kept = {id(new): self.class_map[new] for new in news}
+
+        def target(value):
+            return kept.get(id(value)) if is_a(value, type) else None
+
+        internal = {id(self.class_map), id(self.old), id(self.function_map), id(news), id(kept)}
+        holders = [h for h in gc.get_referrers(*news) if id(h) not in internal]
+        dicts = [h for h in holders if type(h) is dict]
+        # A class's own namespace changes through setattr (the type's attribute cache).
+        owner_of = {}
+        if dicts:
+            wanted = {id(d) for d in dicts}
+            for holder in gc.get_referrers(*dicts):
+                if is_a(holder, type):
+                    for part in gc.get_referents(holder):
+                        if id(part) in wanted:
+                            owner_of[id(part)] = holder
+        for holder in holders:
+            kind = type(holder)
+            if kind is dict:
+                owner = owner_of.get(id(holder))
+                for key, value in list(holder.items()):
+                    old = target(value)
+                    if old is not None:
+                        if owner is not None:
+                            class_set(self.undo, owner, key, old)
+                        else:
+                            self.undo.setitem(holder, key, old)
+                    old_key = target(key)
+                    if owner is None and old_key is not None and old_key not in holder:
+                        self.undo.rekey(holder, key, old_key)
+            elif kind is list:
+                for index, value in enumerate(holder):
+                    old = target(value)
+                    if old is not None:
+                        self.undo.setindex(holder, index, old)
+            elif id(kind) in kept:  # an instance of a discarded class
                 try:
-                    self.undo.setattr(value, "__class__", target, setter=object.__setattr__)
+                    self.undo.setattr(holder, "__class__", kept[id(kind)], setter=object.__setattr__)
                 except TypeError:
                     pass
-        return self
 
 
     def finish(self):
         """After the new code ran: patch what class statements did not. Returns the report lists."""
         self.run()
         self.keep_sentinels(self.module.__dict__)
+        self.redirect_to_kept_classes()
         return self.patched, self.not_patched, self.not_moved
 
     def commit(self):

@@ -733,6 +733,50 @@ Cls.__init__.__module__ = __name__
         self.assertMentions(report.not_patched, m + ".Cls.__init__", "globals")
 
 
+
+class ClassCreationHooks(DeepReloadTestCase):
+    """__init_subclass__, a metaclass and __set_name__ run with the class the new
+    statement created; the name binds to the old class, which took its content."""
+
+    def test_init_subclass_and_metaclass_registries_name_the_kept_classes(self):
+        m = self.mod("registries")
+        body = '''
+BY_NAME = {}
+BY_CLASS = {}
+ORDER = []
+class Meta(type):
+    def __init__(cls, name, bases, namespace):
+        super().__init__(name, bases, namespace)
+        ORDER.append(cls)
+class Base(metaclass=Meta):
+    latest = None
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        BY_NAME[cls.__name__] = cls
+        BY_CLASS[cls] = cls.__name__
+        Base.latest = cls
+class Plugin(Base):
+    def run(self):
+        return '{V}'
+DEFAULT = BY_NAME['Plugin']()
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Base, Plugin, Meta = module.Base, module.Plugin, module.Meta
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(list(report.not_patched), [])
+        self.assertIs(module.Plugin, Plugin)
+        self.assertIs(module.BY_NAME["Plugin"], Plugin)
+        self.assertEqual(module.BY_CLASS, {Plugin: "Plugin"})
+        self.assertIs(Base.latest, Plugin)
+        self.assertEqual(module.ORDER, [Base, Plugin])
+        self.assertIs(type(module.DEFAULT), Plugin)
+        self.assertEqual(module.BY_NAME["Plugin"]().run(), "v2")
+
+
 class ClosuresOverConstants(DeepReloadTestCase):
     def test_a_closure_over_an_equal_constant_is_patched(self):
         # jinja2.compiler's binop visitors: closures over "//", "**"... which are
