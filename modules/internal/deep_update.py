@@ -18,6 +18,9 @@ import types
 # IMPORT_DUNDERS comes from reload_support.py, run in the same namespace.
 # Per-class descriptors that belong to their own class object.
 CLASS_OWN = frozenset({"__dict__", "__weakref__"})
+# An ABC's registry of virtual subclasses (`Base.register(Other)`, done by
+# other modules) and its subclass-check caches: the old class keeps its own.
+ABC_STATE = "_abc_impl"
 FUNCTION_STATE = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__annotations__", "__dict__")
 ENUM_INTERNALS = ("_member_names_", "_member_map_", "_value2member_map_", "_unhashable_values_")
 MISSING = object()
@@ -358,6 +361,8 @@ class DeepUpdate:
         for key, value in new.__dict__.items():
             if key in CLASS_OWN or key in enum_members or key in ENUM_INTERNALS:
                 continue
+            if key == ABC_STATE and key in old.__dict__:
+                continue
             if self.is_layout_descriptor(value, new):
                 continue  # old's own slot descriptor stays: it is the one that fits old's instances
             current = old.__dict__.get(key, MISSING)
@@ -372,12 +377,16 @@ class DeepUpdate:
             self.adopt_class_cells(value, old)
             class_set(self.undo, old, key, value)
         for key in list(old.__dict__):
-            if key not in new.__dict__ and key not in CLASS_OWN and key not in ENUM_INTERNALS:
+            if key not in new.__dict__ and key not in CLASS_OWN and key not in ENUM_INTERNALS and key != ABC_STATE:
                 if self.set_by_metaclass(old, key):
                     self.not_patched.append(f"attribute {where}.{key} (kept the old one: only a class "
                                             f"statement can take a {key} out of a class)")
                     continue
                 class_del(self.undo, old, key)
+        clear_caches = getattr(type(old), "_abc_caches_clear", None)
+        if ABC_STATE in old.__dict__ and clear_caches is not None:
+            # Subclass checks cached against the old body may not hold for the new one.
+            clear_caches(old)
         self.patched.append(f"class {where}")
         return old
 

@@ -777,6 +777,57 @@ DEFAULT = BY_NAME['Plugin']()
         self.assertEqual(module.BY_NAME["Plugin"]().run(), "v2")
 
 
+    def test_a_descriptor_is_told_its_owner_is_the_kept_class(self):
+        m = self.mod("fields")
+        body = '''
+class Field:
+    def __set_name__(self, owner, name):
+        self.owner, self.name = owner, name
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.__dict__.get(self.name, '{V} default')
+class Model:
+    title = Field()
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Model, old = module.Model, module.Model()
+        self.write(m, self.source(body, V="v2"))
+
+        self.deep_reload(module)
+
+        self.assertIs(vars(Model)["title"].owner, Model)
+        self.assertEqual(old.title, "v2 default")
+
+    def test_an_abc_keeps_the_virtual_subclasses_other_modules_registered(self):
+        m = self.mod("abcs")
+        body = '''
+import abc
+class Shape(abc.ABC):
+    @abc.abstractmethod
+    def area(self):
+        ...
+    def describe(self):
+        return '{V}'
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Shape = module.Shape
+
+        class Circle:  # registered from elsewhere, as collections.abc users do
+            pass
+        Shape.register(Circle)
+        self.assertTrue(issubclass(Circle, Shape))
+        self.write(m, self.source(body, V="v2"))
+
+        self.deep_reload(module)
+
+        self.assertIs(module.Shape, Shape)
+        self.assertTrue(issubclass(Circle, Shape))
+        self.assertIsInstance(Circle(), Shape)
+        with self.assertRaises(TypeError):
+            Shape()
+
+
 class ClosuresOverConstants(DeepReloadTestCase):
     def test_a_closure_over_an_equal_constant_is_patched(self):
         # jinja2.compiler's binop visitors: closures over "//", "**"... which are
