@@ -315,19 +315,28 @@ PyObject* import_module_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf
   return result;
 }
 
-// note_source(name, path, source_bytes, code): TrackedSourceLoader read these
-// bytes and made `code` of them (compiled, or from a bytecode cache it trusts).
+// note_source(name, path, source_bytes, None): TrackedSourceLoader read these
+// bytes and is about to compile them (the stat is taken now, right after the
+// read, so a save during the compile is not mistaken for what runs).
+// note_source(name, path, source_bytes, code): the code it made of them.
 PyObject* note_source(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   module_cache::impl* cache = g_cache;
   if (!cache || nargs != 4 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) ||
-      !PyBytes_Check(args[2]) || !PyCode_Check(args[3]))
+      !PyBytes_Check(args[2]))
     Py_RETURN_NONE;
+  const char* name = PyUnicode_AsUTF8(args[0]);
+  if (!name) return nullptr;
+  if (PyCode_Check(args[3])) {
+    auto noted = cache->loaded_sources_.find(name);
+    if (noted != cache->loaded_sources_.end()) noted->second.code = py::reinterpret_borrow<py::object>(args[3]);
+    Py_RETURN_NONE;
+  }
   const char* path = PyUnicode_AsUTF8(args[1]);
   if (!path) return nullptr;
   fingerprint print = stat_fingerprint(path).value_or(fingerprint{});
   print.content_hash = content_hash(std::string_view(
       PyBytes_AS_STRING(args[2]), static_cast<std::size_t>(PyBytes_GET_SIZE(args[2]))));
-  cache->loaded_sources_[PyUnicode_AsUTF8(args[0])] = {print, py::reinterpret_borrow<py::object>(args[3])};
+  cache->loaded_sources_[name] = {print, py::object()};
   Py_RETURN_NONE;
 }
 

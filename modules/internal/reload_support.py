@@ -174,10 +174,11 @@ def drop_bytecode_cache(path):
 def install_source_loader(note_source):
     """Source files load through TrackedSourceLoader from now on.
 
-    It hands the source bytes it read and the code it made of them to
-    `note_source(name, path, bytes, code)`, so the cache fingerprints the very
-    source whose code runs (not the file as it is after the import finished)
-    and knows which names that code defines, and it compiles from that source whenever
+    It hands the source bytes it read to `note_source(name, path, bytes, None)`
+    and then the code it made of them (`note_source(name, path, bytes, code)`),
+    so the cache fingerprints the very source whose code runs (not the file as
+    it is after the import finished) and knows which names that code defines,
+    and it compiles from that source whenever
     the bytecode cache could be stale: a .pyc only records the source's mtime
     in whole seconds and its size, so an edit that keeps the size and the mtime
     (to the second) would otherwise bring back old code.
@@ -189,6 +190,7 @@ def install_source_loader(note_source):
         def get_code(self, fullname):
             source_path = self.get_filename(fullname)
             source = self.get_data(source_path)
+            note_source(fullname, source_path, source, None)
             try:
                 # ctime: an edit moves it even when the mtime is put back.
                 source_ctime_ns = os.stat(source_path).st_ctime_ns
