@@ -30,11 +30,20 @@ PACKAGES = {
     "networkx": ["networkx"],
 }
 PROBE = "\n_modhost_probe = 1\n"  # the harmless edit
+# Where Debian installs them (and their dependencies: markupsafe, werkzeug,
+# itsdangerous, pyrsistent), on sys.path of Debian's python3 but not of
+# another installation (a pyenv Python modhost may link instead).
+DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+
+
+def use_debian_dependencies():
+    if DEBIAN_DIST_PACKAGES not in sys.path and os.path.isdir(DEBIAN_DIST_PACKAGES):
+        sys.path.append(DEBIAN_DIST_PACKAGES)
 
 
 def installed_dir(top):
     """Where the distribution installed package `top` (searched on sys.path, not imported)."""
-    for entry in sys.path:
+    for entry in sys.path + [DEBIAN_DIST_PACKAGES]:
         candidate = os.path.join(entry or ".", top)
         if os.path.isfile(os.path.join(candidate, "__init__.py")):
             return candidate
@@ -280,6 +289,7 @@ def reference(target):
     if missing:
         raise SystemExit("missing packages: %s" % missing)
     sys.path.insert(0, target)
+    use_debian_dependencies()
     kept = {}
     for package in PACKAGES:
         purge()

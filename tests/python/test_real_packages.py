@@ -65,6 +65,7 @@ class RealPackageCorpus(unittest.TestCase):
             [python, corpus.__file__, cls.ref_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
         sys.path.insert(0, cls.work)
+        corpus.use_debian_dependencies()
 
     @classmethod
     def tearDownClass(cls):
