@@ -76,20 +76,21 @@ void import_graph::remove(const std::string& name) {
   }
 }
 
-std::vector<std::vector<std::string>> import_graph::reload_order(const std::string& name) const {
-  // The affected set: name plus its transitive dependents.
-  std::set<std::string> affected{name};
-  std::vector<std::string> todo{name};
-  while (!todo.empty()) {
-    auto current = todo.back();
-    todo.pop_back();
-    for (const auto& importer : dependents(current))
-      if (affected.insert(importer).second) todo.push_back(importer);
-  }
+namespace {
 
-  // Tarjan's SCC over "depends on" edges inside the affected set: it emits a
-  // component only after every component it depends on, which is exactly
-  // the order in which code must run again.
+// `package` is a package that contains `module` ("pkg" contains "pkg.sub.x").
+bool is_ancestor_package(const std::string& package, const std::string& module) {
+  return module.size() > package.size() && module.compare(0, package.size(), package) == 0 &&
+         module[package.size()] == '.';
+}
+
+// Tarjan's strongly connected components of `nodes` over the edges `edges_of`
+// returns: a component is emitted only after every component it depends on,
+// which is exactly the order in which code must run again. Members of a
+// component are sorted by name.
+template <class Edges>
+std::vector<std::vector<std::string>> components_in_dependency_order(const std::set<std::string>& nodes,
+                                                                     const Edges& edges_of) {
   struct mark {
     int index, low;
     bool on_stack;
@@ -102,8 +103,8 @@ std::vector<std::vector<std::string>> import_graph::reload_order(const std::stri
     marks[node] = {next_index, next_index, true};
     ++next_index;
     stack.push_back(node);
-    for (const auto& dep : dependencies(node)) {
-      if (!affected.count(dep)) continue;
+    for (const auto& dep : edges_of(node)) {
+      if (!nodes.count(dep)) continue;
       auto it = marks.find(dep);
       if (it == marks.end()) {
         visit(dep);
@@ -122,13 +123,56 @@ std::vector<std::vector<std::string>> import_graph::reload_order(const std::stri
       component.push_back(member);
     } while (member != node);
     std::sort(component.begin(), component.end());
-    auto lead = std::find(component.begin(), component.end(), name);
-    if (lead != component.end()) std::rotate(component.begin(), lead, lead + 1);
     order.push_back(std::move(component));
   };
-  for (const auto& node : affected)
+  for (const auto& node : nodes)
     if (!marks.count(node)) visit(node);
   return order;
+}
+
+}  // namespace
+
+std::vector<std::vector<std::string>> import_graph::reload_order(const std::string& name) const {
+  // The affected set: name plus its transitive dependents.
+  std::set<std::string> affected{name};
+  std::vector<std::string> todo{name};
+  while (!todo.empty()) {
+    auto current = todo.back();
+    todo.pop_back();
+    for (const auto& importer : dependents(current))
+      if (affected.insert(importer).second) todo.push_back(importer);
+  }
+
+  std::vector<std::vector<std::string>> order = components_in_dependency_order(
+      affected, [&](const std::string& node) -> const name_set& { return dependencies(node); });
+
+  // Inside a cycle, an edge from a submodule to its own package is the weak
+  // one: Python imports a package's submodule while the package's __init__
+  // runs, and the submodule finishes first (its `from . import x` only needs
+  // the package object, which exists). So a cycle runs again in the order of
+  // its edges without those, which puts `pkg.core` before the `pkg` whose
+  // `from .core import Err` must see the new Err. What still cycles is led by
+  // the reload's target, then by name.
+  std::vector<std::vector<std::string>> result;
+  for (auto& unit : order) {
+    if (unit.size() > 1) {
+      std::set<std::string> members(unit.begin(), unit.end());
+      unit.clear();
+      auto strong_edges = [&](const std::string& node) {
+        name_set strong;
+        for (const auto& dep : dependencies(node))
+          if (!is_ancestor_package(dep, node)) strong.insert(dep);
+        return strong;
+      };
+      for (auto& part : components_in_dependency_order(members, strong_edges)) {
+        auto lead = std::find(part.begin(), part.end(), name);
+        if (lead != part.end()) std::rotate(part.begin(), lead, lead + 1);
+        unit.insert(unit.end(), part.begin(), part.end());
+      }
+    }
+    result.push_back(std::move(unit));
+  }
+  return result;
 }
 
 }  // namespace modhost

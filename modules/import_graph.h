@@ -41,7 +41,9 @@ class import_graph {
 
   // `name` and every module that depends on it transitively, grouped into
   // strongly connected components (a cycle is one unit) and ordered so that
-  // each unit comes after the units it depends on. `name` leads its unit.
+  // each unit comes after the units it depends on. Inside a unit, a submodule
+  // runs before the package it belongs to (its edge to the package is only
+  // how relative imports resolve); what still cycles is led by `name`.
   std::vector<std::vector<std::string>> reload_order(const std::string& name) const;
 
  private:

@@ -16,6 +16,14 @@ declare -A PROVIDES=(
   [libgmock-dev]=/usr/include/gmock/gmock.h
   [libbenchmark-dev]=/usr/include/benchmark/benchmark.h
   [libcli11-dev]=/usr/include/CLI/CLI.hpp
+  # The real-package reload corpus (tests/python/test_real_packages.py).
+  [python3-jinja2]=/usr/lib/python3/dist-packages/jinja2/__init__.py
+  [python3-click]=/usr/lib/python3/dist-packages/click/__init__.py
+  [python3-flask]=/usr/lib/python3/dist-packages/flask/__init__.py
+  [python3-attr]=/usr/lib/python3/dist-packages/attr/__init__.py
+  [python3-jsonschema]=/usr/lib/python3/dist-packages/jsonschema/__init__.py
+  [python3-idna]=/usr/lib/python3/dist-packages/idna/__init__.py
+  [python3-networkx]=/usr/lib/python3/dist-packages/networkx/__init__.py
 )
 missing=()
 for package in "${!PROVIDES[@]}"; do

@@ -22,6 +22,26 @@ TEST(ImportGraph, ACycleIsOneUnitLedByTheTarget) {
   EXPECT_EQ(graph.reload_order("b"), (order{{"b", "a"}, {"c"}}));
 }
 
+TEST(ImportGraph, ASubmoduleRunsBeforeThePackageThatImportsIt) {
+  // pkg/__init__: `from .core import Err`; pkg/core: `from . import util`
+  // (recorded against both the package and pkg.util).
+  import_graph graph;
+  graph.add_dependency("pkg", "pkg.core");
+  graph.add_dependency("pkg.core", "pkg");
+  graph.add_dependency("pkg.core", "pkg.util");
+  EXPECT_EQ(graph.reload_order("pkg.util"), (order{{"pkg.util"}, {"pkg.core", "pkg"}}));
+  EXPECT_EQ(graph.reload_order("pkg"), (order{{"pkg.core", "pkg"}}));
+}
+
+TEST(ImportGraph, ATrueCycleInsideAPackageIsStillLedByTheTarget) {
+  import_graph graph;
+  graph.add_dependency("pkg.a", "pkg.b");
+  graph.add_dependency("pkg.b", "pkg.a");
+  graph.add_dependency("pkg.a", "pkg");
+  graph.add_dependency("pkg", "pkg.a");
+  EXPECT_EQ(graph.reload_order("pkg.b"), (order{{"pkg.b", "pkg.a", "pkg"}}));
+}
+
 TEST(ImportGraph, FailedRunRestoresOutgoingEdges) {
   import_graph graph;
   graph.add_dependency("app", "plug");

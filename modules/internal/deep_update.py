@@ -18,9 +18,53 @@ import types
 # IMPORT_DUNDERS is handed over from reload_support.py (python_helpers.cpp).
 # Per-class descriptors that belong to their own class object.
 CLASS_OWN = frozenset({"__dict__", "__weakref__"})
+# An ABC's registry of virtual subclasses (`Base.register(Other)`, done by
+# other modules) and its subclass-check caches: the old class keeps its own.
+ABC_STATE = "_abc_impl"
 FUNCTION_STATE = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__annotations__", "__dict__")
 ENUM_INTERNALS = ("_member_names_", "_member_map_", "_value2member_map_", "_unhashable_values_")
 MISSING = object()
+# Values whose equality is all there is to them (no identity worth keeping).
+IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), frozenset, range})
+
+
+# A module's globals and class attributes can be proxies (werkzeug's
+# LocalProxy, lazy objects) that evaluate themselves on any attribute lookup,
+# and isinstance() looks up __class__. So what deep update asks of an object
+# it does not own goes through its type, never through the object.
+def is_a(obj, cls):
+    """isinstance() by the real type only."""
+    return issubclass(type(obj), cls)
+
+
+def same_items(a, b):
+    """Two sequences (or Nones) holding the very same objects: no __eq__ runs."""
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(x is y or (type(x) is tuple and same_items(x, y)) for x, y in zip(a, b))
+
+
+def instance_dict(obj):
+    """obj's own __dict__, or None; never runs obj's code (a proxy's __dict__ lookup would)."""
+    for klass in type(obj).__mro__:
+        entry = klass.__dict__.get("__dict__")
+        if entry is not None:
+            if type(entry) is not types.GetSetDescriptorType:
+                return None  # the class computes __dict__ itself
+            break
+    else:
+        return None
+    try:
+        found = entry.__get__(obj, type(obj))
+    except (AttributeError, TypeError):
+        return None
+    return found if type(found) is dict else None
+
+
+def wrapped_of(obj):
+    """The function a decorator stored in obj.__wrapped__ (functools.wraps), or None."""
+    found = instance_dict(obj)
+    return None if found is None else found.get("__wrapped__")
 
 
 class Undo:
@@ -30,12 +74,15 @@ class Undo:
         self._steps = []
 
     def setattr(self, obj, name, value, setter=setattr, deleter=delattr):
-        old = obj.__dict__.get(name, MISSING) if isinstance(obj, type) else getattr(obj, name, MISSING)
+        if name == "__class__":
+            old = type(obj)  # getattr would ask the object (a proxy answers for its target)
+        else:
+            old = obj.__dict__.get(name, MISSING) if is_a(obj, type) else getattr(obj, name, MISSING)
         setter(obj, name, value)
         self._steps.append(lambda: deleter(obj, name) if old is MISSING else setter(obj, name, old))
 
     def delattr(self, obj, name, setter=setattr, deleter=delattr):
-        old = obj.__dict__[name] if isinstance(obj, type) else getattr(obj, name)
+        old = obj.__dict__[name] if is_a(obj, type) else getattr(obj, name)
         deleter(obj, name)
         self._steps.append(lambda: setter(obj, name, old))
 
@@ -43,6 +90,21 @@ class Undo:
         old = mapping.get(key, MISSING)
         mapping[key] = value
         self._steps.append(lambda: mapping.pop(key, None) if old is MISSING else mapping.__setitem__(key, old))
+
+    def setindex(self, sequence, index, value):
+        old = sequence[index]
+        sequence[index] = value
+        self._steps.append(lambda: sequence.__setitem__(index, old))
+
+    def rekey(self, mapping, key, new_key):
+        """mapping[new_key] takes mapping[key]'s value (and place at the end)."""
+        value = mapping.pop(key)
+        mapping[new_key] = value
+
+        def undo():
+            mapping.pop(new_key, None)
+            mapping[key] = value
+        self._steps.append(undo)
 
     def rollback(self):
         while self._steps:
@@ -94,7 +156,10 @@ class DeepUpdate:
             if getattr(body, "__globals__", None) is not namespace:
                 return new  # another module's class statement (another thread)
             old = self.old_class(new.__qualname__)
-            if old is None or not self.owns_class(new):
+            if old is None or not self.owns_class(new) or self.layout_change(old, new):
+                # A layout change is decided where the name is bound (run()):
+                # a decorator may still make the class that gets bound (attrs
+                # and dataclass(slots=True) build a slotted copy of it).
                 return new
             return self.update_class(old, new, f"{self.name}.{new.__qualname__}")
 
@@ -111,29 +176,32 @@ class DeepUpdate:
             return None
         obj = self.old.get(parts[0])
         for part in parts[1:]:
-            obj = obj.__dict__.get(part) if isinstance(obj, type) else None
+            obj = obj.__dict__.get(part) if is_a(obj, type) else None
         return obj if self.owns_class(obj) else None
 
     # -- ownership --------------------------------------------------------
 
     def owns_function(self, obj):
-        return isinstance(obj, types.FunctionType) and obj.__module__ == self.name
+        return type(obj) is types.FunctionType and obj.__module__ == self.name
 
     def owns_class(self, obj):
-        return isinstance(obj, type) and obj.__module__ == self.name
+        return is_a(obj, type) and obj.__dict__.get("__module__") == self.name
 
     @staticmethod
     def innermost(obj):
         """The function a decorator wrapper keeps in __wrapped__ (or obj)."""
         seen = set()
-        while hasattr(obj, "__wrapped__") and id(obj) not in seen:
+        while id(obj) not in seen:
             seen.add(id(obj))
-            obj = obj.__wrapped__
+            inner = wrapped_of(obj)
+            if inner is None:
+                break
+            obj = inner
         return obj
 
     # -- functions --------------------------------------------------------
 
-    def same_cells(self, old, new):
+    def same_cells(self, old, new, depth=0):
         """Closures carry state the code cannot: they must hold the same things."""
         for name, a, b in zip(new.__code__.co_freevars, old.__closure__ or (), new.__closure__ or ()):
             if name == "__class__":
@@ -144,66 +212,103 @@ class DeepUpdate:
                 return False
             if type(a_value) is type(b_value) and type(a_value) in (set, dict, list) and not b_value:
                 continue  # per-wrapper bookkeeping started afresh (reprlib.recursive_repr's set)
-            if isinstance(b_value, type) and self.class_map.get(b_value) is a_value:
+            if is_a(b_value, type) and self.class_map.get(b_value) is a_value:
                 continue  # the class it was made for (a dataclass's generated methods)
+            if type(a_value) is type(b_value) and type(a_value) in IMMUTABLE and a_value == b_value:
+                continue  # equal constants ("//" in jinja2's binop factories) are interchangeable
             new_and_old = self.function_map.get(id(b_value))
-            if (new_and_old[1] if new_and_old and new_and_old[0] is b_value else b_value) is not a_value:
-                return False
+            if (new_and_old[1] if new_and_old and new_and_old[0] is b_value else b_value) is a_value:
+                continue
+            if depth < 3 and self.same_function(a_value, b_value, depth + 1):
+                continue
+            return False
         return True
 
-    def patch_function(self, old, new):
-        """Put new's code into old. False when it cannot go in (free variables differ)."""
-        if old is new:
-            return True
-        if old.__code__.co_freevars != new.__code__.co_freevars or not self.same_cells(old, new):
+    def same_function(self, old, new, depth):
+        """Two functions a decorator made the same way for the old and the new code:
+        the module's own function (the undecorated `async def` that jinja2's
+        async_variant keeps in a cell) takes the new code; another module's helper
+        closure is the same when its code is equal (that module may have been deep-reloaded
+        since: its old closures keep their code objects) and its cells are too."""
+        if type(old) is not types.FunctionType or type(new) is not types.FunctionType:
             return False
+        if old.__qualname__ != new.__qualname__:
+            return False
+        if self.owns_function(old) and self.owns_function(new):
+            return self.patch_function(old, new) is None
+        return (old.__code__ == new.__code__ and old.__globals__ is new.__globals__
+                and same_items(old.__defaults__, new.__defaults__)
+                and same_items(old.__kwdefaults__ and list(old.__kwdefaults__.items()),
+                               new.__kwdefaults__ and list(new.__kwdefaults__.items()))
+                and self.same_cells(old, new, depth))
+
+    def patch_function(self, old, new):
+        """Put new's code into old. Returns why it cannot go in, or None once it is in."""
+        if old is new:
+            return None
+        if old.__globals__ is not new.__globals__:
+            # Code made by exec into a dict of its own (attrs' and dataclasses'
+            # generated methods, namedtuple's __new__) reads names only that
+            # dict has; the new code in the old function would not find them.
+            return "its globals are not the module's"
+        if old.__code__.co_freevars != new.__code__.co_freevars or not self.same_cells(old, new):
+            return "its free variables changed"
         state = {attr: getattr(new, attr) for attr in FUNCTION_STATE}
-        if hasattr(old, "__wrapped__") and hasattr(new, "__wrapped__"):
-            state["__dict__"] = dict(state["__dict__"], __wrapped__=old.__wrapped__)
+        if "__wrapped__" in old.__dict__ and "__wrapped__" in new.__dict__:
+            state["__dict__"] = dict(state["__dict__"], __wrapped__=old.__dict__["__wrapped__"])
+        # A default that is the new function itself (networkx's argmap keeps
+        # its wrapper in a keyword default) must be the function that stays.
+        if state["__defaults__"] and any(value is new for value in state["__defaults__"]):
+            state["__defaults__"] = tuple(old if value is new else value for value in state["__defaults__"])
+        if state["__kwdefaults__"] and any(value is new for value in state["__kwdefaults__"].values()):
+            state["__kwdefaults__"] = {key: old if value is new else value
+                                       for key, value in state["__kwdefaults__"].items()}
         for attr, value in state.items():
             self.undo.setattr(old, attr, value)
         self.function_map[id(new)] = (new, old)
-        return True
+        return None
 
     def patch_callable(self, old, new, where):
         """Functions and decorator wrappers: patch the innermost functions in place."""
         if not self.owns_function(self.innermost(old)):
             return False  # someone else's function: never rewrite it
-        if isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType):
-            if hasattr(old, "__wrapped__") and hasattr(new, "__wrapped__"):
-                if not self.patch_callable(old.__wrapped__, new.__wrapped__, where):
+        if type(old) is types.FunctionType and type(new) is types.FunctionType:
+            if "__wrapped__" in old.__dict__ and "__wrapped__" in new.__dict__:
+                if not self.patch_callable(old.__dict__["__wrapped__"], new.__dict__["__wrapped__"], where):
                     return False
-            if self.patch_function(old, new):
+            reason = self.patch_function(old, new)
+            if reason is None:
                 return True
-            self.not_patched.append(f"function {where} (its free variables changed)")
+            self.not_patched.append(f"function {where} ({reason})")
             return False
         inner_old, inner_new = self.innermost(old), self.innermost(new)
         if inner_old is old or inner_new is new or not self.owns_function(inner_old):
             return False
-        if type(old) is not type(new) or not self.patch_function(inner_old, inner_new):
-            self.not_patched.append(f"function {where} (its wrapper or free variables changed)")
+        reason = "its wrapper changed" if type(old) is not type(new) else self.patch_function(inner_old, inner_new)
+        if reason is not None:
+            self.not_patched.append(f"function {where} ({reason})")
             return False
-        if callable(getattr(old, "cache_clear", None)):  # functools.lru_cache: results of old code
+        if callable(getattr(type(old), "cache_clear", None)):  # functools.lru_cache: results of old code
             self.after_commit.append(old.cache_clear)
         return True
 
     def adopt_class_cells(self, value, cls):
         """Zero-argument super() in a function moved into `cls` must see `cls`."""
         functions = [value]
-        if isinstance(value, (classmethod, staticmethod)):
+        if is_a(value, (classmethod, staticmethod)):
             functions = [value.__func__]
-        elif isinstance(value, property):
+        elif is_a(value, property):
             functions = [value.fget, value.fset, value.fdel]
         for function in functions:
             function = self.innermost(function)
-            if not isinstance(function, types.FunctionType) or not function.__closure__:
+            if type(function) is not types.FunctionType or not function.__closure__:
                 continue
             for name, cell in zip(function.__code__.co_freevars, function.__closure__):
                 try:
                     content = cell.cell_contents
                 except ValueError:
                     continue
-                target = cls if name == "__class__" else self.class_map.get(content) if isinstance(content, type) else None
+                target = cls if name == "__class__" else self.class_map.get(content) if is_a(content, type) else None
                 if target is not None and content is not target:
                     self.undo.setattr(cell, "cell_contents", target)
 
@@ -215,11 +320,33 @@ class DeepUpdate:
             return "its bases changed"
         if self.class_map.get(type(new), type(new)) is not type(old):
             return "its metaclass changed"
-        if old.__dict__.get("__slots__") != new.__dict__.get("__slots__"):
+        if self.slot_names(old) != self.slot_names(new):
             return "its __slots__ changed"
-        if (old.__basicsize__, old.__itemsize__) != (new.__basicsize__, new.__itemsize__):
+        if self.layout(old) != self.layout(new):
             return "its instance layout changed"
         return None
+
+    @staticmethod
+    def slot_names(cls):
+        """The slots its instances have, in order, from the slot descriptors themselves:
+        a module may delete __slots__ once the class exists (jinja2.runtime does)."""
+        return [key for key, value in cls.__dict__.items()
+                if type(value) is types.MemberDescriptorType and value.__objclass__ is cls]
+
+    @staticmethod
+    def layout(cls):
+        return cls.__basicsize__, cls.__itemsize__, cls.__dictoffset__, cls.__weakrefoffset__
+
+    @staticmethod
+    def is_layout_descriptor(value, cls):
+        """A slot (member) or __dict__/__weakref__ (getset) descriptor made for `cls`.
+
+        It reads a fixed offset of `cls`'s instances and checks that the
+        instance is a `cls`, so it only ever works on the class it was made
+        for; the kept class has its own, for the same layout.
+        """
+        return (type(value) in (types.MemberDescriptorType, types.GetSetDescriptorType)
+                and value.__objclass__ is cls)
 
     def update_class(self, old, new, where):
         """Update `old` in place from `new`; returns the class the name must bind to."""
@@ -238,29 +365,69 @@ class DeepUpdate:
         for key, value in new.__dict__.items():
             if key in CLASS_OWN or key in enum_members or key in ENUM_INTERNALS:
                 continue
+            if key == ABC_STATE and key in old.__dict__:
+                continue
+            if self.is_layout_descriptor(value, new):
+                continue  # old's own slot descriptor stays: it is the one that fits old's instances
             current = old.__dict__.get(key, MISSING)
             if current is value:
                 continue
             if self.patch_member(current, value, f"{where}.{key}"):
                 continue
+            if self.set_by_metaclass(old, key):
+                self.not_patched.append(f"attribute {where}.{key} (kept the old one: only a class "
+                                        f"statement can put a {key} in a class)")
+                continue
             self.adopt_class_cells(value, old)
             class_set(self.undo, old, key, value)
         for key in list(old.__dict__):
-            if key not in new.__dict__ and key not in CLASS_OWN and key not in ENUM_INTERNALS:
+            if key not in new.__dict__ and key not in CLASS_OWN and key not in ENUM_INTERNALS and key != ABC_STATE:
+                if self.set_by_metaclass(old, key):
+                    self.not_patched.append(f"attribute {where}.{key} (kept the old one: only a class "
+                                            f"statement can take a {key} out of a class)")
+                    continue
                 class_del(self.undo, old, key)
+        clear_caches = getattr(type(old), "_abc_caches_clear", None)
+        if ABC_STATE in old.__dict__ and clear_caches is not None:
+            # Subclass checks cached against the old body may not hold for the new one.
+            clear_caches(old)
         self.patched.append(f"class {where}")
         return old
+
+    # Names the metaclass's own data descriptors store in the class's dict,
+    # so setattr on the class puts them there like any other attribute.
+    DICT_BACKED = frozenset({"__doc__", "__module__", "__annotations__", "__abstractmethods__"})
+
+    @classmethod
+    def set_by_metaclass(cls, klass, key):
+        """setattr(klass, key) would change the class object itself (its __class__,
+        __name__, __bases__...) instead of storing `key` in its dict: a class body
+        defining `__class__` (werkzeug's LocalProxy) gets it into the dict, a setattr cannot."""
+        if key in cls.DICT_BACKED:
+            return False
+        for base in type(klass).__mro__:
+            found = base.__dict__.get(key, MISSING)
+            if found is not MISSING:
+                return hasattr(type(found), "__set__")
+        return False
 
     def patch_member(self, current, value, where):
         """Patch a class member in place where both versions are the same kind of thing."""
         if current is MISSING:
             return False
-        if isinstance(current, type) and isinstance(value, type) and self.owns_class(value):
+        if is_a(current, type) and is_a(value, type) and self.owns_class(value):
             bound = self.update_class(current, value, where)
             return bound is current
-        if isinstance(current, (classmethod, staticmethod)) and type(current) is type(value):
+        if is_a(current, (classmethod, staticmethod)) and type(current) is type(value):
             return self.patch_callable(current.__func__, value.__func__, where)
-        if callable(current) and callable(value) and not isinstance(value, type):
+        if type(current) is property and type(value) is property:
+            # The property object stays (a subclass or another module may hold
+            # it) when each of its functions can take the new code.
+            pairs = [(getattr(current, part), getattr(value, part)) for part in ("fget", "fset", "fdel")]
+            if all((a is None) == (b is None) for a, b in pairs) and current.__doc__ == value.__doc__:
+                if all(a is None or self.patch_callable(a, b, where) for a, b in pairs):
+                    return True
+        if callable(current) and callable(value) and not is_a(value, type):
             return self.patch_callable(current, value, where)
         return False
 
@@ -312,6 +479,74 @@ class DeepUpdate:
 
     # -- the module -------------------------------------------------------
 
+    def is_sentinel(self, old, new):
+        """Two stateless markers made the same way (`_missing = object()`, jinja2's
+        `missing = type("MissingType", (), {...})()`): code compares them by identity,
+        and callers still hold the old one, so the old one must stay."""
+        if type(old) is object and type(new) is object:
+            return True
+        old_type, new_type = type(old), type(new)
+        if not (self.owns_class(old_type) and self.owns_class(new_type)):
+            return False
+        if self.class_map.get(new_type, new_type) is not old_type and old_type.__qualname__ != new_type.__qualname__:
+            return False
+        if any(attr in vars(klass) for klass in (old_type, new_type) for attr in ("__eq__", "__slots__")):
+            return False  # compared by value, or holds state in slots
+        return instance_dict(old) == {} and instance_dict(new) == {}
+
+    def keep_sentinels(self, namespace):
+        """Bind every sentinel the new code made again to the old one, wherever the
+        module's own code took it (defaults, closures, class attributes)."""
+        kept = {}
+        for key, new in list(namespace.items()):
+            old = self.old.get(key, MISSING)
+            if key in IMPORT_DUNDERS or old is MISSING or old is new or not self.is_sentinel(old, new):
+                continue
+            kept[id(new)] = (new, old)
+            namespace[key] = old
+        if not kept:
+            return
+
+        def mapped(value):
+            pair = kept.get(id(value))
+            return pair[1] if pair is not None and pair[0] is value else value
+
+        functions, seen = [], set()
+
+        def collect(value):
+            if is_a(value, (classmethod, staticmethod)):
+                value = value.__func__
+            elif type(value) is property:
+                for part in (value.fget, value.fset, value.fdel):
+                    collect(part)
+                return
+            value = self.innermost(value)
+            if type(value) is types.FunctionType and value.__globals__ is namespace and id(value) not in seen:
+                seen.add(id(value))
+                functions.append(value)
+
+        classes = [value for value in namespace.values() if self.owns_class(value)]
+        for cls in classes:
+            for key, value in list(cls.__dict__.items()):
+                if mapped(value) is not value:
+                    class_set(self.undo, cls, key, mapped(value))
+                collect(value)
+        for value in list(namespace.values()):
+            collect(value)
+        for function in functions:
+            if function.__defaults__ and any(mapped(v) is not v for v in function.__defaults__):
+                self.undo.setattr(function, "__defaults__", tuple(mapped(v) for v in function.__defaults__))
+            if function.__kwdefaults__ and any(mapped(v) is not v for v in function.__kwdefaults__.values()):
+                self.undo.setattr(function, "__kwdefaults__",
+                                  {k: mapped(v) for k, v in function.__kwdefaults__.items()})
+            for cell in function.__closure__ or ():
+                try:
+                    content = cell.cell_contents
+                except ValueError:
+                    continue
+                if mapped(content) is not content:
+                    self.undo.setattr(cell, "cell_contents", mapped(content))
+
     def run(self):
         namespace = self.module.__dict__
         for key, new in list(namespace.items()):
@@ -323,24 +558,74 @@ class DeepUpdate:
             where = f"{self.name}.{key}"
             if self.owns_class(old) and self.owns_class(new):
                 namespace[key] = self.update_class(old, new, where)
-            elif callable(old) and callable(new) and not isinstance(old, type) and not isinstance(new, type):
+            elif callable(old) and callable(new) and not is_a(old, type) and not is_a(new, type):
                 if self.patch_callable(old, new, where):
                     namespace[key] = old
                     self.patched.append(f"function {where}")
-        # Instances the new code created at top level belong to the classes that stay.
-        for key, value in list(namespace.items()):
-            target = self.class_map.get(type(value))
-            if target is not None:
+        return self
+
+    def redirect_to_kept_classes(self):
+        """What creating a new class put elsewhere now names the class that stays.
+
+        Python runs a base's __init_subclass__, a metaclass's __new__/__init__
+        and the new code's own statements with the class the statement created;
+        the name then binds to the old class, which took that class's content.
+        So registries they filled (`Base.registry[cls.__name__] = cls`, a dict
+        keyed by class, a list) get the old class, and instances of the
+        discarded class (made at top level, or by a registry) move onto it.
+        One heap scan for all of the module's classes.
+        """
+        news = [new for new, old in self.class_map.items() if new is not old]
+        if not news:
+            return
+        kept = {id(new): self.class_map[new] for new in news}
+
+        def target(value):
+            return kept.get(id(value)) if is_a(value, type) else None
+
+        internal = {id(self.class_map), id(self.old), id(self.function_map), id(news), id(kept)}
+        holders = [h for h in gc.get_referrers(*news) if id(h) not in internal]
+        dicts = [h for h in holders if type(h) is dict]
+        # A class's own namespace changes through setattr (the type's attribute cache).
+        owner_of = {}
+        if dicts:
+            wanted = {id(d) for d in dicts}
+            for holder in gc.get_referrers(*dicts):
+                if is_a(holder, type):
+                    for part in gc.get_referents(holder):
+                        if id(part) in wanted:
+                            owner_of[id(part)] = holder
+        for holder in holders:
+            kind = type(holder)
+            if kind is dict:
+                owner = owner_of.get(id(holder))
+                for key, value in list(holder.items()):
+                    old = target(value)
+                    if old is not None:
+                        if owner is not None:
+                            class_set(self.undo, owner, key, old)
+                        else:
+                            self.undo.setitem(holder, key, old)
+                    old_key = target(key)
+                    if owner is None and old_key is not None and old_key not in holder:
+                        self.undo.rekey(holder, key, old_key)
+            elif kind is list:
+                for index, value in enumerate(holder):
+                    old = target(value)
+                    if old is not None:
+                        self.undo.setindex(holder, index, old)
+            elif id(kind) in kept:  # an instance of a discarded class
                 try:
-                    self.undo.setattr(value, "__class__", target, setter=object.__setattr__)
+                    self.undo.setattr(holder, "__class__", kept[id(kind)], setter=object.__setattr__)
                 except TypeError:
                     pass
-        return self
 
 
     def finish(self):
         """After the new code ran: patch what class statements did not. Returns the report lists."""
         self.run()
+        self.keep_sentinels(self.module.__dict__)
+        self.redirect_to_kept_classes()
         return self.patched, self.not_patched, self.not_moved
 
     def commit(self):

@@ -78,13 +78,22 @@ PyObject* import_hook::import_module(PyObject*, PyObject* const* args, Py_ssize_
   return result;
 }
 
+// note_source(name, path, source_bytes, None): TrackedSourceLoader read these
+// bytes and is about to compile them (the stat is taken now, right after the
+// read, so a save during the compile is not mistaken for what runs).
+// note_source(name, path, source_bytes, code): the code it made of them.
 PyObject* import_hook::note_source(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   import_hook* hook = g_hook;
-  if (!hook || nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyBytes_Check(args[2]))
+  if (!hook || nargs != 4 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyBytes_Check(args[2]))
     Py_RETURN_NONE;
   const char* name = PyUnicode_AsUTF8(args[0]);
+  if (!name) return nullptr;
+  if (PyCode_Check(args[3])) {
+    hook->registry_.note_code(name, args[3]);
+    Py_RETURN_NONE;
+  }
   const char* path = PyUnicode_AsUTF8(args[1]);
-  if (!name || !path) return nullptr;
+  if (!path) return nullptr;
   fingerprint print = stat_fingerprint(path).value_or(fingerprint{});
   print.content_hash = content_hash(
       std::string_view(PyBytes_AS_STRING(args[2]), static_cast<std::size_t>(PyBytes_GET_SIZE(args[2]))));
@@ -196,15 +205,25 @@ void import_hook::record_import(PyObject* name_obj, PyObject* globals, PyObject*
 
   import_graph& graph = registry_.graph();
   bool top_level = !importer.empty() && runs_top_level(importer, globals);
-  if (top_level) graph.add_dependency(importer, absolute);
-  if (!fromlist || fromlist == Py_None) return;
-  for (py::handle item : py::reinterpret_borrow<py::object>(fromlist)) {
-    if (!PyUnicode_Check(item.ptr())) continue;
-    std::string what = PyUnicode_AsUTF8(item.ptr());
-    if (what != "*" && registry_.lookup(absolute + "." + what) && top_level)  // `from pkg import submodule`
-      graph.add_dependency(importer, absolute + "." + what);
+  // `from . import sibling` in pkg.core names the package only to reach its
+  // submodule: pkg.core depends on pkg.sibling, not on pkg's own code, and an
+  // edge to pkg would make a cycle that runs pkg's __init__ before pkg.core.
+  bool only_submodules_of_own_package = importer.compare(0, absolute.size() + 1, absolute + ".") == 0;
+  bool names_any = false;
+  if (fromlist && fromlist != Py_None) {
+    for (py::handle item : py::reinterpret_borrow<py::object>(fromlist)) {
+      names_any = true;
+      const char* utf8 = PyUnicode_Check(item.ptr()) ? PyUnicode_AsUTF8(item.ptr()) : nullptr;
+      if (!utf8) PyErr_Clear();
+      std::string what = utf8 ? utf8 : "*";  // not a name: cannot be a submodule
+      bool submodule = what != "*" && registry_.lookup(absolute + "." + what);
+      if (submodule && top_level)  // `from pkg import submodule`
+        graph.add_dependency(importer, absolute + "." + what);
+      only_submodules_of_own_package = only_submodules_of_own_package && submodule;
+    }
   }
-  if (!top_level) return;
+  if (top_level && !(names_any && only_submodules_of_own_package)) graph.add_dependency(importer, absolute);
+  if (!fromlist || fromlist == Py_None || !top_level) return;
   // The names the importer binds (`from m import LIMIT as CAP`) are in its bytecode.
   PyFrameObject* frame = PyEval_GetFrame();  // borrowed: the frame running the import
   if (!frame) return;

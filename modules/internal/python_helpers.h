@@ -17,7 +17,7 @@ struct python_helpers {
   pybind11::object find_spec;              // (name, module) -> spec, raising as importlib.reload does
   pybind11::object source_path;            // (spec) -> the .py file the cache compiles itself, or None
   pybind11::object read_source;            // (path) -> bytes, through io.open_code
-  pybind11::object execute;                // (name, module, spec, code, fresh, around) -> the module now in sys.modules
+  pybind11::object execute;                // (name, module, spec, code, fresh, around, old_code) -> the module now in sys.modules
   pybind11::object classify;               // (name, module) -> (kind, path)
   pybind11::object hand_over;              // (module, old_namespace): the new code's __reload__(old)
   pybind11::object call_unload_hook;       // (module): its __unload__(), if any

@@ -141,6 +141,19 @@ std::string thread_name(long long ident) {
 }
 
 std::vector<std::string> find_referrers(const referrer_query& query) {
+  // typing's caches (Optional[Widget] and the key tuples that made it) keep
+  // whatever class a hint named: a cache, not a holder. regrtest clears them
+  // the same way between tests; they fill again on use.
+  if (PyObject* typing = PyDict_GetItemString(PyImport_GetModuleDict(), "typing")) {  // borrowed
+    py::object cleanups = py::reinterpret_steal<py::object>(PyObject_GetAttrString(typing, "_cleanups"));
+    if (!cleanups) PyErr_Clear();
+    if (cleanups && PyList_Check(cleanups.ptr())) {
+      for (py::handle clear : py::list(cleanups)) {
+        py::object result = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(clear.ptr()));
+        if (!result) PyErr_Clear();
+      }
+    }
+  }
   ownership owned(query);
   std::vector<std::string> found;
   std::unordered_map<PyObject*, std::int64_t> module_refs;  // references explained so far
@@ -168,6 +181,10 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
     while (PyDict_Next(dict, &pos, &name, &value)) {
       if (!PyUnicode_Check(name)) continue;
       std::string global = PyUnicode_AsUTF8(name);
+      // The parent package's attribute for its submodule is the import
+      // system's bookkeeping, not a holder: the query accounts for it (see
+      // referrer_query::accounted_refs) and unload removes it with the module.
+      if (owned.is_examined_module(value) && owned.module_name(value) == holder + "." + global) continue;
       if (owned.is_examined_module(value)) {
         ++module_refs[value];
         found.push_back("module '" + holder + "' global '" + global + "'");
@@ -228,24 +245,57 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
   // whose globals are the modules' dicts, and the modules' classes.
   py::module_ gc = py::module_::import("gc");
   std::unordered_set<PyObject*> internal;  // the modules' own structure
+  // Type hints in the modules' own annotations (Optional[Widget] holds
+  // Widget in its __args__ tuple) are their own structure too.
+  std::function<void(PyObject*, int)> mark_hint = [&](PyObject* hint, int depth) {
+    if (depth > 4 || PyType_Check(hint) || !internal.insert(hint).second) return;
+    std::string module = str_attr(reinterpret_cast<PyObject*>(Py_TYPE(hint)), "__module__");
+    if (module != "typing" && module != "types") return;  // only the stdlib's own hint objects are asked
+    PyObject* args = PyObject_GetAttrString(hint, "__args__");
+    if (!args) {
+      PyErr_Clear();
+      return;
+    }
+    py::object owned_args = py::reinterpret_steal<py::object>(args);
+    if (!PyTuple_Check(args)) return;
+    internal.insert(args);
+    for (py::handle arg : owned_args) mark_hint(arg.ptr(), depth + 1);
+  };
+  // A dict, or (a function whose __annotations__ nobody asked for yet) the
+  // compiler's tuple of names and hints.
+  auto mark_annotations = [&](PyObject* annotations) {
+    if (!annotations || !(PyDict_Check(annotations) || PyTuple_Check(annotations))) return;
+    internal.insert(annotations);
+    py::object hints = PyDict_Check(annotations)
+                           ? py::reinterpret_steal<py::object>(PyDict_Values(annotations))
+                           : py::reinterpret_borrow<py::object>(annotations);
+    for (py::handle hint : hints) mark_hint(hint.ptr(), 0);
+  };
   // A function the modules keep (perhaps a decorator's wrapper from another
-  // module): its closure cells, __dict__ and defaults are theirs too, down
-  // the __wrapped__ chain.
+  // module): its closure cells, __dict__, defaults and annotations are theirs
+  // too, down the __wrapped__ chain.
   auto mark_function_parts = [&](PyObject* value) {
     py::object obj = py::reinterpret_borrow<py::object>(value);
     if (PyObject_TypeCheck(value, &PyClassMethod_Type) || PyObject_TypeCheck(value, &PyStaticMethod_Type))
       obj = obj.attr("__func__");
     for (int depth = 0; depth < 8 && obj; ++depth) {
+      // __wrapped__ only from an instance dict: asking an arbitrary global
+      // for an attribute runs its code (werkzeug's LocalProxy evaluates itself).
+      PyObject* own_dict = nullptr;
       if (PyFunction_Check(obj.ptr())) {
         auto* function = reinterpret_cast<PyFunctionObject*>(obj.ptr());
         for (PyObject* part : {function->func_closure, function->func_dict, function->func_defaults})
           if (part) mark_with_items(part, internal);
+        mark_annotations(function->func_annotations);
+        own_dict = function->func_dict;
       } else if (!PyType_Check(obj.ptr())) {  // a wrapper object (lru_cache...): its __dict__
-        if (PyObject** dict = _PyObject_GetDictPtr(obj.ptr()); dict && *dict) mark_with_items(*dict, internal);
+        if (PyObject** dict = _PyObject_GetDictPtr(obj.ptr()); dict && *dict) {
+          mark_with_items(*dict, internal);
+          own_dict = *dict;
+        }
       }
-      PyObject* inner = PyObject_GetAttrString(obj.ptr(), "__wrapped__");
-      if (!inner) PyErr_Clear();
-      obj = py::reinterpret_steal<py::object>(inner);
+      PyObject* inner = own_dict && PyDict_Check(own_dict) ? PyDict_GetItemString(own_dict, "__wrapped__") : nullptr;
+      obj = py::reinterpret_borrow<py::object>(inner);  // borrowed from the dict, or empty
     }
   };
   std::unordered_map<PyObject*, std::string> targets;
@@ -264,6 +314,7 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
       targets[value] = owned.describe(value);
       target_list.append(value);
       mark_with_items(type->tp_dict, internal);
+      mark_annotations(PyDict_GetItemString(type->tp_dict, "__annotations__"));
       internal.insert(type->tp_mro);
       internal.insert(type->tp_bases);
       for (py::handle member : py::reinterpret_borrow<py::dict>(type->tp_dict).attr("values")()) {
@@ -273,7 +324,12 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
             PyObject_TypeCheck(member.ptr(), &PyProperty_Type))
           internal.insert(member.ptr());
       }
-      for (py::handle sub : py::reinterpret_borrow<py::object>(value).attr("__subclasses__")()) {
+      // type.__subclasses__(cls), not cls.__subclasses__(): for a metaclass
+      // (a subclass of type) the attribute lookup finds type's own unbound
+      // method first, and calling it without an argument raises TypeError.
+      py::list subclasses =
+          py::handle(reinterpret_cast<PyObject*>(&PyType_Type)).attr("__subclasses__")(py::handle(value));
+      for (py::handle sub : subclasses) {
         auto* subtype = reinterpret_cast<PyTypeObject*>(sub.ptr());
         internal.insert(subtype->tp_mro);
         internal.insert(subtype->tp_bases);
@@ -302,7 +358,8 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
     return std::string("a ") + Py_TYPE(holder)->tp_name;
   };
   if (!target_list.empty()) {
-    for (py::handle holder : referrers_of(gc.attr("get_referrers"), pointers(target_list))) {
+    py::list all_holders = referrers_of(gc.attr("get_referrers"), pointers(target_list));
+    for (py::handle holder : all_holders) {
       PyObject* h = holder.ptr();
       if (internal.count(h) || reported.count(h) || module_dicts.count(h) || targets.count(h) ||
           PyFrame_Check(h) || PyWeakref_Check(h) || h == target_list.ptr())
@@ -313,9 +370,14 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
         std::string line;
         std::string instance = owned.describe(h);
         if (instance.rfind("instance of ", 0) == 0) {  // holds its class: find who holds it
-          py::list holders = referrers_of(gc.attr("get_referrers"), {h});
-          line = instance + " held by " + (holders.empty() ? std::string("C++ or an untracked object")
-                                                             : holder_kind(holders[0].ptr()));
+          // Not the scan's own list of holders, nor a frame of the scan.
+          PyObject* first = nullptr;
+          for (py::handle by : referrers_of(gc.attr("get_referrers"), {h}))
+            if (by.ptr() != all_holders.ptr() && !PyFrame_Check(by.ptr())) {
+              first = by.ptr();
+              break;
+            }
+          line = instance + " held by " + (first ? holder_kind(first) : std::string("C++ or an untracked object"));
         } else {
           line = target->second + " held by " + holder_kind(h);
         }

@@ -57,7 +57,8 @@ void registry::classify(cache_entry& entry) {
   if (!has_file(entry.kind)) return;
   auto loaded = loaded_sources_.find(entry.name);
   if (loaded != loaded_sources_.end()) {
-    entry.print = loaded->second;  // what the loader compiled, even if the file moved on since
+    entry.print = loaded->second.print;  // what the loader compiled, even if the file moved on since
+    entry.code = std::move(loaded->second.code);
     loaded_sources_.erase(loaded);
   } else {
     entry.print = take_fingerprint(entry.path);

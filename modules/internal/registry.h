@@ -85,9 +85,15 @@ class registry {
   std::pair<module_kind, std::filesystem::path> classify(const std::string& name, pybind11::handle module);
   // The file differs from what runs (deleted counts as changed).
   bool is_changed(cache_entry& entry);
-  // The loader compiled these source bytes for `name`: its fingerprint is
+  // The loader read these source bytes for `name`: their fingerprint is
   // what runs, whatever the file holds by the time the import finishes.
-  void note_source(const std::string& name, const fingerprint& print) { loaded_sources_[name] = print; }
+  void note_source(const std::string& name, const fingerprint& print) { loaded_sources_[name] = {print, {}}; }
+  // The code the loader made of the source noted for `name`: a deep reload
+  // reads from it which names the running source defined.
+  void note_code(const std::string& name, pybind11::handle code) {
+    auto noted = loaded_sources_.find(name);
+    if (noted != loaded_sources_.end()) noted->second.code = pybind11::reinterpret_borrow<pybind11::object>(code);
+  }
 
   // Modules whose reload is running: their sys.modules entry may briefly
   // differ, and a lookup must not follow it.
@@ -108,7 +114,11 @@ class registry {
   std::unordered_map<std::string, std::unique_ptr<cache_entry>> entries_;
   std::set<std::string> reloading_;
   std::vector<handle_slot*> handles_;
-  std::unordered_map<std::string, fingerprint> loaded_sources_;
+  struct loaded_source {
+    fingerprint print;
+    pybind11::object code;
+  };
+  std::unordered_map<std::string, loaded_source> loaded_sources_;  // until the module is tracked
   // Atomic: the autoreloader's background thread reads it without the GIL.
   std::atomic<std::uint64_t> tracking_revision_{0};
 };

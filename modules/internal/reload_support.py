@@ -8,6 +8,7 @@ import sys
 from contextlib import nullcontext as _nothing
 from importlib import _bootstrap, machinery
 from io import open_code
+from opcode import opmap as _opmap
 
 def find_spec(name, module):
     parent_name = name.rpartition('.')[0]
@@ -41,21 +42,81 @@ IMPORT_DUNDERS = frozenset({
     "__file__", "__cached__", "__builtins__",
 })
 
-def execute(name, module, spec, code, fresh, around=None):
+# Opcodes that bind a name in a module's namespace (_defined_names).
+_EXTENDED_ARG = _opmap["EXTENDED_ARG"]
+_SETUP_ANNOTATIONS = _opmap["SETUP_ANNOTATIONS"]
+_NAME_STORES = frozenset({_opmap["STORE_NAME"], _opmap["DELETE_NAME"]})
+_GLOBAL_STORES = frozenset({_opmap["STORE_GLOBAL"], _opmap["DELETE_GLOBAL"]})
+
+def _defined_names(code):
+    """(top_level, in_functions): the names `code`'s own statements bind in its module.
+
+    top_level: what the module's top-level statements assign, import or
+    delete (STORE_NAME and friends), plus __annotations__ when it has
+    annotations. in_functions: what its functions and class bodies assign
+    through a `global` statement. `from x import *` is not counted: those
+    names are x's. Read straight from the bytecode (no dis: this runs on
+    every deep reload of every module).
+    """
+    top, nested = set(), set()
+    todo = [(code, True)]
+    while todo:
+        co, is_module = todo.pop()
+        ops, names, extended = co.co_code, co.co_names, 0
+        for i in range(0, len(ops), 2):
+            op, arg = ops[i], ops[i + 1] | extended
+            extended = arg << 8 if op == _EXTENDED_ARG else 0
+            if op in _GLOBAL_STORES:
+                (top if is_module else nested).add(names[arg])
+            elif is_module and op in _NAME_STORES:
+                top.add(names[arg])
+            elif is_module and op == _SETUP_ANNOTATIONS:
+                top.add("__annotations__")
+        todo.extend((const, False) for const in co.co_consts if isinstance(const, type(code)))
+    return top, nested
+
+def _is_submodule_attribute(name, key, value):
+    """The import system's attribute on package `name` for its submodule `key`."""
+    # type(), not isinstance(): isinstance looks up __class__, which a proxy
+    # object (werkzeug's LocalProxy) answers by running code.
+    return issubclass(type(value), type(sys)) and sys.modules.get(f"{name}.{key}") is value
+
+def execute(name, module, spec, code, fresh, around=None, old_code=None):
+    """Run `code` (or the loader) in `module`, under the module's import lock.
+
+    fresh (a deep reload): names the running code's source defined at top
+    level are removed first, so what the new source no longer defines cannot
+    survive, and afterwards the names its functions set through `global` that
+    the new source no longer sets anywhere. What the module's statements did
+    not create stays, as importlib.reload keeps it: the import system's
+    submodule attributes, globals made at run time (exec into its globals,
+    another module setting them). Without `old_code` (a module loaded before
+    the cache, or by another loader) every name but those attributes goes.
+    """
     with _bootstrap._ModuleLockManager(name):
         if sys.modules.get(name) is not module:
             raise ImportError(f"module {name!r} not in sys.modules", name=name)
         _bootstrap._init_module_attrs(spec, module, override=True)
+        namespace = module.__dict__
         if fresh:
-            namespace = module.__dict__
-            for key in [k for k in namespace if k not in IMPORT_DUNDERS]:
-                del namespace[key]
+            old_top, old_nested = _defined_names(old_code) if old_code is not None else (None, set())
+            before = dict(namespace)
+            for key, value in before.items():
+                if key in IMPORT_DUNDERS or _is_submodule_attribute(name, key, value):
+                    continue
+                if old_top is None or key in old_top:
+                    del namespace[key]
         try:
             with around if around is not None else _nothing():
                 if code is not None:
                     exec(code, module.__dict__)
                 elif spec.loader is not None:
                     spec.loader.exec_module(module)
+            if fresh and code is not None and old_nested:
+                new_top, new_nested = _defined_names(code)
+                for key in old_nested - old_top - new_top - new_nested:
+                    if key in namespace and namespace[key] is before.get(key):
+                        del namespace[key]
         finally:
             current = sys.modules.pop(name, None)
             if current is not None:
@@ -113,9 +174,11 @@ def drop_bytecode_cache(path):
 def install_source_loader(note_source):
     """Source files load through TrackedSourceLoader from now on.
 
-    It hands the source bytes it read to `note_source(name, path, bytes)`, so
-    the cache fingerprints the very source whose code runs (not the file as it
-    is after the import finished), and it compiles from that source whenever
+    It hands the source bytes it read to `note_source(name, path, bytes, None)`
+    and then the code it made of them (`note_source(name, path, bytes, code)`),
+    so the cache fingerprints the very source whose code runs (not the file as
+    it is after the import finished) and knows which names that code defines,
+    and it compiles from that source whenever
     the bytecode cache could be stale: a .pyc only records the source's mtime
     in whole seconds and its size, so an edit that keeps the size and the mtime
     (to the second) would otherwise bring back old code.
@@ -127,16 +190,20 @@ def install_source_loader(note_source):
         def get_code(self, fullname):
             source_path = self.get_filename(fullname)
             source = self.get_data(source_path)
-            note_source(fullname, source_path, source)
+            note_source(fullname, source_path, source, None)
             try:
                 # ctime: an edit moves it even when the mtime is put back.
                 source_ctime_ns = os.stat(source_path).st_ctime_ns
                 pyc_mtime_ns = os.stat(cache_from_source(source_path)).st_mtime_ns
             except (OSError, NotImplementedError, ValueError):
-                return super().get_code(fullname)
-            if pyc_mtime_ns <= source_ctime_ns:  # written before the last edit: may be stale
-                return self.source_to_code(source, source_path)
-            return super().get_code(fullname)
+                code = super().get_code(fullname)
+            else:
+                if pyc_mtime_ns <= source_ctime_ns:  # written before the last edit: may be stale
+                    code = self.source_to_code(source, source_path)
+                else:
+                    code = super().get_code(fullname)
+            note_source(fullname, source_path, source, code)
+            return code
 
     loaders = [(machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
                (TrackedSourceLoader, machinery.SOURCE_SUFFIXES),

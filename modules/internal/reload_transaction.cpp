@@ -155,7 +155,11 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
     commit.deep_update = helpers.deep_update(entry.module, before.namespace_copy, undo_);
     around = commit.deep_update.attr("class_statements")();
   }
-  commit.module = helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, around);
+  // The code that runs now (the import's or the last reload's, when known):
+  // a deep reload removes only names that code defined and the new one does not.
+  py::object old_code = entry.code ? entry.code : py::none();
+  commit.module =
+      helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, around, old_code);
   if (deep) {
     auto append = [](std::vector<std::string>& to, py::handle items) {
       for (py::handle item : items) to.push_back(py::str(item));

@@ -110,6 +110,27 @@ class ReloadWithDependents(CacheTestCase):
         self.assertEqual(modhost.info(a).generation, 2)
         self.assertEqual(modhost.info(b).generation, 2)
 
+
+    def test_a_submodule_importing_a_sibling_relatively_runs_before_its_package(self):
+        # pkg/__init__ takes Err from pkg.core; pkg.core does `from . import util`,
+        # which goes through the package without running its code.
+        pkg = self.mod("pkg")
+        self.write(pkg, "from .core import Err\n" + self.log_code(), package=True)
+        self.write(pkg + ".core", "from . import util\nclass Err(Exception):\n    pass\n" + self.log_code())
+        self.write(pkg + ".util", "OK = 1\n" + self.log_code())
+        self.load(pkg)
+        self.assertEqual(self.log(), [pkg + ".util", pkg + ".core", pkg])
+        del self.log()[:]
+        self.write(pkg + ".util", "OK = 2\n" + self.log_code())
+
+        report = modhost.reload(pkg + ".util", dependents=True)
+
+        self.assertEqual(self.log(), [pkg + ".util", pkg + ".core", pkg])
+        package = sys.modules[pkg]
+        self.assertIs(package.Err, package.core.Err)
+        self.assertEqual(package.core.util.OK, 2)
+        self.assertIs(report, sys.modules[pkg + ".util"])
+
     def test_failing_dependent_rolls_back_every_module_and_its_exception_propagates(self):
         a, b = self.mod("a"), self.mod("b")
         self.write(a, "VALUE = 1\ndef f():\n    return 'a old'\n")

@@ -319,6 +319,85 @@ class RefcountAndReferrers(CacheTestCase):
                       referrers)
         del held
 
+    def test_a_leaf_submodule_held_only_by_its_package_attribute_unloads(self):
+        pkg = self.mod("pkg")
+        self.write(pkg, "", package=True)
+        self.write(pkg + ".sub", "VALUE = 1\n")
+        self.load(pkg + ".sub")
+        self.assertEqual(modhost.refcount(pkg + ".sub"), 0)
+        self.assertEqual(modhost.referrers(pkg + ".sub"), [])
+
+        report = modhost.unload(pkg + ".sub")
+
+        self.assertEqual(report.unloaded, [pkg + ".sub"])
+        self.assertTrue(report.freed)
+        self.assertNotIn(pkg + ".sub", sys.modules)
+        self.assertFalse(hasattr(sys.modules[pkg], "sub"))  # as if it had never been imported
+        self.assertEqual(self.load(pkg + ".sub").VALUE, 1)
+        self.assertIs(sys.modules[pkg].sub, sys.modules[pkg + ".sub"])
+
+    def test_a_module_defining_a_metaclass_can_be_examined_and_unloaded(self):
+        name = self.mod("meta")
+        self.write(name, "class Meta(type):\n    pass\nclass Cls(metaclass=Meta):\n    pass\n"
+                         "class Sub(Cls):\n    pass\n")
+        self.load(name)
+
+        self.assertEqual(modhost.referrers(name), [])
+        report = modhost.unload(name)
+
+        self.assertEqual(report.unloaded, [name])
+        self.assertNotIn(name, sys.modules)
+
+    def test_a_metaclass_subclassed_in_another_module_is_named_and_force_unloads(self):
+        name, other = self.mod("meta"), self.mod("other")
+        self.write(name, "class Meta(type):\n    pass\n")
+        self.write(other, f"from {name} import Meta\nclass Sub(Meta):\n    pass\ndel Meta\n")
+        self.load(other)
+
+        self.assertIn(f"class {name}.Meta subclassed by class {other}.Sub", modhost.referrers(name))
+        with self.assertRaises(modhost.ModuleInUseError):
+            modhost.unload(name)
+        report = modhost.unload(name, force=True)
+        self.assertEqual(report.unloaded, [name])
+
+
+    def test_type_hints_naming_its_classes_do_not_hold_it(self):
+        # typing caches Optional[Widget] (and the tuple that keyed it) for every
+        # module that ever wrote the hint; the module's own annotations hold them too.
+        name = self.mod("hinted")
+        self.write(name, "import typing\nclass Widget:\n    size: typing.Optional['Widget'] = None\n"
+                         "def make(x: typing.Optional[Widget]) -> typing.List[Widget]:\n    return [x]\n")
+        self.load(name)
+
+        self.assertEqual(modhost.referrers(name), [])
+        self.assertEqual(modhost.unload(name).unloaded, [name])
+
+    def test_referrers_never_evaluate_a_proxy_global(self):
+        name = self.mod("proxied")
+        self.write(name, """
+EVALUATED = []
+class Proxy:
+    def __getattr__(self, attribute):
+        EVALUATED.append(attribute)
+        raise RuntimeError("working outside of a request")
+    __class__ = property(lambda self: self.__getattr__("__class__"))
+request = Proxy()
+""")
+        self.load(name)
+
+        self.assertEqual(modhost.referrers(name), [])
+        self.assertEqual(sys.modules[name].EVALUATED, [])
+
+    def test_an_instance_held_by_a_dict_names_the_dict(self):
+        name, holder = self.mod("plug"), self.mod("holder")
+        self.write(name, "class Widget:\n    pass\n")
+        self.write(holder, "CACHE = {}\n")
+        self.load(name)
+        self.load(holder)
+        sys.modules[holder].CACHE["key"] = {"inner": sys.modules[name].Widget()}
+
+        self.assertEqual(modhost.referrers(name), ["instance of %s.Widget held by a dict" % name])
+
     def test_refcount_of_a_module_never_imported_is_an_import_error(self):
         with self.assertRaises(ImportError):
             modhost.refcount(self.mod("never"))

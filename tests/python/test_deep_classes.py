@@ -562,6 +562,327 @@ class Cls(B):
         self.assertEqual(s.a, 1)
 
 
+class SlotsClasses(DeepReloadTestCase):
+    """A class with __slots__ keeps its own slot descriptors: they describe its instances' layout."""
+
+    SOURCE = '''
+class P:
+    __slots__ = ('x', 'y')
+    def __init__(self, x):
+        self.x = x
+        self.y = 'y'
+    def show(self):
+        return '{V} %s %s' % (self.x, self.y)
+'''
+
+    def test_unchanged_slots_class_keeps_working_for_old_and_new_instances(self):
+        m = self.mod("slotted")
+        self.write(m, self.source(self.SOURCE, V="v1"))
+        module = self.load(m)
+        P = module.P
+        old = P(1)
+        self.write(m, self.source(self.SOURCE, V="v2") + "_probe = 1\n")
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertMentions(report.patched, "class", m + ".P")
+        self.assertIs(module.P, P)
+        self.assertEqual(old.x, 1)
+        self.assertEqual(old.show(), "v2 1 y")
+        new = module.P(2)
+        self.assertEqual(new.x, 2)
+        new.x = 3
+        self.assertEqual(new.show(), "v2 3 y")
+        self.assertIs(type(new), P)
+
+    def test_subclass_of_a_slots_class_in_the_same_module(self):
+        m = self.mod("slotted")
+        body = self.SOURCE + "class Q(P):\n    __slots__ = ('z',)\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        q = module.Q(1)
+        q.z = 5
+        self.write(m, self.source(body, V="v2"))
+
+        self.deep_reload(module)
+
+        self.assertEqual((q.x, q.y, q.z), (1, "y", 5))
+        fresh = module.Q(7)
+        fresh.z = 8
+        self.assertEqual((fresh.x, fresh.z, fresh.show()), (7, 8, "v2 7 y"))
+        self.assertIsInstance(fresh, module.P)
+
+
+    def test_a_module_that_deletes_slots_after_the_class_exists(self):
+        # jinja2.runtime: `del Undefined.__slots__` once the classes exist.
+        m = self.mod("slotted")
+        body = self.SOURCE + "del P.__slots__\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        P, old = module.P, module.P(1)
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertIs(module.P, P)
+        self.assertEqual(list(report.not_patched), [])
+        self.assertEqual(old.show(), "v2 1 y")
+
+    def test_a_decorator_that_returns_a_slotted_copy_keeps_the_class(self):
+        # attrs' slots=True and dataclass(slots=True) build a new class from
+        # the class statement's; the statement's own class has no slots.
+        m = self.mod("slotted")
+        body = '''
+def slotted(cls):
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    namespace["__slots__"] = ("x",)
+    return type(cls)(cls.__name__, cls.__bases__, namespace)
+
+@slotted
+class P:
+    def __init__(self, x):
+        self.x = x
+    def show(self):
+        return '{V} %s' % self.x
+
+class Q(P):
+    __slots__ = ()
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        P, Q, old, sub = module.P, module.Q, module.P(1), module.Q(2)
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertIs(module.P, P)
+        self.assertIs(module.Q, Q)
+        self.assertEqual(list(report.not_patched), [])
+        self.assertEqual(list(report.instances_not_moved), [])
+        self.assertEqual((old.show(), sub.show(), module.P(3).show()), ("v2 1", "v2 2", "v2 3"))
+
+
+class ObjectsThatRunCodeWhenAsked(DeepReloadTestCase):
+    """Proxies (werkzeug's LocalProxy: flask.request, flask.logging.wsgi_errors_stream)
+    answer attribute lookups, isinstance() and __class__ by evaluating themselves."""
+
+    SOURCE = '''
+EVALUATED = []
+class Proxy:
+    __slots__ = ("_get",)
+    def __init__(self, get):
+        object.__setattr__(self, "_get", get)
+    def _target(self):
+        EVALUATED.append(1)
+        return object.__getattribute__(self, "_get")()
+    def __getattr__(self, name):
+        return getattr(self._target(), name)
+    __class__ = property(lambda self: type(self._target()))
+    __dict__ = property(lambda self: self._target().__dict__)
+    __wrapped__ = property(lambda self: self._target())
+    def __call__(self, *args):
+        return self._target()(*args)
+
+@Proxy
+def current():
+    raise RuntimeError("evaluated outside of a request")
+
+def version():
+    return '{V}'
+'''
+
+    def test_deep_reload_never_evaluates_a_proxy(self):
+        m = self.mod("proxies")
+        self.write(m, self.source(self.SOURCE, V="v1"))
+        module = self.load(m)
+        version = module.version
+        self.write(m, self.source(self.SOURCE, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertEqual(module.EVALUATED, [])
+        self.assertIs(type(module.current), module.Proxy)
+        self.assertEqual(version(), "v2")
+
+
+class GeneratedMethods(DeepReloadTestCase):
+    def test_a_method_made_by_exec_with_its_own_globals_is_rebound_not_patched(self):
+        # Like attrs and dataclasses: the generated code reads names from the
+        # dict it was exec'd in, which only the new function has.
+        m = self.mod("generated")
+        body = '''
+def make_init(default):
+    namespace = {"_DEFAULT_{V}": default}
+    exec("def __init__(self):\\n    self.value = _DEFAULT_{V}\\n", namespace)
+    return namespace["__init__"]
+
+class Cls:
+    __init__ = make_init('{V}')
+Cls.__init__.__module__ = __name__
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Cls = module.Cls
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertIs(module.Cls, Cls)
+        self.assertEqual(Cls().value, "v2")
+        self.assertMentions(report.not_patched, m + ".Cls.__init__", "globals")
+
+
+
+class ClassCreationHooks(DeepReloadTestCase):
+    """__init_subclass__, a metaclass and __set_name__ run with the class the new
+    statement created; the name binds to the old class, which took its content."""
+
+    def test_init_subclass_and_metaclass_registries_name_the_kept_classes(self):
+        m = self.mod("registries")
+        body = '''
+BY_NAME = {}
+BY_CLASS = {}
+ORDER = []
+class Meta(type):
+    def __init__(cls, name, bases, namespace):
+        super().__init__(name, bases, namespace)
+        ORDER.append(cls)
+class Base(metaclass=Meta):
+    latest = None
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        BY_NAME[cls.__name__] = cls
+        BY_CLASS[cls] = cls.__name__
+        Base.latest = cls
+class Plugin(Base):
+    def run(self):
+        return '{V}'
+DEFAULT = BY_NAME['Plugin']()
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Base, Plugin, Meta = module.Base, module.Plugin, module.Meta
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(list(report.not_patched), [])
+        self.assertIs(module.Plugin, Plugin)
+        self.assertIs(module.BY_NAME["Plugin"], Plugin)
+        self.assertEqual(module.BY_CLASS, {Plugin: "Plugin"})
+        self.assertIs(Base.latest, Plugin)
+        self.assertEqual(module.ORDER, [Base, Plugin])
+        self.assertIs(type(module.DEFAULT), Plugin)
+        self.assertEqual(module.BY_NAME["Plugin"]().run(), "v2")
+
+
+    def test_a_descriptor_is_told_its_owner_is_the_kept_class(self):
+        m = self.mod("fields")
+        body = '''
+class Field:
+    def __set_name__(self, owner, name):
+        self.owner, self.name = owner, name
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.__dict__.get(self.name, '{V} default')
+class Model:
+    title = Field()
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Model, old = module.Model, module.Model()
+        self.write(m, self.source(body, V="v2"))
+
+        self.deep_reload(module)
+
+        self.assertIs(vars(Model)["title"].owner, Model)
+        self.assertEqual(old.title, "v2 default")
+
+    def test_an_abc_keeps_the_virtual_subclasses_other_modules_registered(self):
+        m = self.mod("abcs")
+        body = '''
+import abc
+class Shape(abc.ABC):
+    @abc.abstractmethod
+    def area(self):
+        ...
+    def describe(self):
+        return '{V}'
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Shape = module.Shape
+
+        class Circle:  # registered from elsewhere, as collections.abc users do
+            pass
+        Shape.register(Circle)
+        self.assertTrue(issubclass(Circle, Shape))
+        self.write(m, self.source(body, V="v2"))
+
+        self.deep_reload(module)
+
+        self.assertIs(module.Shape, Shape)
+        self.assertTrue(issubclass(Circle, Shape))
+        self.assertIsInstance(Circle(), Shape)
+        with self.assertRaises(TypeError):
+            Shape()
+
+
+class ClosuresOverConstants(DeepReloadTestCase):
+    def test_a_closure_over_an_equal_constant_is_patched(self):
+        # jinja2.compiler's binop visitors: closures over "//", "**"... which are
+        # equal but, not being identifiers, not the same string objects.
+        m = self.mod("factory")
+        body = "def make(op):\n    def visit(a):\n        return '{V} ' + op + str(a)\n    return visit\nfloordiv = make('/' + '/')\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        held = module.floordiv
+        self.write(m, self.source(body, V="v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(list(report.not_patched), [])
+        self.assertIs(module.floordiv, held)
+        self.assertEqual(held(1), "v2 //1")
+
+
+    def test_a_wrapper_whose_cells_hold_fresh_helper_closures_is_patched(self):
+        # jinja2's async_variant: the wrapper's cells hold a helper closure the
+        # decorator makes anew each time, and the undecorated function.
+        deco, m = self.mod("deco"), self.mod("decorated")
+        self.write(deco, """
+import functools
+def variant(normal):
+    def decorator(other):
+        def is_ok(args):
+            return bool(args)
+        @functools.wraps(normal)
+        def wrapper(*args):
+            return other(*args) if is_ok(args) else normal()
+        return wrapper
+    return decorator
+""")
+        body = self.source("""
+import {D}
+def plain():
+    return '{V} plain'
+@{D}.variant(plain)
+def both(x):
+    return '{V} %s' % x
+""", D=deco)
+        self.write(m, body.replace("{V}", "v1"))
+        module = self.load(m)
+        held = module.both
+        self.write(m, body.replace("{V}", "v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(list(report.not_patched), [])
+        self.assertIs(module.both, held)
+        self.assertEqual((held(1), held()), ("v2 1", "v2 plain"))
+
+
 class ClassesTheNewCodeStores(DeepReloadTestCase):
     """The new code's top-level statements may store its classes before deep update runs."""
 

@@ -330,5 +330,121 @@ class FromImportsFollow(DeepReloadTestCase):
         self.assertEqual(app.KEPT, 2)
 
 
+class NamesTheOldSourceDidNotDefine(DeepReloadTestCase):
+    """Stale-name removal removes only names the old source defined and the new one does not.
+
+    Everything else in the namespace came from outside the module's own
+    statements (the import system's submodule attributes, globals another
+    module or a function created at run time) and stays, as with importlib.reload.
+    """
+
+    def test_a_package_keeps_its_submodule_attributes(self):
+        pkg = self.mod("pkg")
+        self.write(pkg, "X = 1\n", package=True)
+        self.write(pkg + ".sub", "def g():\n    return 'g'\n")
+        self.load(pkg + ".sub")
+        package = sys.modules[pkg]
+        self.write(pkg, "X = 2\n_probe = 1\n", package=True)
+
+        report = self.deep_reload(package)
+
+        self.assertNotIn("sub", report.removed)
+        self.assertIs(package.sub, sys.modules[pkg + ".sub"])
+        self.assertEqual(package.sub.g(), "g")
+        self.assertEqual(package.X, 2)
+
+    def test_globals_created_at_run_time_stay(self):
+        self.write(self.m, "def make():\n    globals()['made_later'] = 42\n"
+                           "def f():\n    return made_later\nOLD = 1\n")
+        module = self.load(self.m)
+        module.make()
+        vars(module)["set_from_outside"] = "outside"  # as networkx's argmap does to a function's globals
+        self.write(self.m, "def make():\n    globals()['made_later'] = 42\n"
+                           "def f():\n    return made_later\n")
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(module.f(), 42)
+        self.assertEqual(module.set_from_outside, "outside")
+        self.assertNotIn("made_later", report.removed)
+        self.assertEqual(list(report.removed), ["OLD"])
+        self.assertFalse(hasattr(module, "OLD"))
+
+    def test_a_global_both_sources_assign_in_a_function_keeps_its_value(self):
+        body = "def setup():\n    global CONFIG\n    CONFIG = {'ready': True}\n"
+        self.write(self.m, body)
+        module = self.load(self.m)
+        module.setup()
+        self.write(self.m, body + "_probe = 1\n")
+
+        self.deep_reload(module)
+
+        self.assertEqual(module.CONFIG, {"ready": True})
+
+    def test_a_global_only_the_old_source_assigned_in_a_function_is_removed(self):
+        self.write(self.m, "def setup():\n    global CONFIG\n    CONFIG = 1\n")
+        module = self.load(self.m)
+        module.setup()
+        self.write(self.m, "def setup():\n    pass\n")
+
+        report = self.deep_reload(module)
+
+        self.assertIn("CONFIG", report.removed)
+        self.assertFalse(hasattr(module, "CONFIG"))
+
+    def test_module_annotations_are_those_of_the_new_source(self):
+        self.write(self.m, "old: int = 1\n")
+        module = self.load(self.m)
+        self.write(self.m, "new: str = 'a'\n")
+
+        self.deep_reload(module)
+
+        self.assertEqual(module.__annotations__, {"new": str})
+        self.assertFalse(hasattr(module, "old"))
+
+    def setUp(self):
+        super().setUp()
+        self.m = self.mod("runtime")
+
+
+class Sentinels(DeepReloadTestCase):
+    """Stateless markers are compared by identity, and callers keep the old one."""
+
+    SOURCE = '''
+_marker = object()
+missing = type("MissingType", (), {"__repr__": lambda self: "missing"})()
+
+def is_missing(value):
+    return value is missing or value is _marker
+
+def get(mapping, key, default=missing):
+    value = mapping.get(key, missing)
+    return ('{V}', default if value is missing else value)
+
+class Box:
+    empty = missing
+    def take(self, value=_marker):
+        return value is _marker
+'''
+
+    def test_the_old_sentinels_stay_wherever_the_module_took_them(self):
+        m = self.mod("sentinels")
+        self.write(m, self.source(self.SOURCE, V="v1"))
+        module = self.load(m)
+        missing, marker = module.missing, module._marker
+        self.write(m, self.source(self.SOURCE, V="v2"))
+
+        self.deep_reload(module)
+
+        self.assertIs(module.missing, missing)
+        self.assertIs(module._marker, marker)
+        self.assertTrue(module.is_missing(missing))
+        self.assertTrue(module.is_missing(marker))
+        self.assertEqual(module.get({}, "k"), ("v2", missing))
+        self.assertEqual(module.get({}, "k", missing), ("v2", missing))
+        self.assertIs(module.Box.empty, missing)
+        self.assertTrue(module.Box().take())
+
+
 if __name__ == "__main__":
     unittest.main()
