@@ -210,6 +210,11 @@ class module_cache::impl {
   std::vector<detail::handle_slot*> handles_;
   std::map<std::uint64_t, reload_callback> subscribers_;
   std::uint64_t next_subscriber_ = 1;
+  std::map<std::uint64_t, std::function<void()>> tracking_listeners_;  // add_tracking_listener()
+  void tracking_moved() {
+    ++tracking_revision_;
+    for (auto& [id, listener] : tracking_listeners_) listener();
+  }
   std::set<std::string> reloading_;
   // Atomic: the autoreloader's background thread reads it without the GIL.
   std::atomic<std::uint64_t> tracking_revision_{0};
@@ -412,7 +417,7 @@ cache_entry* module_cache::impl::track(const std::string& name, py::handle modul
   }
   slot->module = py::reinterpret_borrow<py::object>(module);
   slot->state = module_state::loaded;
-  ++tracking_revision_;
+  tracking_moved();
   slot->confirmed_version = sys_modules_version();
   classify(*slot);
   return slot.get();
@@ -424,7 +429,7 @@ void module_cache::impl::forget(const std::string& name) {
   ++*it->second->revision;
   it->second->state = module_state::unloaded;
   entries_.erase(it);
-  ++tracking_revision_;
+  tracking_moved();
   graph_.remove(name);
 }
 
@@ -578,7 +583,7 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
     } else {
       py::bytes bytes = support_["read_source"](source);
       std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
-      if (options.quiet_for.count() > 0) {  // read between two stats of a file at rest
+      if (options.quiet_for.count() > 0 || options.source_at_rest) {  // read between two stats of a file at rest
         // A save that truncates and then writes can leave the file empty for
         // tens of milliseconds (ext4 makes the write wait for the previous
         // save's writeback): a source that was not empty before and is empty
@@ -592,6 +597,7 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
         if (!stat || !after || !after->same_stat(*stat) ||
             now_ns - stat->ctime_ns < std::chrono::nanoseconds(quiet).count())
           throw file_in_flux{};
+        if (options.source_at_rest && !options.source_at_rest()) throw file_in_flux{};  // written meanwhile
       }
       std::uint64_t hash = content_hash(view);
       commit.print = stat ? stat : fingerprint{};
@@ -1093,6 +1099,14 @@ std::uint64_t module_cache::subscribe(reload_callback callback) {
 }
 
 void module_cache::unsubscribe(std::uint64_t id) { impl_->subscribers_.erase(id); }
+
+std::uint64_t module_cache::add_tracking_listener(std::function<void()> listener) {
+  std::uint64_t id = impl_->next_subscriber_++;
+  impl_->tracking_listeners_.emplace(id, std::move(listener));
+  return id;
+}
+
+void module_cache::remove_tracking_listener(std::uint64_t id) { impl_->tracking_listeners_.erase(id); }
 
 // ---------------------------------------------------------------------------
 // function_handle

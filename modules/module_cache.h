@@ -91,6 +91,12 @@ struct reload_options {
   // that agree; otherwise the reload is `deferred` (a save in progress could
   // leave the file truncated while it is read). Zero: read whatever is there.
   std::chrono::milliseconds quiet_for{0};
+  // Set by a file watcher that can vouch for a save being complete (the
+  // kernel saw its writer close it or rename it into place): called right
+  // after the source was read between two stat()s that agree; false defers
+  // the reload as quiet_for does (someone wrote the file meanwhile). With it,
+  // quiet_for can be zero and a save that just completed is read at once.
+  std::function<bool()> source_at_rest;
   // Interrupt the module's code (modhost.TimeLimitExceeded) if the reload
   // runs longer; it then rolls back like any failure. Zero: no limit.
   std::chrono::milliseconds time_limit{0};
@@ -226,6 +232,13 @@ class module_cache {
   // Moves whenever a module starts or stops being tracked. Safe to read
   // from any thread, without the GIL.
   std::uint64_t tracking_revision() const noexcept;
+  // Calls `listener` whenever tracking_revision() moves, on the thread that
+  // imported or unloaded, with the GIL, possibly in the middle of an import:
+  // it may only wake someone up (the autoreloader's background thread, so a
+  // new module's file is watched at once), never call into Python or the
+  // cache. Returns an id for remove_tracking_listener().
+  std::uint64_t add_tracking_listener(std::function<void()> listener);
+  void remove_tracking_listener(std::uint64_t id);
 
   using reload_callback = std::function<void(const reload_report&)>;
   // Calls `callback` after every successful reload (one report per reload call;
