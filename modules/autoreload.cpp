@@ -171,7 +171,12 @@ void autoreloader::track_new_modules() {
 
 std::vector<std::string> autoreloader::poll() {
   std::vector<std::string> reloaded;
-  if (mode_ == autoreload_mode::off || !cache_.at_safe_point()) return reloaded;
+  if (mode_ == autoreload_mode::off || polling_ || !cache_.at_safe_point()) return reloaded;
+  struct running {
+    bool& flag;
+    explicit running(bool& f) : flag(f) { flag = true; }
+    ~running() { flag = false; }
+  } guard(polling_);
   track_new_modules();
   auto settled = watcher_.take_settled();  // reads what the kernel queued up to now
   if (settled.empty() && due_.empty()) return reloaded;
@@ -292,7 +297,7 @@ void autoreloader::stop_background() {
 int autoreloader::run_pending(void*) {
   autoreloader* self = g_background.load();
   if (!self) return 0;
-  const bool safe = self->cache_.at_safe_point();
+  const bool safe = !self->polling_ && self->cache_.at_safe_point();
   if (safe) {
     try {
       self->poll();

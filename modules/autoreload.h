@@ -111,6 +111,7 @@ class autoreloader {
   std::set<std::string> due_;
   std::map<std::string, std::uint64_t> failed_hash_;  // content that failed: not retried
   std::set<std::string> reported_;                    // deleted / extension: said once
+  bool polling_ = false;  // poll() is on the stack: a pending call inside it must not poll again
 
   // Background mode: the thread asks the main thread to poll and waits until it has.
   std::thread thread_;

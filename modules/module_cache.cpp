@@ -255,6 +255,19 @@ namespace {
 
 module_cache::impl* g_cache = nullptr;  // the hook's way back; one cache per process
 int g_imports_running = 0;              // imports in progress, on any thread (under the GIL)
+int g_cache_calls = 0;                  // public cache calls in progress, on any thread (under the GIL)
+
+// translate_errors, counted: the autoreloader's pending call can fire at any
+// bytecode boundary, also inside Python code a cache call runs (its helpers,
+// a module's __unload__); it must not reload modules under that call.
+template <class Fn>
+decltype(auto) cache_call(Fn&& fn) {
+  struct counted {
+    counted() { ++g_cache_calls; }
+    ~counted() { --g_cache_calls; }
+  } guard;
+  return detail::translate_errors(std::forward<Fn>(fn));
+}
 // record_import is running on this thread: it must not recurse, and another
 // thread that takes the GIL meanwhile must still record its own imports.
 thread_local bool t_recording = false;
@@ -277,8 +290,10 @@ PyObject* import_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObj
   if (!cache) return nullptr;
   ++g_imports_running;
   PyObject* result = PyObject_Vectorcall(cache->original_import_.ptr(), args, nargsf, kwnames);
-  --g_imports_running;
-  if (!result || t_recording) return result;
+  if (!result || t_recording) {
+    --g_imports_running;
+    return result;
+  }
   Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   t_recording = true;
   try {
@@ -290,6 +305,9 @@ PyObject* import_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObj
     PyErr_Clear();
   }
   t_recording = false;
+  // Only now: recording tracks the module (its kind and path) by running
+  // Python code, where the autoreloader's pending call may fire.
+  --g_imports_running;
   return result;
 }
 
@@ -300,7 +318,9 @@ PyObject* import_module_hook(PyObject*, PyObject* const* args, Py_ssize_t nargsf
   if (!cache) return nullptr;
   ++g_imports_running;
   PyObject* result = PyObject_Vectorcall(cache->original_import_module_.ptr(), args, nargsf, kwnames);
-  --g_imports_running;
+  struct done_importing {  // after the recording, as in import_hook
+    ~done_importing() { --g_imports_running; }
+  } done;
   if (!result || t_recording || !PyModule_Check(result)) return result;
   t_recording = true;
   try {
@@ -966,7 +986,7 @@ module_cache::module_cache(const cache_options& options)
 module_cache::~module_cache() { autoreload_.reset(); }
 
 bool module_cache::at_safe_point() const noexcept {
-  return g_imports_running == 0 && impl_->reloading_.empty();
+  return g_imports_running == 0 && g_cache_calls == 0 && impl_->reloading_.empty();
 }
 
 std::uint64_t module_cache::tracking_revision() const noexcept { return impl_->tracking_revision_; }
@@ -978,7 +998,7 @@ py::object module_cache::find(const std::string& name) {
 
 py::object module_cache::load(const std::string& name, std::chrono::milliseconds limit) {
   if (cache_entry* entry = impl_->lookup(name)) return entry->module;
-  return detail::translate_errors([&] {
+  return cache_call([&] {
     check_name(name);
     std::optional<time_limit> guard;
     if (limit.count() > 0) guard.emplace(limit);
@@ -989,11 +1009,11 @@ py::object module_cache::load(const std::string& name, std::chrono::milliseconds
 }
 
 reload_report module_cache::reload(const std::string& name, reload_options options) {
-  return detail::translate_errors([&] { return impl_->reload(name, options); });
+  return cache_call([&] { return impl_->reload(name, options); });
 }
 
 reload_report module_cache::reload(py::handle module, reload_options options) {
-  return detail::translate_errors([&] {
+  return cache_call([&] {
     if (!module || !PyModule_Check(module.ptr())) raise(PyExc_TypeError, "reload() argument must be a module");
     std::string name;
     py::object spec = py::getattr(module, "__spec__", py::none());
@@ -1006,23 +1026,23 @@ reload_report module_cache::reload(py::handle module, reload_options options) {
 }
 
 unload_report module_cache::unload(const std::string& name, bool force) {
-  return detail::translate_errors([&] { return impl_->unload(name, force); });
+  return cache_call([&] { return impl_->unload(name, force); });
 }
 
 std::int64_t module_cache::refcount(const std::string& name) {
-  return detail::translate_errors([&] { return impl_->refcount(name); });
+  return cache_call([&] { return impl_->refcount(name); });
 }
 
 std::vector<std::string> module_cache::referrers(const std::string& name) {
-  return detail::translate_errors([&] { return impl_->referrers(name); });
+  return cache_call([&] { return impl_->referrers(name); });
 }
 
 bool module_cache::is_changed(const std::string& name) {
-  return detail::translate_errors([&] { return impl_->is_changed(*impl_->require(name)); });
+  return cache_call([&] { return impl_->is_changed(*impl_->require(name)); });
 }
 
 std::vector<std::string> module_cache::changed() {
-  return detail::translate_errors([&] {
+  return cache_call([&] {
     impl_->sync_all();
     std::vector<std::string> names;
     for (auto& [name, entry] : impl_->entries_)
@@ -1033,7 +1053,7 @@ std::vector<std::string> module_cache::changed() {
 }
 
 std::vector<std::string> module_cache::dependencies(const std::string& name) {
-  return detail::translate_errors([&] {
+  return cache_call([&] {
     impl_->require(name);
     const auto& deps = impl_->graph_.dependencies(name);
     return std::vector<std::string>(deps.begin(), deps.end());
@@ -1041,7 +1061,7 @@ std::vector<std::string> module_cache::dependencies(const std::string& name) {
 }
 
 std::vector<std::string> module_cache::dependents(const std::string& name) {
-  return detail::translate_errors([&] {
+  return cache_call([&] {
     impl_->require(name);
     const auto& deps = impl_->graph_.dependents(name);
     return std::vector<std::string>(deps.begin(), deps.end());
@@ -1057,7 +1077,7 @@ std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imp
 }
 
 module_info module_cache::info(const std::string& name) {
-  return detail::translate_errors([&] {
+  return cache_call([&] {
     cache_entry& entry = *impl_->require(name);
     module_info info;
     info.name = entry.name;
@@ -1083,7 +1103,7 @@ std::vector<module_info> module_cache::entries() {
 }
 
 std::vector<std::string> module_cache::modules() {
-  return detail::translate_errors([&] {
+  return cache_call([&] {
     impl_->sync_all();
     std::vector<std::string> names;
     for (const auto& [name, entry] : impl_->entries_) names.push_back(name);

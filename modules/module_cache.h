@@ -227,7 +227,8 @@ class module_cache {
 
   // The autoreload policy and file watcher (modules/autoreload.h).
   autoreloader& autoreload() noexcept { return *autoreload_; }
-  // No module is being imported or reloaded: a reload may run now.
+  // No module is being imported or reloaded and no other cache call is in
+  // progress (the autoreloader may fire inside Python code one runs): a reload may run now.
   bool at_safe_point() const noexcept;
   // Moves whenever a module starts or stops being tracked. Safe to read
   // from any thread, without the GIL.
