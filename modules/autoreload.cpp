@@ -171,7 +171,11 @@ void autoreloader::track_new_modules() {
 
 std::vector<std::string> autoreloader::poll() {
   std::vector<std::string> reloaded;
-  if (mode_ == autoreload_mode::off || polling_ || !cache_.at_safe_point()) return reloaded;
+  if (mode_ == autoreload_mode::off) {
+    seen_tracking_ = cache_.tracking_revision();  // nothing to watch; set_mode() rescans
+    return reloaded;
+  }
+  if (polling_ || !cache_.at_safe_point()) return reloaded;
   struct running {
     bool& flag;
     explicit running(bool& f) : flag(f) { flag = true; }
@@ -345,6 +349,9 @@ void autoreloader::background_loop() {
     auto next = std::min(retry_at, watcher_.next_settle());
     if (polling) next = std::min(next, now + std::max(debounce, milliseconds(50)));
     milliseconds timeout(1000);  // stop_background() interrupts the wait: this only bounds it
+    // Modules imported before the thread started (or while the pending call
+    // ran) have no wake-up of their own.
+    if (!unsafe && cache_.tracking_revision() != seen_tracking_.load()) next = now;
     if (next <= now)
       timeout = milliseconds(0);
     else if (next - now < timeout)

@@ -240,6 +240,9 @@ bool file_watcher::still_changing(const std::filesystem::path& file) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (mode_ == mode::inotify) drain_events(now);
   if (pending_.count(path) || writing_.count(path)) return true;
+  if (mode_ == mode::inotify && watched_dirs_.count(path.parent_path()) &&
+      (files_.count(path) || whole_dirs_.count(path.parent_path())))
+    return false;  // the kernel would have said so
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return false;  // deleted: settled, nothing to wait for
   return now - last_change(path, now) < debounce_;

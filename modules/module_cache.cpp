@@ -595,9 +595,12 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
                                                                     : module_kind::package;
     // Compile from the source on disk, never a bytecode cache that a
     // same-size edit within one second fools. An unchanged file (same
-    // fingerprint) reuses the code compiled for it last time.
+    // fingerprint) reuses the code compiled for it last time, unless that was
+    // read within a timestamp tick of a change (a save applied at once can be
+    // followed by another with equal stat fields).
     auto stat = stat_fingerprint(commit.path);
-    if (stat && entry.code && entry.print && commit.path == entry.path && stat->same_stat(*entry.print)) {
+    if (stat && entry.code && entry.print && commit.path == entry.path && stat->same_stat(*entry.print) &&
+        entry.print->stat_trusted()) {
       commit.code = entry.code;
       commit.print = entry.print;
     } else {
