@@ -237,9 +237,11 @@ void autoreloader::apply(const std::string& name, bool reported, std::vector<std
   options.deep = true;
   options.dependents = true;
   // Never compile a file caught mid-save: either the kernel says nobody
-  // wrote it between its writer's close and the read, or it was quiet for the debounce.
+  // wrote it between its writer's close and the read (a dependent re-run
+  // with it that is not watched: quiet for the debounce), or it was quiet
+  // for the debounce.
   if (vouched)
-    options.source_at_rest = [this, path = info.path] { return watcher_.at_rest(path); };
+    options.source_at_rest = [this](const std::filesystem::path& path) { return !watcher_.still_changing(path); };
   else
     options.quiet_for = watcher_.debounce();
   reload_report result;

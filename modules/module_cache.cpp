@@ -620,7 +620,7 @@ module_cache::impl::pending_commit module_cache::impl::run_code(cache_entry& ent
         if (!stat || !after || !after->same_stat(*stat) ||
             now_ns - stat->ctime_ns < std::chrono::nanoseconds(quiet).count())
           throw file_in_flux{};
-        if (options.source_at_rest && !options.source_at_rest()) throw file_in_flux{};  // written meanwhile
+        if (options.source_at_rest && !options.source_at_rest(commit.path)) throw file_in_flux{};  // written meanwhile
       }
       std::uint64_t hash = content_hash(view);
       commit.print = stat ? stat : fingerprint{};
