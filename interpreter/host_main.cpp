@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
         python.run_repl();
     });
   } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
+    std::cerr << std::string(e.what()) + "\n";  // one write: Python threads may still be printing
     return 1;
   }
 }

@@ -2,10 +2,15 @@
 
 #include "modules/autoreload.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <iostream>
+#include <map>
 
 #include "interpreter/gil.h"
+#include "modules/internal/main_thread_call.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;
@@ -49,6 +54,20 @@ std::filesystem::path normal(const std::filesystem::path& path) {
   std::error_code ec;
   auto absolute = std::filesystem::absolute(path, ec);
   return (ec ? path : absolute).lexically_normal();
+}
+
+// Writes one report line to stderr with a single write(), so it never lands
+// in the middle of a line another thread (a Python thread flushing
+// sys.stdout or sys.stderr without the GIL) writes at the same time.
+void report(std::string line) {
+  line += '\n';
+  std::cerr.flush();
+  for (std::size_t done = 0; done < line.size();) {
+    ssize_t n = ::write(STDERR_FILENO, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
 }
 
 }  // namespace
@@ -151,28 +170,36 @@ void autoreloader::track_new_modules() {
 
 std::vector<std::string> autoreloader::poll() {
   std::vector<std::string> reloaded;
-  if (mode_ == autoreload_mode::off || !cache_.at_safe_point()) return reloaded;
+  if (mode_ == autoreload_mode::off) {
+    seen_tracking_ = cache_.tracking_revision();  // nothing to watch; set_mode() rescans
+    return reloaded;
+  }
+  if (polling_ || !cache_.at_safe_point()) return reloaded;
+  struct running {
+    bool& flag;
+    explicit running(bool& f) : flag(f) { flag = true; }
+    ~running() { flag = false; }
+  } guard(polling_);
   track_new_modules();
-  auto settled = watcher_.take_settled();
+  auto settled = watcher_.take_settled();  // reads what the kernel queued up to now
   if (settled.empty() && due_.empty()) return reloaded;
   bool new_files = false;
-  std::vector<std::string> names(due_.begin(), due_.end());
+  std::map<std::string, bool> names;  // name -> the watcher reported its save complete
+  for (const auto& name : due_) names.emplace(name, false);
   due_.clear();
   for (const auto& path : settled) {
     auto it = path_to_name_.find(path);
     if (it != path_to_name_.end())
-      names.push_back(it->second);
+      names[it->second] = true;
     else
       new_files = true;
   }
   if (new_files) py::module_::import("importlib").attr("invalidate_caches")();  // importable at once
-  std::sort(names.begin(), names.end());
-  names.erase(std::unique(names.begin(), names.end()), names.end());
-  for (const auto& name : names) apply(name, reloaded);
+  for (const auto& [name, reported] : names) apply(name, reported, reloaded);
   return reloaded;
 }
 
-void autoreloader::apply(const std::string& name, std::vector<std::string>& reloaded) {
+void autoreloader::apply(const std::string& name, bool reported, std::vector<std::string>& reloaded) {
   if (std::find(reloaded.begin(), reloaded.end(), name) != reloaded.end()) return;  // a dependent already ran
   if (!cache_.find(name)) return;  // unloaded meanwhile
   module_info info = cache_.info(name);
@@ -181,22 +208,25 @@ void autoreloader::apply(const std::string& name, std::vector<std::string>& relo
     reported_.erase(name);
     return;
   }
-  if (watcher_.still_changing(info.path)) {  // a save in progress (truncated, not yet written)
+  // A save the kernel saw complete (closed by its writer, renamed into
+  // place) and nobody touched since is read at once. Anything else (saved
+  // before its file was watched, polling, a deferred retry) must have been
+  // quiet for the debounce.
+  const bool vouched = reported && watcher_.at_rest(info.path);
+  if (!vouched && watcher_.still_changing(info.path)) {  // a save in progress (truncated, not yet written)
     due_.insert(name);
     return;
   }
   auto now = take_fingerprint(info.path);
   if (!now) {
     if (reported_.insert(name).second)
-      std::cerr << "[modhost] source of " << name << " (" << info.path.string()
-                << ") is gone; the loaded code keeps running" << std::endl;
+      report("[modhost] source of " + name + " (" + info.path.string() + ") is gone; the loaded code keeps running");
     return;
   }
   reported_.erase(name);
   if (info.kind == module_kind::extension) {
     if (reported_.insert(name).second)
-      std::cerr << "[modhost] " << name << " changed on disk, but it is an extension module: "
-                << "restart required" << std::endl;
+      report("[modhost] " + name + " changed on disk, but it is an extension module: restart required");
     return;
   }
   auto failed = failed_hash_.find(name);
@@ -205,32 +235,39 @@ void autoreloader::apply(const std::string& name, std::vector<std::string>& relo
   reload_options options;
   options.deep = true;
   options.dependents = true;
-  options.quiet_for = watcher_.debounce();  // never compile a file caught mid-save
-  reload_report report;
+  // Never compile a file caught mid-save: either the kernel says nobody
+  // wrote it between its writer's close and the read (a dependent re-run
+  // with it that is not watched: quiet for the debounce), or it was quiet
+  // for the debounce.
+  if (vouched)
+    options.source_at_rest = [this](const std::filesystem::path& path) { return !watcher_.still_changing(path); };
+  else
+    options.quiet_for = watcher_.debounce();
+  reload_report result;
   try {
-    report = cache_.reload(name, options);
+    result = cache_.reload(name, options);
   } catch (const python_error& e) {  // e.g. not reloadable any more
-    std::cerr << "[modhost] reload of " << name << " failed: " << one_line(e.what()) << std::endl;
+    report("[modhost] reload of " + name + " failed: " + one_line(e.what()));
     failed_hash_[name] = now->content_hash;
     return;
   } catch (const module_in_use_error& e) {  // another thread stays in its code
-    std::cerr << "[modhost] reload of " << name << " failed: " << e.what() << std::endl;
+    report("[modhost] reload of " + name + " failed: " + one_line(e.what()));
     failed_hash_[name] = now->content_hash;
     return;
   }
-  if (report.outcome == reload_outcome::deferred) {  // being written: the next poll takes it
+  if (result.outcome == reload_outcome::deferred) {  // being written: the next poll takes it
     due_.insert(name);
     return;
   }
-  if (!report) {
-    std::cerr << "[modhost] reload of " << name << " failed: " << one_line(report.error->what())
-              << (report.failed_module != name ? " (in dependent " + report.failed_module + ")" : "")
-              << "; the old code keeps running" << std::endl;
+  if (!result) {
+    report("[modhost] reload of " + name + " failed: " + one_line(result.error->what()) +
+           (result.failed_module != name ? " (in dependent " + result.failed_module + ")" : "") +
+           "; the old code keeps running");
     failed_hash_[name] = now->content_hash;
     return;
   }
   failed_hash_.erase(name);
-  for (const auto& ran : report.reexecuted) reloaded.push_back(ran);
+  for (const auto& ran : result.reexecuted) reloaded.push_back(ran);
 }
 
 // ---------------------------------------------------------------------------
@@ -240,31 +277,54 @@ void autoreloader::start_background() {
   if (thread_.joinable()) return;
   stop_ = false;
   g_background = this;
+  // A newly imported module is watched at once: the import wakes the thread,
+  // which has the main thread poll (and so watch the module's file) right after it.
+  tracking_listener_ = cache_.add_tracking_listener([this] {
+    if (!woken_.exchange(true)) watcher_.interrupt();  // one write() per wait, however many imports
+  });
   thread_ = std::thread([this] { background_loop(); });
 }
 
 void autoreloader::stop_background() {
   if (!thread_.joinable()) return;
+  cache_.remove_tracking_listener(tracking_listener_);
   g_background = nullptr;
   stop_ = true;
   done_.notify_all();
+  watcher_.interrupt();
   {
-    // The thread may be waiting in the kernel: it wakes within its timeout.
     gil_release released;  // a pending call it waits for needs the main thread to be free of us
     thread_.join();
   }
 }
 
+// Runs on the main thread at a bytecode boundary, with the GIL.
 int autoreloader::run_pending(void*) {
   autoreloader* self = g_background.load();
   if (!self) return 0;
-  bool retry = !self->cache_.at_safe_point();
-  if (!retry) self->poll();
+  const bool safe = !self->polling_ && self->cache_.at_safe_point();
+  if (safe) {
+    try {
+      self->poll();
+    } catch (const std::exception& e) {  // nothing may cross into CPython's eval loop
+      report(std::string("[modhost] autoreload failed: ") + one_line(e.what()));
+    }
+  }
   PyErr_Clear();  // a pending call must not leave an error behind
   {
     std::lock_guard<std::mutex> lock(self->mutex_);
+    auto now = file_watcher::clock::now();
     self->scheduled_ = false;
-    self->retry_ = retry || self->watcher_.has_unsettled() || !self->due_.empty();
+    self->unsafe_ = !safe;
+    if (!safe) {  // an import or a reload runs: look again soon, less often the longer it takes
+      self->retry_at_ = now + self->unsafe_backoff_;
+      self->unsafe_backoff_ = std::min(self->unsafe_backoff_ * 2, std::max(self->watcher_.debounce(), std::chrono::milliseconds(20)));
+    } else {
+      self->unsafe_backoff_ = std::chrono::milliseconds(1);
+      // A save deferred (caught mid-save, or saved before its file was
+      // watched) is looked at again after one debounce interval.
+      self->retry_at_ = self->due_.empty() ? file_watcher::clock::time_point::max() : now + self->watcher_.debounce();
+    }
   }
   self->done_.notify_all();
   return 0;
@@ -272,32 +332,57 @@ int autoreloader::run_pending(void*) {
 
 void autoreloader::background_loop() {
   using namespace std::chrono;
+  using clock = file_watcher::clock;
   const auto debounce = watcher_.debounce();
-  const bool polling = watcher_.current_mode() == file_watcher::mode::polling;
   while (!stop_) {
-    bool retry;
+    clock::time_point retry_at;
+    bool unsafe;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      retry = retry_;
+      retry_at = retry_at_;
+      unsafe = unsafe_;
     }
-    // Wait for the kernel (or, polling, for the next round); a change still
-    // settling or a deferred poll comes back after one debounce interval.
-    milliseconds timeout = retry ? debounce : (polling ? std::max(debounce, milliseconds(50)) : milliseconds(200));
-    bool events = watcher_.wait(timeout);
+    // Sleep until the kernel has events, an import wakes us, a file still
+    // waiting for its writer or the debounce may settle, or a retry is due;
+    // polling has no events to wait for and looks every round.
+    const bool polling = watcher_.current_mode() == file_watcher::mode::polling;
+    auto now = clock::now();
+    auto next = std::min(retry_at, watcher_.next_settle());
+    if (polling) next = std::min(next, now + std::max(debounce, milliseconds(50)));
+    milliseconds timeout(1000);  // stop_background() interrupts the wait: this only bounds it
+    // Modules imported before the thread started (or while the pending call
+    // ran) have no wake-up of their own.
+    if (!unsafe && cache_.tracking_revision() != seen_tracking_.load()) next = now;
+    if (next <= now)
+      timeout = milliseconds(0);
+    else if (next - now < timeout)
+      timeout = ceil<milliseconds>(next - now);
+    if (timeout.count() > 0) watcher_.wait(timeout);
+    woken_ = false;
     if (stop_) break;
-    // Newly imported modules need their files watched: that happens in poll().
-    bool new_modules = cache_.tracking_revision() != seen_tracking_.load();
-    if (!events && !retry && !new_modules) continue;
-    if (events && !polling) std::this_thread::sleep_for(debounce);  // let a burst of writes finish
+    now = clock::now();
+    const bool retry_due = now >= retry_at;
+    if (unsafe && !retry_due) continue;  // the main thread is still importing or reloading
+    // Events that only say a writer is busy (or concern other files in a
+    // watched directory) wake us but not the main thread.
+    const bool new_modules = cache_.tracking_revision() != seen_tracking_.load();
+    if (!retry_due && !new_modules && !watcher_.has_settled(now)) continue;
     std::unique_lock<std::mutex> lock(mutex_);
     scheduled_ = true;
-    retry_ = false;
-    if (Py_AddPendingCall(&autoreloader::run_pending, nullptr) != 0) {
+    retry_at_ = clock::time_point::max();
+    if (modhost_call_on_main_thread(&autoreloader::run_pending, nullptr) != 0) {
       scheduled_ = false;
-      retry_ = true;  // the queue is full: try again next round
+      retry_at_ = now + debounce;  // CPython's queue is full: try again later
       continue;
     }
-    done_.wait(lock, [this] { return !scheduled_ || stop_; });
+    // The main thread may have recomputed its eval breaker at the very moment
+    // the flag was set and cleared it again: set it again until the call has
+    // run, less and less often (the main thread may be blocked in C for long).
+    auto patience = milliseconds(1);
+    while (!done_.wait_for(lock, patience, [this] { return !scheduled_ || stop_.load(); })) {
+      modhost_wake_main_thread();
+      patience = std::min(patience * 2, milliseconds(100));
+    }
   }
 }
 

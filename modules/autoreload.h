@@ -12,9 +12,13 @@
 // Reloads happen only at safe points: never while a module is being
 // imported or reloaded, always on the thread that holds the GIL. A C++ host
 // calls poll() from its own loop; the host program instead calls
-// start_background(), which applies changes on the main thread between
-// bytecodes (CPython's pending calls), so a script's `while True:` loop sees
-// new code without calling anything.
+// start_background(): a thread waits for the watcher and, as soon as a save
+// is complete, has poll() run on the main thread at its next bytecode
+// boundary (a CPython pending call whose eval-breaker flag it sets itself,
+// see modules/internal/main_thread_call.h), so a script's `while True:`
+// loop, even one that never releases the GIL, and a C++ loop calling
+// function_handles see new code without calling anything. Code blocked in
+// a C call reaches that boundary when the call returns.
 #pragma once
 
 #include <atomic>
@@ -71,8 +75,9 @@ class autoreloader {
   std::vector<std::string> poll();
 
   // Applies changes by itself from now on: a thread waits for the watcher
-  // and schedules poll() on the main thread between bytecodes. Call on the
-  // main thread, with the GIL.
+  // (and for newly imported modules, whose files it then watches at once)
+  // and has poll() run on the main thread at its next bytecode boundary.
+  // Call on the main thread, with the GIL.
   void start_background();
   void stop_background();
 
@@ -83,7 +88,7 @@ class autoreloader {
   void rescan_all();
   bool covers(const std::string& name, const std::filesystem::path& path) const;
   void track_new_modules();
-  void apply(const std::string& name, std::vector<std::string>& reloaded);
+  void apply(const std::string& name, bool reported, std::vector<std::string>& reloaded);
   void background_loop();
   static int run_pending(void*);
 
@@ -106,13 +111,21 @@ class autoreloader {
   std::set<std::string> due_;
   std::map<std::string, std::uint64_t> failed_hash_;  // content that failed: not retried
   std::set<std::string> reported_;                    // deleted / extension: said once
+  bool polling_ = false;  // poll() is on the stack: a pending call inside it must not poll again
 
-  // Background mode: a thread and the main thread hand a "poll now" flag back and forth.
+  // Background mode: the thread asks the main thread to poll and waits until it has.
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable done_;
-  bool scheduled_ = false;
-  bool retry_ = false;
+  bool scheduled_ = false;  // a pending call is queued and has not run yet
+  // Set by the pending call: when to poll again without a new event (a
+  // deferred save, no safe point), and whether only that time may bring the
+  // next poll (no safe point: the main thread is importing or reloading).
+  file_watcher::clock::time_point retry_at_ = file_watcher::clock::time_point::max();
+  bool unsafe_ = false;
+  std::chrono::milliseconds unsafe_backoff_{1};
+  std::uint64_t tracking_listener_ = 0;
+  std::atomic<bool> woken_{false};  // the tracking listener already interrupted the wait
   std::atomic<bool> stop_{false};
 };
 

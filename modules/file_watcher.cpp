@@ -1,13 +1,15 @@
 #include "modules/file_watcher.h"
 
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
-#include <thread>
 
 namespace modhost {
 namespace {
@@ -54,6 +56,7 @@ std::filesystem::path normal(const std::filesystem::path& path) {
 }  // namespace
 
 file_watcher::file_watcher(std::chrono::milliseconds debounce, bool force_polling) : debounce_(debounce) {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);  // without it, wait() just cannot be interrupted
   if (force_polling) {
     fall_back("polling was requested");
     return;
@@ -64,6 +67,7 @@ file_watcher::file_watcher(std::chrono::milliseconds debounce, bool force_pollin
 
 file_watcher::~file_watcher() {
   if (fd_ >= 0) ::close(fd_);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 void file_watcher::fall_back(const std::string& reason) {
@@ -72,6 +76,7 @@ void file_watcher::fall_back(const std::string& reason) {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   directories_.clear();
+  writing_.clear();
   for (const auto& file : files_) poll_state_[file] = signature(file);
   for (const auto& dir : whole_dirs_) {
     std::error_code ec;
@@ -82,12 +87,14 @@ void file_watcher::fall_back(const std::string& reason) {
 
 void file_watcher::watch_file(const std::filesystem::path& file) {
   auto path = normal(file);
+  std::lock_guard<std::mutex> lock(mutex_);
   if (files_.insert(path).second && mode_ == mode::polling) poll_state_[path] = signature(path);
   watch_directory_events(path.parent_path());  // again too: the directory may be new or recreated
 }
 
 void file_watcher::watch_directory(const std::filesystem::path& directory) {
   auto dir = normal(directory);
+  std::lock_guard<std::mutex> lock(mutex_);
   if (!whole_dirs_.insert(dir).second) return;
   if (mode_ == mode::polling) {
     std::error_code ec;
@@ -112,7 +119,9 @@ void file_watcher::watch_directory_events(const std::filesystem::path& dir) {
 }
 
 bool file_watcher::is_watched_directory(const std::filesystem::path& directory) const {
-  return watched_dirs_.count(normal(directory)) != 0;
+  auto dir = normal(directory);
+  std::lock_guard<std::mutex> lock(mutex_);
+  return watched_dirs_.count(dir) != 0;
 }
 
 void file_watcher::drain_events(clock::time_point now) {
@@ -123,8 +132,8 @@ void file_watcher::drain_events(clock::time_point now) {
     for (char* p = buffer; p < buffer + length;) {
       auto* event = reinterpret_cast<inotify_event*>(p);
       p += sizeof(inotify_event) + event->len;
-      if (event->mask & IN_Q_OVERFLOW) {  // lost events: treat every file as touched
-        for (const auto& file : files_) pending_[file] = now;
+      if (event->mask & IN_Q_OVERFLOW) {  // lost events: every file may have changed, by anyone
+        for (const auto& file : files_) pending_[file] = now + debounce_;
         continue;
       }
       auto dir = directories_.find(event->wd);
@@ -137,9 +146,29 @@ void file_watcher::drain_events(clock::time_point now) {
       if (event->len == 0) continue;
       auto path = dir->second / event->name;
       if (!files_.count(path) && !whole_dirs_.count(dir->second)) continue;
-      pending_[path] = last_change(path, now);
-      if (event->mask & IN_MODIFY) writing_.insert(path);
-      if (event->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE)) writing_.erase(path);
+      // In the order they happened: the last one says where the file stands.
+      if (event->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
+        // Complete: its writer closed it, or it was written elsewhere and
+        // renamed into place. Reported at once.
+        writing_.erase(path);
+        pending_[path] = now;
+      } else if (event->mask & IN_MODIFY) {  // written (or truncated), still open: wait for the close
+        writing_.insert(path);
+        pending_[path] = last_change(path, now) + std::max<clock::duration>(debounce_, kOpenWriterPatience);
+      } else if (event->mask & IN_ATTRIB) {
+        // Metadata only (touch, chmod; editors set them after writing): the
+        // content is what it was, so it delays nothing already pending.
+        if (!pending_.count(path)) pending_[path] = now;
+      } else if (event->mask & (IN_DELETE | IN_MOVED_FROM)) {
+        // Gone, perhaps to be created again at once (editors that delete and
+        // recreate): the debounce keeps that one save rather than a deletion.
+        writing_.erase(path);
+        pending_[path] = now + debounce_;
+      } else if (event->mask & IN_CREATE) {
+        // Its writer's close (or first write) follows if there is one; a
+        // link or a file created empty and left so settles after the debounce.
+        if (!writing_.count(path)) pending_[path] = last_change(path, now) + debounce_;
+      }
     }
   }
 }
@@ -150,7 +179,7 @@ void file_watcher::poll_files(clock::time_point now) {
     auto& known = poll_state_[path];
     if (known != now_signature) {
       known = now_signature;
-      pending_[path] = now;
+      pending_[path] = now + debounce_;  // reported once a later stat agrees, a debounce later
     }
   };
   for (const auto& file : files_) check(file);
@@ -165,16 +194,20 @@ void file_watcher::poll_files(clock::time_point now) {
   for (const auto& path : vanished) check(path);
 }
 
-std::vector<std::filesystem::path> file_watcher::take_settled(clock::time_point now) {
+void file_watcher::read_changes(clock::time_point now) {
   if (mode_ == mode::inotify)
     drain_events(now);
   else
     poll_files(now);
+}
+
+std::vector<std::filesystem::path> file_watcher::take_settled(clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  read_changes(now);
   std::vector<std::filesystem::path> settled;
   for (auto it = pending_.begin(); it != pending_.end();) {
-    auto quiet = now - it->second;
-    if (quiet >= debounce_ && (!writing_.count(it->first) || quiet >= kOpenWriterPatience)) {
-      writing_.erase(it->first);
+    if (now >= it->second) {
+      writing_.erase(it->first);  // a writer that kept it open past the patience
       settled.push_back(it->first);
       it = pending_.erase(it);
     } else {
@@ -184,29 +217,66 @@ std::vector<std::filesystem::path> file_watcher::take_settled(clock::time_point 
   return settled;
 }
 
+bool file_watcher::has_settled(clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  read_changes(now);
+  return std::any_of(pending_.begin(), pending_.end(),
+                     [&](const auto& item) { return now >= item.second; });
+}
+
+bool file_watcher::at_rest(const std::filesystem::path& file) {
+  auto path = normal(file);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (mode_ != mode::inotify) return false;
+  drain_events(clock::now());
+  if (!watched_dirs_.count(path.parent_path())) return false;  // no events could have come
+  if (!files_.count(path) && !whole_dirs_.count(path.parent_path())) return false;
+  return !pending_.count(path) && !writing_.count(path);
+}
+
 bool file_watcher::still_changing(const std::filesystem::path& file) {
   auto path = normal(file);
   auto now = clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
   if (mode_ == mode::inotify) drain_events(now);
   if (pending_.count(path) || writing_.count(path)) return true;
+  if (mode_ == mode::inotify && watched_dirs_.count(path.parent_path()) &&
+      (files_.count(path) || whole_dirs_.count(path.parent_path())))
+    return false;  // the kernel would have said so
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return false;  // deleted: settled, nothing to wait for
   return now - last_change(path, now) < debounce_;
 }
 
+bool file_watcher::has_unsettled() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !pending_.empty();
+}
+
 file_watcher::clock::time_point file_watcher::next_settle() const {
+  std::lock_guard<std::mutex> lock(mutex_);
   auto next = clock::time_point::max();
-  for (const auto& [path, last] : pending_) next = std::min(next, last + debounce_);
+  for (const auto& [path, ready_at] : pending_) next = std::min(next, ready_at);
   return next;
 }
 
 bool file_watcher::wait(std::chrono::milliseconds timeout) const {
-  if (mode_ != mode::inotify) {
-    std::this_thread::sleep_for(timeout);
-    return true;  // polling: every wake-up is a reason to look
+  pollfd requests[2] = {{wake_fd_, POLLIN, 0}, {mode_ == mode::inotify ? fd_ : -1, POLLIN, 0}};
+  int ready = ::poll(requests, 2, static_cast<int>(std::min<std::chrono::milliseconds::rep>(timeout.count(), 1 << 30)));
+  if (ready > 0 && (requests[0].revents & POLLIN)) {
+    std::uint64_t count = 0;
+    ssize_t ignored = ::read(wake_fd_, &count, sizeof count);  // reset it: one interruption, one return
+    (void)ignored;
+    return true;
   }
-  pollfd request{fd_, POLLIN, 0};
-  return ::poll(&request, 1, static_cast<int>(timeout.count())) > 0 && (request.revents & POLLIN);
+  if (mode_ != mode::inotify) return true;  // polling: every wake-up is a reason to look
+  return ready > 0 && (requests[1].revents & POLLIN);
+}
+
+void file_watcher::interrupt() const noexcept {
+  std::uint64_t one = 1;
+  ssize_t ignored = ::write(wake_fd_, &one, sizeof one);
+  (void)ignored;
 }
 
 }  // namespace modhost

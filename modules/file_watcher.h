@@ -2,19 +2,30 @@
 //
 // One inotify watch per directory, so every way an editor saves is seen:
 // write in place, truncate-and-write, write a temp file and rename it over,
-// delete and create. A file is reported once it has been quiet for the
-// debounce interval, so a half-written file is not picked up while the
-// editor is still writing. Where inotify is unavailable or the kernel's watch
-// limit is reached, the watcher falls back to polling (stat of each watched
-// file and directory) by itself and says so in mode().
+// delete and create. A save is reported as soon as it is complete, and never
+// while it is half done:
+//  - inotify: a file its writer closed (IN_CLOSE_WRITE) or that was renamed
+//    into place (IN_MOVED_TO) is complete and reported at once, with no
+//    debounce. A file modified and still open for writing waits for its
+//    close (or, for a writer that keeps it open, until it has been quiet for
+//    max(debounce, 2 s)). Only events that say nothing about a writer (a
+//    deletion, a creation without writes, a lost-events overflow) wait for
+//    the debounce interval;
+//  - polling (where inotify is unavailable or the kernel's watch limit is
+//    reached; the watcher falls back by itself and says so in mode()): a
+//    file is reported once two stats a debounce interval apart agree.
+// Every call that reports reads what the kernel has queued first, so a save
+// that completed a microsecond earlier is reported by that very call.
 //
-// Not thread-safe except wait(), which another thread may call while one
-// thread uses the rest.
+// Thread-safe: the background thread of an autoreloader waits and asks
+// has_settled() while the main thread takes the changes.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -42,22 +53,32 @@ class file_watcher {
   void watch_directory(const std::filesystem::path& directory);
   bool is_watched_directory(const std::filesystem::path& directory) const;
 
-  // Files that changed and have been quiet for the debounce interval since
-  // their last event (each reported once per burst of changes). Cheap when
-  // nothing happened.
+  // Files whose save is complete (see the banner), each reported once per
+  // burst of changes. Cheap when nothing happened: one read().
   std::vector<std::filesystem::path> take_settled(clock::time_point now = clock::now());
+  // take_settled() would report something now; takes nothing.
+  bool has_settled(clock::time_point now = clock::now());
+  // The kernel vouches that `file` is at rest: it is watched through inotify
+  // and no event arrived for it since take_settled() last reported it (so
+  // nobody wrote it since its writer closed it). False in polling mode, which
+  // cannot tell. Reads the kernel's queue first.
+  bool at_rest(const std::filesystem::path& file);
   // `file` is being saved right now: an event not yet settled, written but
-  // not closed, or changed within the debounce interval. Reading it now could
-  // see a truncated, half-written file.
+  // not closed, or (for a file the watcher cannot vouch for) changed within
+  // the debounce interval. Reading it now could see a half-written file.
   bool still_changing(const std::filesystem::path& file);
-  // Some changed file is still inside its debounce interval.
-  bool has_unsettled() const { return !pending_.empty(); }
-  // When the earliest unsettled file settles (or clock::time_point::max()).
+  // Some changed file is not reported yet (waiting for its writer or the debounce).
+  bool has_unsettled() const;
+  // When the earliest unsettled file may be reported (or clock::time_point::max()).
   clock::time_point next_settle() const;
 
-  // Blocks until the kernel reports events or `timeout` passes; in polling
-  // mode it just sleeps for the timeout. Returns true if events are waiting.
+  // Blocks until the kernel reports events, interrupt() is called or
+  // `timeout` passes; in polling mode it sleeps for the timeout unless
+  // interrupted. Returns true if events (or an interruption) are waiting.
   bool wait(std::chrono::milliseconds timeout) const;
+  // Makes a wait() in another thread return now (or the next one, if none
+  // runs). Async-signal-safe.
+  void interrupt() const noexcept;
 
   file_watcher::mode current_mode() const noexcept { return mode_; }
   // Why the watcher polls ("inotify unavailable: ...", "watch limit reached"), or empty.
@@ -66,19 +87,22 @@ class file_watcher {
 
  private:
   void watch_directory_events(const std::filesystem::path& dir);
+  void read_changes(clock::time_point now);  // the kernel's queue, or a stat of everything
   void drain_events(clock::time_point now);
   void poll_files(clock::time_point now);
   void fall_back(const std::string& reason);
 
+  mutable std::mutex mutex_;  // everything below, except the constants and the fds
   std::chrono::milliseconds debounce_;
-  mode mode_ = mode::inotify;
+  std::atomic<mode> mode_{mode::inotify};  // the background thread's wait() reads it
   std::string fallback_reason_;
   int fd_ = -1;
+  int wake_fd_ = -1;  // an eventfd that interrupt() writes and wait() polls
   std::map<int, std::filesystem::path> directories_;  // inotify watch descriptor -> directory
   std::set<std::filesystem::path> watched_dirs_;
   std::set<std::filesystem::path> whole_dirs_;        // every file in them counts
   std::set<std::filesystem::path> files_;
-  std::map<std::filesystem::path, clock::time_point> pending_;  // file -> its last event
+  std::map<std::filesystem::path, clock::time_point> pending_;  // file -> when it may be reported
   std::set<std::filesystem::path> writing_;  // modified, not yet closed by its writer (inotify)
   // Polling: what each file and directory looked like at the last check.
   std::map<std::filesystem::path, std::string> poll_state_;

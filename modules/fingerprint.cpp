@@ -37,6 +37,8 @@ std::optional<fingerprint> stat_fingerprint(const std::filesystem::path& file) n
   return print;
 }
 
+bool fingerprint::stat_trusted() const noexcept { return ctime_ns + kRacyWindowNs < taken_ns; }
+
 std::optional<fingerprint> take_fingerprint(const std::filesystem::path& file) {
   auto print = stat_fingerprint(file);
   if (!print) return std::nullopt;
@@ -52,8 +54,7 @@ file_change compare_file(const fingerprint& known, const std::filesystem::path& 
                          fingerprint* fresh) {
   auto now = stat_fingerprint(file);
   if (!now) return file_change::missing;
-  bool settled = known.ctime_ns + kRacyWindowNs < known.taken_ns;
-  if (settled && now->same_stat(known)) return file_change::unchanged;
+  if (known.stat_trusted() && now->same_stat(known)) return file_change::unchanged;
   auto read = take_fingerprint(file);
   if (!read) return file_change::missing;
   if (fresh) *fresh = *read;

@@ -26,6 +26,10 @@ struct fingerprint {
   // (git's "racy" rule) and the hash decides.
   std::int64_t taken_ns = 0;
 
+  // Its stat fields alone may say "unchanged": it was taken more than a
+  // timestamp tick after the file's last change (see taken_ns).
+  bool stat_trusted() const noexcept;
+
   // Same stat fields (the hash and taken_ns are not compared).
   bool same_stat(const fingerprint& other) const noexcept {
     return size == other.size && mtime_ns == other.mtime_ns && ctime_ns == other.ctime_ns &&

@@ -23,6 +23,24 @@ namespace modhost {
 
 using detail::cache_entry;
 
+namespace {
+
+int g_cache_calls = 0;  // public cache calls in progress, on any thread (under the GIL)
+
+// translate_errors, counted: the autoreloader's pending call can fire at any
+// bytecode boundary, also inside Python code a cache call runs (its helpers,
+// a module's __unload__); it must not reload modules under that call.
+template <class Fn>
+decltype(auto) cache_call(Fn&& fn) {
+  struct counted {
+    counted() { ++g_cache_calls; }
+    ~counted() { --g_cache_calls; }
+  } guard;
+  return translate_errors(std::forward<Fn>(fn));
+}
+
+}  // namespace
+
 // The pieces the facade composes, in the order they are built (and torn
 // down in reverse: the hook goes before the registry it reports to).
 class module_cache::impl {
@@ -45,7 +63,7 @@ module_cache::module_cache(const cache_options& options) : impl_(std::make_uniqu
 module_cache::~module_cache() = default;
 
 bool module_cache::at_safe_point() const noexcept {
-  return detail::import_hook::idle() && impl_->modules.reloading().empty();
+  return detail::import_hook::idle() && g_cache_calls == 0 && impl_->modules.reloading().empty();
 }
 
 std::uint64_t module_cache::tracking_revision() const noexcept { return impl_->modules.tracking_revision(); }
@@ -57,7 +75,7 @@ py::object module_cache::find(const std::string& name) {
 
 py::object module_cache::load(const std::string& name, std::chrono::milliseconds limit) {
   if (cache_entry* entry = impl_->modules.lookup(name)) return entry->module;
-  return translate_errors([&] {
+  return cache_call([&] {
     detail::check_name(name);
     std::optional<time_limit> guard;
     if (limit.count() > 0) guard.emplace(limit);
@@ -68,20 +86,22 @@ py::object module_cache::load(const std::string& name, std::chrono::milliseconds
 }
 
 reload_report module_cache::reload(const std::string& name, reload_options options) {
-  reload_report report = translate_errors([&] { return detail::reload(impl_->reload_context(), name, options); });
-  if (report.outcome == reload_outcome::reloaded)
-    for (auto& [id, callback] : std::map<std::uint64_t, reload_callback>(impl_->subscribers)) {
-      try {
-        callback(report);
-      } catch (const std::exception& e) {
-        std::cerr << "[modhost] reload callback failed: " << e.what() << std::endl;
+  return cache_call([&] {
+    reload_report report = detail::reload(impl_->reload_context(), name, options);
+    if (report.outcome == reload_outcome::reloaded)
+      for (auto& [id, callback] : std::map<std::uint64_t, reload_callback>(impl_->subscribers)) {
+        try {
+          callback(report);
+        } catch (const std::exception& e) {
+          std::cerr << "[modhost] reload callback failed: " << e.what() << std::endl;
+        }
       }
-    }
-  return report;
+    return report;
+  });
 }
 
 reload_report module_cache::reload(py::handle module, reload_options options) {
-  std::string name = translate_errors([&] {
+  std::string name = cache_call([&] {
     if (!module || !PyModule_Check(module.ptr()))
       detail::raise_error(PyExc_TypeError, "reload() argument must be a module");
     py::object spec = py::getattr(module, "__spec__", py::none());
@@ -95,23 +115,23 @@ reload_report module_cache::reload(py::handle module, reload_options options) {
 }
 
 unload_report module_cache::unload(const std::string& name, bool force) {
-  return translate_errors([&] { return detail::unload(impl_->modules, impl_->helpers, name, force); });
+  return cache_call([&] { return detail::unload(impl_->modules, impl_->helpers, name, force); });
 }
 
 std::int64_t module_cache::refcount(const std::string& name) {
-  return translate_errors([&] { return detail::refcount(impl_->modules, name); });
+  return cache_call([&] { return detail::refcount(impl_->modules, name); });
 }
 
 std::vector<std::string> module_cache::referrers(const std::string& name) {
-  return translate_errors([&] { return detail::referrers(impl_->modules, name); });
+  return cache_call([&] { return detail::referrers(impl_->modules, name); });
 }
 
 bool module_cache::is_changed(const std::string& name) {
-  return translate_errors([&] { return impl_->modules.is_changed(*impl_->modules.require(name)); });
+  return cache_call([&] { return impl_->modules.is_changed(*impl_->modules.require(name)); });
 }
 
 std::vector<std::string> module_cache::changed() {
-  return translate_errors([&] {
+  return cache_call([&] {
     std::vector<std::string> names;
     for (const auto& name : impl_->modules.names())
       if (cache_entry* entry = impl_->modules.lookup(name); entry && impl_->modules.is_changed(*entry))
@@ -121,7 +141,7 @@ std::vector<std::string> module_cache::changed() {
 }
 
 std::vector<std::string> module_cache::dependencies(const std::string& name) {
-  return translate_errors([&] {
+  return cache_call([&] {
     impl_->modules.require(name);
     const auto& deps = impl_->graph.dependencies(name);
     return std::vector<std::string>(deps.begin(), deps.end());
@@ -129,7 +149,7 @@ std::vector<std::string> module_cache::dependencies(const std::string& name) {
 }
 
 std::vector<std::string> module_cache::dependents(const std::string& name) {
-  return translate_errors([&] {
+  return cache_call([&] {
     impl_->modules.require(name);
     const auto& users = impl_->graph.dependents(name);
     return std::vector<std::string>(users.begin(), users.end());
@@ -144,7 +164,7 @@ std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imp
 }
 
 module_info module_cache::info(const std::string& name) {
-  return translate_errors([&] {
+  return cache_call([&] {
     cache_entry& entry = *impl_->modules.require(name);
     module_info info;
     info.name = entry.name;
@@ -170,7 +190,7 @@ std::vector<module_info> module_cache::entries() {
 }
 
 std::vector<std::string> module_cache::modules() {
-  return translate_errors([&] { return impl_->modules.names(); });
+  return cache_call([&] { return impl_->modules.names(); });
 }
 
 std::uint64_t module_cache::subscribe(reload_callback callback) {
@@ -180,6 +200,14 @@ std::uint64_t module_cache::subscribe(reload_callback callback) {
 }
 
 void module_cache::unsubscribe(std::uint64_t id) { impl_->subscribers.erase(id); }
+
+std::uint64_t module_cache::add_tracking_listener(std::function<void()> listener) {
+  std::uint64_t id = impl_->next_subscriber++;
+  impl_->modules.tracking_listeners().emplace(id, std::move(listener));
+  return id;
+}
+
+void module_cache::remove_tracking_listener(std::uint64_t id) { impl_->modules.tracking_listeners().erase(id); }
 
 detail::registry& module_cache::registry() noexcept { return impl_->modules; }
 

@@ -99,11 +99,19 @@ class module_cache {
   // info() of every tracked module, sorted by name.
   std::vector<module_info> entries();
 
-  // No module is being imported or reloaded: a reload may run now.
+  // No module is being imported or reloaded and no other cache call is in
+  // progress (the autoreloader may fire inside Python code one runs): a reload may run now.
   bool at_safe_point() const noexcept;
   // Moves whenever a module starts or stops being tracked. Safe to read
   // from any thread, without the GIL.
   std::uint64_t tracking_revision() const noexcept;
+  // Calls `listener` whenever tracking_revision() moves, on the thread that
+  // imported or unloaded, with the GIL, possibly in the middle of an import:
+  // it may only wake someone up (the autoreloader's background thread, so a
+  // new module's file is watched at once), never call into Python or the
+  // cache. Returns an id for remove_tracking_listener().
+  std::uint64_t add_tracking_listener(std::function<void()> listener);
+  void remove_tracking_listener(std::uint64_t id);
 
   using reload_callback = std::function<void(const reload_report&)>;
   // Calls `callback` after every successful reload (one report per reload call;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -73,6 +74,13 @@ struct reload_options {
   // that agree; otherwise the reload is `deferred` (a save in progress could
   // leave the file truncated while it is read). Zero: read whatever is there.
   std::chrono::milliseconds quiet_for{0};
+  // Set by a file watcher that can vouch for a save being complete (the
+  // kernel saw its writer close it or rename it into place): called with
+  // each source right after it was read between two stat()s that agree;
+  // false defers the reload as quiet_for does (someone wrote the file
+  // meanwhile). With it, quiet_for can be zero and a save that just
+  // completed is read at once.
+  std::function<bool(const std::filesystem::path&)> source_at_rest;
   // Interrupt the module's code (modhost.TimeLimitExceeded) if the reload
   // runs longer; it then rolls back like any failure. Zero: no limit.
   std::chrono::milliseconds time_limit{0};

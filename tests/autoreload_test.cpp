@@ -9,11 +9,14 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "interpreter/interpreter.h"
 #include "modules/autoreload.h"
+#include "modules/file_watcher.h"
 #include "modules/module_cache.h"
 #include "tests/test_support.h"
 
@@ -200,6 +203,128 @@ TEST_F(Autoreload, FailedReloadKeepsTheOldCodeAndIsNotRetried) {
   poll_until({"ar_broken"});
   EXPECT_EQ(value().cast<int>(), 3);
   EXPECT_EQ(cache().info("ar_broken").state, modhost::module_state::loaded);
+}
+
+// A save its writer completed (closed, or renamed into place) is applied by
+// the very next poll(): no debounce to wait for. A broken one is reported by
+// that same poll() (the failure is a value: the old code keeps running).
+TEST_F(Autoreload, CompleteSaveIsAppliedByTheNextPoll) {
+  write("ar_now.py", version(1));
+  auto module = import("ar_now");
+  reloader().set_mode(autoreload_mode::all);
+  EXPECT_EQ(reloader().poll(), std::vector<std::string>{});
+  if (reloader().watcher().current_mode() != modhost::file_watcher::mode::inotify)
+    GTEST_SKIP() << "polling waits for two agreeing stats: " << reloader().watcher().fallback_reason();
+  for (int i = 2; i <= 20; ++i) {  // quicker than a timestamp tick: equal stat fields must not hide an edit
+    if (i % 2) {
+      dir_.write("ar_now.tmp", version(i));  // atomic save
+      std::filesystem::rename(dir_.path() / "ar_now.tmp", dir_.path() / "ar_now.py");
+    } else {
+      dir_.write("ar_now.py", version(i));  // in place
+    }
+    ASSERT_EQ(reloader().poll(), std::vector<std::string>{"ar_now"}) << "save " << i;
+    ASSERT_EQ(module.attr("value")().cast<int>(), i);
+  }
+  dir_.write("ar_now.py", "def value(:\n    return 'broken'\n");
+  EXPECT_EQ(reloader().poll(), std::vector<std::string>{});
+  EXPECT_EQ(cache().info("ar_now").generation, 20u) << "the broken save was not tried by that poll()";
+  EXPECT_NE(cache().info("ar_now").last_error.find("SyntaxError"), std::string::npos) << cache().info("ar_now").last_error;
+  EXPECT_EQ(module.attr("value")().cast<int>(), 20);
+}
+
+// ---------------------------------------------------------------------------
+// Background mode: the main thread is reached wherever it runs Python, with
+// no poll() from the host. An editor thread saves while the main thread spins
+// holding the GIL: before the eval breaker was set for the main thread (see
+// modules/internal/main_thread_call.h) such a loop never saw the save.
+
+class AutoreloadBackground : public Autoreload {
+ protected:
+  void SetUp() override {
+    Autoreload::SetUp();
+    write("ar_spin.py", version(1));
+    module_ = import("ar_spin");
+    reloader().set_mode(autoreload_mode::all);
+    reloader().start_background();
+  }
+  void TearDown() override {
+    if (editor_.joinable()) editor_.join();
+    reloader().stop_background();
+    Autoreload::TearDown();
+  }
+  // Saves version 2 from another thread while the caller spins.
+  void save_soon() {
+    auto path = dir_.path() / "ar_spin.py";
+    editor_ = std::thread([path] {
+      std::this_thread::sleep_for(50ms);
+      std::ofstream(path, std::ios::trunc) << version(2);
+    });
+  }
+
+  py::object module_;
+  std::thread editor_;
+};
+
+TEST_F(AutoreloadBackground, ReachesAPythonLoopThatNeverReleasesTheGil) {
+  save_soon();
+  py::dict scope;
+  scope["m"] = module_;
+  // The repro: pure bytecode, no sleep, no I/O; gives up after 30 s.
+  exec("import time\n"
+       "t0 = time.monotonic()\n"
+       "while m.value() != 2 and time.monotonic() - t0 < 30:\n"
+       "    pass\n"
+       "result = m.value()\n",
+       scope);
+  EXPECT_EQ(scope["result"].cast<int>(), 2) << "the spinning loop never ran the saved code";
+}
+
+TEST_F(AutoreloadBackground, ReachesACppLoopOfFunctionHandleCalls) {
+  function_handle value(cache(), "ar_spin", "value");
+  save_soon();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  long calls = 0;
+  int seen = 1;
+  while (seen != 2 && std::chrono::steady_clock::now() < deadline) {
+    seen = value().cast<int>();
+    ++calls;
+  }
+  EXPECT_EQ(seen, 2) << "a C++ loop holding the GIL never ran the saved code (" << calls << " calls)";
+}
+
+// C++ work that holds the GIL for long between calls: the save goes live at
+// the first bytecode boundary after it, the next call into Python.
+TEST_F(AutoreloadBackground, ReachesALoopOfLongCallsThatHoldTheGil) {
+  function_handle value(cache(), "ar_spin", "value");
+  save_soon();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  int seen = 1;
+  while (seen != 2 && std::chrono::steady_clock::now() < deadline) {
+    auto busy_until = std::chrono::steady_clock::now() + 20ms;
+    while (std::chrono::steady_clock::now() < busy_until) {
+    }
+    seen = value().cast<int>();
+  }
+  EXPECT_EQ(seen, 2) << "calls between long GIL-holding C++ work never ran the saved code";
+}
+
+// A module imported while the background thread runs is watched at once
+// (not at the next timeout): its first save after the import goes live.
+TEST_F(AutoreloadBackground, AModuleImportedLaterIsWatchedAndItsFirstSaveApplied) {
+  write("ar_late.py", version(1));
+  auto late = import("ar_late");
+  auto path = dir_.path() / "ar_late.py";
+  std::thread editor([path] { std::ofstream(path, std::ios::trunc) << version(7); });
+  editor.join();
+  py::dict scope;
+  scope["m"] = late;
+  exec("import time\n"
+       "t0 = time.monotonic()\n"
+       "while m.value() != 7 and time.monotonic() - t0 < 30:\n"
+       "    pass\n"
+       "result = m.value()\n",
+       scope);
+  EXPECT_EQ(scope["result"].cast<int>(), 7);
 }
 
 // ---------------------------------------------------------------------------

@@ -41,9 +41,14 @@ PyCFunction as_cfunction(Fn fn) {
 PyObject* import_hook::import_(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   import_hook* hook = g_hook;
   if (!hook) return nullptr;
+  // The import counts as running until it is recorded: recording tracks the
+  // module (its kind and path) by running Python code, where the
+  // autoreloader's pending call may fire.
   ++g_imports_running;
+  struct done_importing {
+    ~done_importing() { --g_imports_running; }
+  } done;
   PyObject* result = PyObject_Vectorcall(hook->original_import_.ptr(), args, nargsf, kwnames);
-  --g_imports_running;
   if (!result || t_recording) return result;
   Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   t_recording = true;
@@ -63,8 +68,10 @@ PyObject* import_hook::import_module(PyObject*, PyObject* const* args, Py_ssize_
   import_hook* hook = g_hook;
   if (!hook) return nullptr;
   ++g_imports_running;
+  struct done_importing {  // after the recording, as in import_
+    ~done_importing() { --g_imports_running; }
+  } done;
   PyObject* result = PyObject_Vectorcall(hook->original_import_module_.ptr(), args, nargsf, kwnames);
-  --g_imports_running;
   if (!result || t_recording || !PyModule_Check(result)) return result;
   t_recording = true;
   try {

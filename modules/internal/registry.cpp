@@ -65,6 +65,11 @@ void registry::classify(cache_entry& entry) {
   }
 }
 
+void registry::tracking_moved() {
+  ++tracking_revision_;
+  for (auto& [id, listener] : tracking_listeners_) listener();
+}
+
 cache_entry* registry::track(const std::string& name, py::handle module) {
   auto& slot = entries_[name];
   if (!slot) {
@@ -76,7 +81,7 @@ cache_entry* registry::track(const std::string& name, py::handle module) {
   }
   slot->module = py::reinterpret_borrow<py::object>(module);
   slot->state = module_state::loaded;
-  ++tracking_revision_;
+  tracking_moved();
   slot->confirmed_version = sys_modules_version();
   classify(*slot);
   return slot.get();
@@ -88,7 +93,7 @@ void registry::forget(const std::string& name) {
   ++*it->second->revision;
   it->second->state = module_state::unloaded;
   entries_.erase(it);
-  ++tracking_revision_;
+  tracking_moved();
   graph_.remove(name);
 }
 

@@ -12,6 +12,8 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -102,12 +104,15 @@ class registry {
   import_graph& graph() noexcept { return graph_; }
   // Moves whenever a module starts or stops being tracked; any thread, no GIL.
   std::uint64_t tracking_revision() const noexcept { return tracking_revision_; }
+  // Called whenever tracking_revision() moves (see module_cache::add_tracking_listener).
+  std::map<std::uint64_t, std::function<void()>>& tracking_listeners() noexcept { return tracking_listeners_; }
 
   // sys.modules' version tag now (0 where the interpreter has none).
   static std::uint64_t sys_modules_version();
 
  private:
   void classify(cache_entry& entry);
+  void tracking_moved();
 
   const python_helpers& helpers_;
   import_graph& graph_;
@@ -121,6 +126,7 @@ class registry {
   std::unordered_map<std::string, loaded_source> loaded_sources_;  // until the module is tracked
   // Atomic: the autoreloader's background thread reads it without the GIL.
   std::atomic<std::uint64_t> tracking_revision_{0};
+  std::map<std::uint64_t, std::function<void()>> tracking_listeners_;
 };
 
 }  // namespace modhost::detail

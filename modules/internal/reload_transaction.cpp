@@ -116,15 +116,18 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
     commit.kind = spec.attr("submodule_search_locations").is_none() ? module_kind::source : module_kind::package;
     // Compile from the source on disk, never a bytecode cache that a
     // same-size edit within one second fools. An unchanged file (same
-    // fingerprint) reuses the code compiled for it last time.
+    // fingerprint) reuses the code compiled for it last time, unless that was
+    // read within a timestamp tick of a change (a save applied at once can be
+    // followed by another with equal stat fields).
     auto stat = stat_fingerprint(commit.path);
-    if (stat && entry.code && entry.print && commit.path == entry.path && stat->same_stat(*entry.print)) {
+    if (stat && entry.code && entry.print && commit.path == entry.path && stat->same_stat(*entry.print) &&
+        entry.print->stat_trusted()) {
       commit.code = entry.code;
       commit.print = entry.print;
     } else {
       py::bytes bytes = helpers.read_source(source);
       std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
-      if (options_.quiet_for.count() > 0) {  // read between two stats of a file at rest
+      if (options_.quiet_for.count() > 0 || options_.source_at_rest) {  // read between two stats of a file at rest
         // A save that truncates and then writes can leave the file empty for
         // tens of milliseconds (ext4 makes the write wait for the previous
         // save's writeback): a source that was not empty before and is empty
@@ -139,6 +142,7 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
         if (!stat || !after || !after->same_stat(*stat) ||
             now_ns - stat->ctime_ns < std::chrono::nanoseconds(quiet).count())
           throw file_in_flux{};
+        if (options_.source_at_rest && !options_.source_at_rest(commit.path)) throw file_in_flux{};  // written meanwhile
       }
       std::uint64_t hash = content_hash(view);
       commit.print = stat ? stat : fingerprint{};
