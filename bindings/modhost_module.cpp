@@ -1,6 +1,6 @@
 // The `modhost` embedded module: the interpreter and its module cache, seen
 // from scripts. Registered before Python starts (PYBIND11_EMBEDDED_MODULE);
-// the interpreter calls link_bindings() (modhost_module.h) so the linker keeps this file.
+// the interpreter attaches its cache and autoreloader (modhost_module.h).
 // The names and meanings are DESIGN.md's script-side contract; modhost.pyi
 // beside this file is the typed stub.
 #include <pybind11/embed.h>
@@ -8,7 +8,6 @@
 #include <pybind11/stl.h>
 
 #include "bindings/modhost_module.h"
-#include "interpreter/interpreter.h"
 #include "interpreter/time_limit.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
@@ -16,17 +15,22 @@
 namespace py = pybind11;
 using namespace pybind11::literals;
 
-namespace modhost {
-void link_bindings() {}  // its being called is what matters: see the header
-}  // namespace modhost
-
 namespace {
 
-modhost::module_cache& cache() {
-  auto* interp = modhost::interpreter::current();
-  if (!interp) throw std::runtime_error("modhost: no interpreter is running");
-  return interp->cache();
+struct attached_pieces {
+  modhost::module_cache* cache = nullptr;
+  modhost::autoreloader* autoreload = nullptr;
+  modhost::interpreter_facts facts;
+};
+attached_pieces g_attached;  // under the GIL
+
+const attached_pieces& attached() {
+  if (!g_attached.cache) throw std::runtime_error("modhost: no interpreter is running");
+  return g_attached;
 }
+
+modhost::module_cache& cache() { return *attached().cache; }
+modhost::autoreloader& autoreload() { return *attached().autoreload; }
 
 // A module object or a module name.
 std::string module_name_of(py::handle module_or_name) {
@@ -322,7 +326,7 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   m.def(
       "autoreload",
       [](std::optional<std::string> mode) {
-        auto& reloader = cache().autoreload();
+        auto& reloader = autoreload();
         if (mode) {
           auto parsed = modhost::parse_autoreload_mode(*mode);
           if (!parsed)
@@ -337,15 +341,15 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "plus watched ones; the stdlib and site-packages only when watched). Returns\n"
       "the mode in force. Changes are applied by check(), or by themselves between\n"
       "bytecodes when the host program runs with --autoreload.");
-  m.def("watch", [](py::object module) { cache().autoreload().watch(module_name_of(module)); }, "name"_a,
+  m.def("watch", [](py::object module) { autoreload().watch(module_name_of(module)); }, "name"_a,
         "watch(name)\n\nCover a module in 'explicit' mode (and undo unwatch).");
-  m.def("unwatch", [](py::object module) { cache().autoreload().unwatch(module_name_of(module)); }, "name"_a,
+  m.def("unwatch", [](py::object module) { autoreload().unwatch(module_name_of(module)); }, "name"_a,
         "unwatch(name)\n\nExclude a module from autoreload, also in 'all' mode.");
-  m.def("watch_directory", [](const std::string& directory) { cache().autoreload().watch_directory(directory); },
+  m.def("watch_directory", [](const std::string& directory) { autoreload().watch_directory(directory); },
         "directory"_a,
         "watch_directory(directory)\n\nCover every module under a directory, and make new files there\n"
         "importable as soon as they are saved.");
-  m.def("check", [] { return cache().autoreload().poll(); },
+  m.def("check", [] { return autoreload().poll(); },
         "check() -> list[str]\n\nApply the autoreload policy now: deep-reload changed modules (and their\n"
         "dependents); returns those reloaded. A failure prints one line\n"
         "`[modhost] reload of NAME failed: ...` to stderr, keeps the old code, and is not\n"
@@ -353,7 +357,7 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   m.def(
       "watcher_info",
       [] {
-        const auto& watcher = cache().autoreload().watcher();
+        const auto& watcher = autoreload().watcher();
         py::dict result;
         result["mode"] = watcher.current_mode() == modhost::file_watcher::mode::inotify ? "inotify" : "polling";
         result["fallback_reason"] = watcher.fallback_reason();
@@ -390,18 +394,24 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   m.def(
       "interpreter_info",
       [] {
-        auto* interp = modhost::interpreter::current();
-        if (!interp) throw std::runtime_error("modhost: no interpreter is running");
-        const auto& info = interp->info();
+        const auto& facts = attached().facts;
         py::dict result;
-        result["version"] = info.version;
-        result["home"] = info.home.string();
-        result["library"] = info.library.string();
-        py::list paths;
-        for (const auto& p : interp->config().module_paths) paths.append(p.string());
-        result["module_paths"] = paths;
+        result["version"] = facts.version;
+        result["home"] = facts.home;
+        result["library"] = facts.library;
+        result["module_paths"] = py::cast(facts.module_paths);
         return result;
       },
       "The running interpreter: Python version, home (the prefix whose stdlib is\n"
       "loaded), library (the libpython file in use) and the host's module paths.");
 }
+
+namespace modhost {
+
+void attach_bindings(module_cache& cache, autoreloader& autoreload, interpreter_facts facts) {
+  g_attached = {&cache, &autoreload, std::move(facts)};
+}
+
+void detach_bindings() noexcept { g_attached = {}; }
+
+}  // namespace modhost

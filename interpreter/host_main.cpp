@@ -113,8 +113,8 @@ int main(int argc, char** argv) {
   modhost::interpreter_config config;
   config.add_working_directory = add_cwd;
   config.module_paths.assign(paths.begin(), paths.end());
-  config.cache.watch_debounce = std::chrono::milliseconds(debounce_ms);
-  config.cache.watch_polling = watch_polling;
+  config.watch_debounce = std::chrono::milliseconds(debounce_ms);
+  config.watch_polling = watch_polling;
   config.cache.module_roots.assign(roots.begin(), roots.end());
   config.cache.strict_permissions = strict;
   if (!audit_log.empty()) {
@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
   try {
     modhost::interpreter python(config);
     if (script == "-") script.clear();  // `modhost -` reads the script from stdin
-    auto& reloader = python.cache().autoreload();
+    auto& reloader = python.autoreload();
     reloader.set_mode(*modhost::parse_autoreload_mode(autoreload));
     for (const auto& dir : watch_dirs) reloader.watch_directory(dir);
     if (reloader.mode() != modhost::autoreload_mode::off) reloader.start_background();

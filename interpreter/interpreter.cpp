@@ -14,7 +14,8 @@
 
 #include "bindings/modhost_module.h"
 #include "interpreter/gil.h"
-#include "interpreter/internal/translate_errors.h"
+#include "interpreter/translate_errors.h"
+#include "modules/autoreload.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;
@@ -73,7 +74,6 @@ void check(PyStatus status, PyConfig& config) {
 interpreter::interpreter(interpreter_config config) : config_(std::move(config)) {
   if (g_current || Py_IsInitialized())
     throw std::logic_error("modhost::interpreter: Python is already running in this process");
-  link_bindings();
 
   info_.library = linked_library();
   info_.home = python_home(info_.library);
@@ -109,18 +109,23 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
   py::detail::get_internals();
 
   try {
-    detail::translate_errors([&] {
+    translate_errors([&] {
       auto sys_path = py::module_::import("sys").attr("path").cast<py::list>();
       for (auto it = config_.module_paths.rbegin(); it != config_.module_paths.rend(); ++it)
         sys_path.insert(0, py::str(std::filesystem::absolute(*it).string()));
       if (config_.add_working_directory) sys_path.insert(0, py::str(""));
       info_.version = py::module_::import("platform").attr("python_version")().cast<std::string>();
     });
-    cache_options options = config_.cache;
-    if (const char* polling = std::getenv("MODHOST_WATCH_POLLING"); polling && std::string(polling) == "1")
-      options.watch_polling = true;
-    cache_ = std::make_unique<module_cache>(options);
+    cache_ = std::make_unique<module_cache>(config_.cache);
+    bool polling = config_.watch_polling;
+    if (const char* env = std::getenv("MODHOST_WATCH_POLLING"); env && std::string(env) == "1") polling = true;
+    autoreload_ = std::make_unique<autoreloader>(*cache_, config_.watch_debounce, polling);
+    interpreter_facts facts{info_.version, info_.home.string(), info_.library.string(), {}};
+    for (const auto& path : config_.module_paths) facts.module_paths.push_back(path.string());
+    attach_bindings(*cache_, *autoreload_, std::move(facts));
   } catch (...) {
+    detach_bindings();
+    autoreload_.reset();
     cache_.reset();
     g_current = nullptr;
     Py_FinalizeEx();
@@ -131,6 +136,8 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
 
 interpreter::~interpreter() {
   released_.reset();  // the GIL back first: what follows needs it
+  detach_bindings();
+  autoreload_.reset();
   cache_.reset();
   g_current = nullptr;
   Py_FinalizeEx();
@@ -139,7 +146,7 @@ interpreter::~interpreter() {
 interpreter* interpreter::current() noexcept { return g_current; }
 
 void interpreter::run_string(std::string_view code, const std::string& filename) {
-  detail::translate_errors([&] {
+  translate_errors([&] {
     py::dict globals = py::module_::import("__main__").attr("__dict__");
     py::object compiled = py::module_::import("builtins").attr("compile")(
         py::bytes(code.data(), code.size()), filename, "exec", 0, true);
@@ -148,7 +155,7 @@ void interpreter::run_string(std::string_view code, const std::string& filename)
 }
 
 void interpreter::run_file(const std::filesystem::path& path) {
-  detail::translate_errors([&] {
+  translate_errors([&] {
     auto io = py::module_::import("io");
     py::bytes source = io.attr("open_code")(path.string()).attr("__enter__")().attr("read")();
     auto script_dir = std::filesystem::weakly_canonical(std::filesystem::absolute(path)).parent_path();
@@ -163,7 +170,7 @@ void interpreter::run_file(const std::filesystem::path& path) {
 }
 
 void interpreter::run_module(const std::string& name) {
-  detail::translate_errors([&] {
+  translate_errors([&] {
     py::module_::import("runpy").attr("_run_module_as_main")(name, true);
   });
 }

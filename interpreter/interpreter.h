@@ -16,6 +16,7 @@
 // A Python exception surfaces as modhost::python_error.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -27,6 +28,7 @@
 
 namespace modhost {
 
+class autoreloader;
 class module_cache;
 class gil_release;
 
@@ -47,8 +49,13 @@ struct interpreter_config {
   // Release the GIL after start-up so host threads can take it (gil_acquire);
   // the main thread then takes it like any other thread.
   bool release_gil = false;
-  // Module roots, strict permissions, the file watcher's settings.
+  // Module roots, strict permissions.
   cache_options cache;
+  // The autoreloader's file watcher: how long a file must be quiet before it
+  // counts as saved, and whether to poll instead of using inotify (the
+  // environment variable MODHOST_WATCH_POLLING=1 forces polling too).
+  std::chrono::milliseconds watch_debounce{10};
+  bool watch_polling = false;
 };
 
 // Facts about the running interpreter, for diagnostics and `modhost.python`.
@@ -98,7 +105,10 @@ class interpreter {
   // Prints an uncaught exception as python3 would and returns the exit code.
   static int report(const python_error& e);
 
+  // The module cache in front of sys.modules (modules/module_cache.h).
   module_cache& cache() noexcept { return *cache_; }
+  // The autoreload policy and file watcher over that cache (modules/autoreload.h).
+  autoreloader& autoreload() noexcept { return *autoreload_; }
   const interpreter_info& info() const noexcept { return info_; }
   const interpreter_config& config() const noexcept { return config_; }
 
@@ -106,6 +116,7 @@ class interpreter {
   interpreter_config config_;
   interpreter_info info_;
   std::unique_ptr<module_cache> cache_;  // destroyed before Python finalizes
+  std::unique_ptr<autoreloader> autoreload_;  // beside the cache, destroyed before it
   std::unique_ptr<gil_release> released_;  // while config.release_gil holds
 };
 

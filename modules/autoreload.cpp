@@ -6,7 +6,6 @@
 #include <iostream>
 
 #include "interpreter/gil.h"
-#include "interpreter/interpreter.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;

@@ -1,8 +1,7 @@
-// modhost::cache_options — how the module cache guards and watches modules.
+// modhost::cache_options — how the module cache guards what it loads.
 // Part of interpreter_config; kept light so interpreter.h stays cheap to include.
 #pragma once
 
-#include <chrono>
 #include <filesystem>
 #include <vector>
 
@@ -17,11 +16,6 @@ struct cache_options {
   // directory, that is writable by group or others or owned by a user other
   // than this process's (or root).
   bool strict_permissions = false;
-  // The autoreloader's file watcher: how long a file must be quiet before it
-  // counts as saved, and whether to poll instead of using inotify (the
-  // environment variable MODHOST_WATCH_POLLING=1 forces polling too).
-  std::chrono::milliseconds watch_debounce{10};
-  bool watch_polling = false;
 };
 
 }  // namespace modhost

@@ -25,141 +25,21 @@
 
 #include <chrono>
 #include <cstdint>
-#include <filesystem>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "interpreter/python_error.h"
 #include "modules/cache_options.h"
-#include "modules/fingerprint.h"
+#include "modules/function_handle.h"
+#include "modules/module_types.h"
 
 namespace modhost {
 
 namespace detail {
-struct cache_entry;
-struct handle_slot;
+class registry;
 }  // namespace detail
-
-enum class module_kind {
-  source,             // a .py file
-  package,            // a directory with __init__.py
-  namespace_package,  // a directory without __init__.py
-  builtin,            // compiled into the interpreter (sys, builtins) or frozen
-  extension,          // a C extension (.so)
-  other,              // anything else: no spec, a custom or sourceless loader
-};
-
-enum class module_state {
-  loaded,     // running the code of its current generation
-  reloading,  // its code is being re-executed
-  failed,     // the last reload failed; the previous generation's code still runs
-  unloaded,   // removed from sys.modules (by unload or behind the cache's back)
-};
-
-const char* to_string(module_kind kind) noexcept;
-const char* to_string(module_state state) noexcept;
-
-struct module_info {
-  std::string name;
-  std::filesystem::path path;  // origin file; empty for built-in and namespace packages
-  module_kind kind = module_kind::other;
-  module_state state = module_state::loaded;
-  std::uint64_t generation = 1;  // 1 at first load, +1 per successful reload
-  bool reloadable = false;       // false for built-in and extension modules
-  std::optional<modhost::fingerprint> fingerprint;  // set for file-backed modules
-  std::string last_error;        // "Type: message" of the last failed reload, or empty
-  std::vector<std::string> dependencies;
-  std::vector<std::string> dependents;
-};
-
-enum class reload_outcome {
-  reloaded,        // the new code runs
-  unchanged,       // deep reload of a source whose content hash did not change: nothing ran
-  not_reloadable,  // built-in or extension: as importlib.reload, nothing re-ran
-  deferred,        // a source was being written (see reload_options::quiet_for): nothing changed
-  failed,          // the code raised; every module re-executed was rolled back
-};
-
-const char* to_string(reload_outcome outcome) noexcept;
-
-struct reload_options {
-  // Read a source only once it has been quiet this long, between two stat()s
-  // that agree; otherwise the reload is `deferred` (a save in progress could
-  // leave the file truncated while it is read). Zero: read whatever is there.
-  std::chrono::milliseconds quiet_for{0};
-  // Interrupt the module's code (modhost.TimeLimitExceeded) if the reload
-  // runs longer; it then rolls back like any failure. Zero: no limit.
-  std::chrono::milliseconds time_limit{0};
-  // Put the new code into the objects that exist: stale names removed,
-  // functions patched in place, classes updated in place (identity kept),
-  // names other modules took with `from m import name` rebound. An unchanged
-  // source is a no-op.
-  bool deep = false;
-  // Also re-execute every loaded module that depends on the target,
-  // transitively, dependencies first, a cycle as one unit.
-  bool dependents = false;
-  // Other threads see one version: while the modules re-execute, their calls
-  // into them, attribute reads on them and function_handle calls wait; a
-  // call that waited runs the new version. Calls already running in other
-  // threads are waited for this long first; if one still runs, reload()
-  // throws module_in_use_error naming it and nothing happens. The calling
-  // thread's own frames never count (a reload from a module's own loop).
-  // nullopt: no waiting, no holding (other threads may see a half-run module).
-  std::optional<std::chrono::milliseconds> wait_for_calls = std::chrono::seconds(1);
-};
-
-// The outcome of reload(): a value, not an exception, because a failing
-// plugin is an expected event for a host.
-struct [[nodiscard]] reload_report {
-  std::string name;
-  reload_outcome outcome = reload_outcome::reloaded;
-  std::uint64_t generation = 0;  // the target's generation after the call
-  std::chrono::nanoseconds duration{0};
-  std::vector<std::string> added;       // names new in the target's namespace
-  std::vector<std::string> removed;     // names gone (only when the module deletes them)
-  std::vector<std::string> reexecuted;  // modules whose code ran, in order
-  // Deep reload: "function plug.f" / "class plug.C" updated in place; what
-  // could not be and was rebound instead, with the reason; instances left on
-  // a replaced class; other modules' from-import globals rebound ("app.LIMIT").
-  std::vector<std::string> patched;
-  std::vector<std::string> not_patched;
-  std::vector<std::string> instances_not_moved;
-  std::vector<std::string> rebound;
-  bool rolled_back = false;
-  std::string failed_module;            // which module raised, when outcome is failed
-  std::optional<python_error> error;    // the original exception, when outcome is failed
-  // The module object now in sys.modules (a module may replace itself).
-  pybind11::object module;
-
-  explicit operator bool() const noexcept { return outcome != reload_outcome::failed; }
-};
-
-struct [[nodiscard]] unload_report {
-  std::vector<std::string> unloaded;   // the module and its submodules, deepest first
-  std::vector<std::string> lingering;  // with force: holders that still keep old code alive
-  bool freed = false;                  // the module object itself died (a weakref cleared)
-};
-
-// unload() refused: something still holds the module or its code; or
-// reload() found other threads still running its code.
-class module_in_use_error : public std::runtime_error {
- public:
-  module_in_use_error(const std::string& name, std::vector<std::string> referrers);  // unload's
-  module_in_use_error(const std::string& name, std::vector<std::string> referrers, const std::string& message);
-  const std::string& name() const noexcept { return name_; }
-  const std::vector<std::string>& referrers() const noexcept { return referrers_; }
-
- private:
-  std::string name_;
-  std::vector<std::string> referrers_;
-};
-
-class function_handle;
-class autoreloader;
 
 class module_cache {
  public:
@@ -219,8 +99,6 @@ class module_cache {
   // info() of every tracked module, sorted by name.
   std::vector<module_info> entries();
 
-  // The autoreload policy and file watcher (modules/autoreload.h).
-  autoreloader& autoreload() noexcept { return *autoreload_; }
   // No module is being imported or reloaded: a reload may run now.
   bool at_safe_point() const noexcept;
   // Moves whenever a module starts or stops being tracked. Safe to read
@@ -237,45 +115,8 @@ class module_cache {
 
  private:
   friend class function_handle;
+  detail::registry& registry() noexcept;  // where function handles register
   std::unique_ptr<impl> impl_;
-  std::unique_ptr<autoreloader> autoreload_;
-};
-
-// A stable C++ handle to a script function: bound to (module, attribute), it
-// always calls the current version. After a reload it rebinds by itself, at
-// the cost of a generation check. referrers() lists it as
-// "C++ handle plug.on_event", because gc cannot see C++ references.
-//
-//   BAD:  py::object f = plug.attr("on_event");   // keeps calling the old code
-//   GOOD: modhost::function_handle f(cache, "plug", "on_event");
-class function_handle {
- public:
-  function_handle(module_cache& cache, std::string module, std::string attribute);
-  ~function_handle();
-  function_handle(const function_handle&) = delete;
-  function_handle& operator=(const function_handle&) = delete;
-
-  // Calls the current version. Throws python_error: AttributeError naming the
-  // module and attribute if it no longer exists, ImportError if the module
-  // was unloaded, or whatever the function raises.
-  // (The call needs pybind11/pybind11.h or pybind11/embed.h included.)
-  template <class... Args>
-  pybind11::object operator()(Args&&... args) {
-    pybind11::object function = current();
-    try {
-      return function(std::forward<Args>(args)...);
-    } catch (pybind11::error_already_set& e) {
-      e.restore();
-      throw python_error::fetch();
-    }
-  }
-  // The function object for this generation.
-  pybind11::object current();
-  const std::string& module_name() const noexcept;
-  const std::string& attribute() const noexcept;
-
- private:
-  std::shared_ptr<detail::handle_slot> slot_;
 };
 
 }  // namespace modhost

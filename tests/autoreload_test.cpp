@@ -54,7 +54,7 @@ class Autoreload : public ::testing::Test {
   }
 
   module_cache& cache() { return modhost::interpreter::current()->cache(); }
-  modhost::autoreloader& reloader() { return cache().autoreload(); }
+  modhost::autoreloader& reloader() { return modhost::interpreter::current()->autoreload(); }
   void write(const std::string& relative, const std::string& text) {
     dir_.write(relative, text);
     py::module_::import("importlib").attr("invalidate_caches")();

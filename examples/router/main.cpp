@@ -185,8 +185,8 @@ int main(int argc, char** argv) {
   config.module_paths = {plugins};
   modhost::interpreter python(config);
   auto& cache = python.cache();
-  cache.autoreload().set_mode(modhost::autoreload_mode::explicit_only);
-  cache.autoreload().watch_directory(plugins);
+  python.autoreload().set_mode(modhost::autoreload_mode::explicit_only);
+  python.autoreload().watch_directory(plugins);
   demo_editor editor(plugins / "routes.py");
   auto quiet = [&] { return demo && editor.expected >= 4; };  // the timed edits only count
   cache.subscribe([&](const modhost::reload_report& r) {
@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
     bool reported_broken = false;
     auto stop_at = steady::now() + std::chrono::seconds(seconds);
     while (demo ? !editor.finished.load() : steady::now() < stop_at) {
-      cache.autoreload().poll();  // the safe point: between requests
+      python.autoreload().poll();  // the safe point: between requests
       for (const auto& r : kRequests) {
         response answer = app.serve(r);
         if (std::string(r.path) == "/hello") editor.observe(answer.body);
@@ -229,7 +229,7 @@ int main(int argc, char** argv) {
       const auto& l = editor.latencies_ns;
       std::printf("[demo] %zu timed edits went live without a restart. save-to-live latency "
                   "(debounce %lld ms included): median %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-                  l.size(), static_cast<long long>(cache.autoreload().watcher().debounce().count()),
+                  l.size(), static_cast<long long>(python.autoreload().watcher().debounce().count()),
                   percentile(l, 0.5), percentile(l, 0.9), percentile(l, 0.99), percentile(l, 1.0));
       std::filesystem::remove_all(plugins);
     }

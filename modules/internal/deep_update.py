@@ -15,7 +15,7 @@ import enum
 import gc
 import types
 
-# IMPORT_DUNDERS comes from reload_support.py, run in the same namespace.
+# IMPORT_DUNDERS is handed over from reload_support.py (python_helpers.cpp).
 # Per-class descriptors that belong to their own class object.
 CLASS_OWN = frozenset({"__dict__", "__weakref__"})
 FUNCTION_STATE = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__annotations__", "__dict__")

@@ -2,7 +2,7 @@
 //
 //   live_poll/*      checking for changes with the ~2,000 fixture modules tracked
 //                    (bm_ref_0000..1999 plus the other fixtures) and nothing changed:
-//                      autoreload_poll          cache.autoreload().poll(), mode "all", inotify
+//                      autoreload_poll          interpreter.autoreload().poll(), mode "all", inotify
 //                      stat_every_module        one stat() per module file, in C++ (the
 //                                               floor of what IPython's autoreload does
 //                                               before every cell)
@@ -95,7 +95,7 @@ void require_inotify(const modhost::autoreloader& reloader) {
 void poll_autoreload(benchmark::State& state) {
   guarded(state, [&] {
     auto modules = tracked_fixture_modules();
-    auto& reloader = cache().autoreload();
+    auto& reloader = modhost::interpreter::current()->autoreload();
     reloader.set_mode(modhost::autoreload_mode::all);
     reloader.poll();  // sets up the watches
     require_inotify(reloader);
@@ -175,7 +175,7 @@ void poll_ipython_style(benchmark::State& state) {
 void poll_modhost_check_script(benchmark::State& state) {
   guarded(state, [&] {
     auto modules = tracked_fixture_modules();
-    auto& reloader = cache().autoreload();
+    auto& reloader = modhost::interpreter::current()->autoreload();
     reloader.set_mode(modhost::autoreload_mode::all);
     reloader.poll();
     require_inotify(reloader);
@@ -392,7 +392,7 @@ void run_latency(benchmark::State& state, modhost::autoreloader& reloader) {
 
 void latency_cache_autoreload(benchmark::State& state) {
   guarded(state, [&] {
-    for (auto _ : state) run_latency(state, cache().autoreload());
+    for (auto _ : state) run_latency(state, modhost::interpreter::current()->autoreload());
   });
 }
 

@@ -1,0 +1,74 @@
+#include <pybind11/pybind11.h>  // Python.h first, as CPython requires
+
+#include "modules/internal/python_helpers.h"
+
+#include <initializer_list>
+#include <string>
+
+#include "interpreter/translate_errors.h"
+
+namespace py = pybind11;
+
+namespace modhost::detail {
+
+// modules/internal/*.py, embedded at build time (CMakeLists.txt).
+extern const char* const reload_support_source;
+extern const char* const deep_update_source;
+
+namespace {
+
+// Executes modules/internal/<stem>.py in a fresh namespace of its own.
+// `given` names what the file takes from another helper instead of importing it.
+py::dict run_helper(const char* source, const std::string& stem, py::dict given = py::dict()) {
+  py::module_ builtins = py::module_::import("builtins");
+  py::dict ns = given;
+  ns["__name__"] = "modhost._" + stem;
+  ns["__builtins__"] = builtins;
+  builtins.attr("exec")(builtins.attr("compile")(source, "modhost/modules/internal/" + stem + ".py", "exec"), ns);
+  return ns;
+}
+
+py::object resolve(const py::dict& ns, const char* file, const char* name,
+                   std::initializer_list<const char*> methods = {}) {
+  if (!ns.contains(name))
+    throw py::import_error(std::string("modhost: helper ") + file + " defines no '" + name + "'");
+  py::object helper = ns[name];
+  for (const char* method : methods)
+    if (!py::hasattr(helper, method))
+      throw py::import_error(std::string("modhost: helper ") + file + "'s " + name + " has no '" + method + "'");
+  return helper;
+}
+
+}  // namespace
+
+python_helpers python_helpers::load() {
+  return translate_errors([] {
+    python_helpers h;
+    const char* file = "reload_support.py";
+    py::dict support = run_helper(reload_support_source, "reload_support");
+    h.find_spec = resolve(support, file, "find_spec");
+    h.source_path = resolve(support, file, "source_path");
+    h.read_source = resolve(support, file, "read_source");
+    h.execute = resolve(support, file, "execute");
+    h.classify = resolve(support, file, "classify");
+    h.hand_over = resolve(support, file, "hand_over");
+    h.call_unload_hook = resolve(support, file, "call_unload_hook");
+    h.is_initializing = resolve(support, file, "is_initializing");
+    h.drop_bytecode_cache = resolve(support, file, "drop_bytecode_cache");
+    h.install_source_loader = resolve(support, file, "install_source_loader");
+    h.from_import_targets = resolve(support, file, "from_import_targets");
+    h.make_policy = resolve(support, file, "make_policy");
+    h.load_guard = resolve(support, file, "LoadGuard", {"find_spec"});
+
+    file = "deep_update.py";
+    py::dict given;
+    given["IMPORT_DUNDERS"] = resolve(support, "reload_support.py", "IMPORT_DUNDERS");
+    py::dict deep = run_helper(deep_update_source, "deep_update", given);
+    h.undo = resolve(deep, file, "Undo", {"rollback"});
+    h.deep_update = resolve(deep, file, "DeepUpdate", {"class_statements", "finish", "commit"});
+    h.rebind_from_imports = resolve(deep, file, "rebind_from_imports");
+    return h;
+  });
+}
+
+}  // namespace modhost::detail

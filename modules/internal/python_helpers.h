@@ -1,0 +1,40 @@
+// detail::python_helpers — the cache's typed boundary to its Python helpers.
+//
+// modules/internal/reload_support.py (importlib's steps of a reload) and
+// deep_update.py (patching live objects) are embedded at build time. Each
+// runs once, at start-up, in a namespace of its own; every function or class
+// the C++ side uses is resolved here into a named handle, so a helper
+// renamed or removed in a .py file fails at start-up, naming it, instead of
+// on the first reload that needs it.
+#pragma once
+
+#include <pybind11/pytypes.h>
+
+namespace modhost::detail {
+
+struct python_helpers {
+  // --- reload_support.py
+  pybind11::object find_spec;              // (name, module) -> spec, raising as importlib.reload does
+  pybind11::object source_path;            // (spec) -> the .py file the cache compiles itself, or None
+  pybind11::object read_source;            // (path) -> bytes, through io.open_code
+  pybind11::object execute;                // (name, module, spec, code, fresh, around) -> the module now in sys.modules
+  pybind11::object classify;               // (name, module) -> (kind, path)
+  pybind11::object hand_over;              // (module, old_namespace): the new code's __reload__(old)
+  pybind11::object call_unload_hook;       // (module): its __unload__(), if any
+  pybind11::object is_initializing;        // (module) -> its first import is still running
+  pybind11::object drop_bytecode_cache;    // (path): removes the .pyc a same-size edit could fool
+  pybind11::object install_source_loader;  // (note_source): source files load through TrackedSourceLoader
+  pybind11::object from_import_targets;    // (frame) -> [(name, bound_as)] of the from-import it runs
+  pybind11::object make_policy;            // (roots, strict) -> check(name, origin, event)
+  pybind11::object load_guard;             // LoadGuard(check): the sys.meta_path entry that checks loads
+  // --- deep_update.py
+  pybind11::object undo;                   // Undo(): a log of changes to live objects; .rollback()
+  pybind11::object deep_update;            // DeepUpdate(module, old, undo): .class_statements(), .finish(), .commit()
+  pybind11::object rebind_from_imports;    // (module, old, importer, names, undo) -> ["importer.name"] rebound
+
+  // Runs both files and resolves every handle; throws python_error naming
+  // the helper that is missing. Needs the GIL.
+  static python_helpers load();
+};
+
+}  // namespace modhost::detail

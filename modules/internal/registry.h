@@ -1,0 +1,116 @@
+// detail::registry — the cache's entries, following sys.modules.
+//
+// sys.modules stays the truth: a lookup confirms the entry's module is still
+// the one there (cheaply, by sys.modules' version tag where the interpreter
+// has one) and follows a module deleted or replaced behind the cache's back.
+// The registry also knows the C++ function handles bound to its modules,
+// because gc cannot see them and unload must.
+#pragma once
+
+#include <pybind11/pytypes.h>
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "modules/fingerprint.h"
+#include "modules/import_graph.h"
+#include "modules/module_types.h"
+
+namespace modhost::detail {
+
+struct python_helpers;
+class registry;
+
+struct cache_entry {
+  std::string name;
+  pybind11::object module;  // the cache's own reference
+  std::uint64_t confirmed_version = 0;  // sys.modules' version when `module` was last confirmed
+  module_kind kind = module_kind::other;
+  std::filesystem::path path;
+  module_state state = module_state::loaded;
+  std::uint64_t generation = 1;
+  std::optional<fingerprint> print;  // of the file whose code runs
+  std::string last_error;
+  pybind11::object code;  // compiled from the source `print` describes; reused while it is unchanged
+  // Bumped whenever the code behind `name` may have changed (reload, replacement,
+  // unload): stable handles compare it instead of looking the name up again.
+  std::shared_ptr<std::uint64_t> revision = std::make_shared<std::uint64_t>(0);
+};
+
+// What the registry knows of one modhost::function_handle.
+struct handle_slot {
+  registry* cache = nullptr;  // null once the cache is gone
+  std::string module;
+  std::string attribute;
+  pybind11::object function;  // the current version, or empty
+  std::shared_ptr<std::uint64_t> revision;
+  std::uint64_t seen_revision = 0;
+};
+
+class registry {
+ public:
+  registry(const python_helpers& helpers, import_graph& graph);
+  ~registry();  // detaches the handles still alive: they then report the cache gone
+  registry(const registry&) = delete;
+  registry& operator=(const registry&) = delete;
+
+  // The entry of a module in sys.modules (tracked now if it was not), or
+  // nullptr. The hit path: a hash-map lookup and a version compare.
+  cache_entry* lookup(const std::string& name);
+  // The entry tracked under `name` as it stands: no confirming against
+  // sys.modules, so no Python code runs.
+  cache_entry* find_tracked(const std::string& name) {
+    auto it = entries_.find(name);
+    return it == entries_.end() ? nullptr : it->second.get();
+  }
+  // lookup(), or ValueError for a malformed name / ImportError if not loaded.
+  cache_entry* require(const std::string& name);
+  // Starts (or restarts) tracking `module` under `name`.
+  cache_entry* track(const std::string& name, pybind11::handle module);
+  // Stops tracking `name` (unloaded); its handles see the revision move.
+  void forget(const std::string& name);
+  // Follows every change to sys.modules since the last look.
+  void sync_all();
+  // Tracked names, sorted (after sync_all()).
+  std::vector<std::string> names();
+  // (kind, origin file) of a module, from its spec.
+  std::pair<module_kind, std::filesystem::path> classify(const std::string& name, pybind11::handle module);
+  // The file differs from what runs (deleted counts as changed).
+  bool is_changed(cache_entry& entry);
+  // The loader compiled these source bytes for `name`: its fingerprint is
+  // what runs, whatever the file holds by the time the import finishes.
+  void note_source(const std::string& name, const fingerprint& print) { loaded_sources_[name] = print; }
+
+  // Modules whose reload is running: their sys.modules entry may briefly
+  // differ, and a lookup must not follow it.
+  std::set<std::string>& reloading() noexcept { return reloading_; }
+  std::vector<handle_slot*>& handles() noexcept { return handles_; }
+  import_graph& graph() noexcept { return graph_; }
+  // Moves whenever a module starts or stops being tracked; any thread, no GIL.
+  std::uint64_t tracking_revision() const noexcept { return tracking_revision_; }
+
+  // sys.modules' version tag now (0 where the interpreter has none).
+  static std::uint64_t sys_modules_version();
+
+ private:
+  void classify(cache_entry& entry);
+
+  const python_helpers& helpers_;
+  import_graph& graph_;
+  std::unordered_map<std::string, std::unique_ptr<cache_entry>> entries_;
+  std::set<std::string> reloading_;
+  std::vector<handle_slot*> handles_;
+  std::unordered_map<std::string, fingerprint> loaded_sources_;
+  // Atomic: the autoreloader's background thread reads it without the GIL.
+  std::atomic<std::uint64_t> tracking_revision_{0};
+};
+
+}  // namespace modhost::detail

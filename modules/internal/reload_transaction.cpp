@@ -1,0 +1,327 @@
+#include <pybind11/pybind11.h>  // Python.h first, as CPython requires
+
+#include "modules/internal/reload_transaction.h"
+
+#include <algorithm>
+#include <chrono>
+#include <tuple>
+
+#include "interpreter/translate_errors.h"
+#include "modules/internal/import_hook.h"
+#include "modules/internal/python_helpers.h"
+#include "modules/internal/registry.h"
+#include "modules/internal/request_checks.h"
+
+namespace py = pybind11;
+
+namespace modhost::detail {
+
+namespace {
+// run_code() found the source mid-save (reload_options::quiet_for).
+struct file_in_flux {};
+}  // namespace
+
+struct reload_transaction::snapshot {
+  cache_entry* entry;
+  py::object module;
+  py::dict namespace_copy;
+  import_graph::node_state edges;
+};
+
+struct reload_transaction::pending_commit {
+  cache_entry* entry;
+  py::object module;
+  py::object code;
+  std::optional<fingerprint> print;
+  module_kind kind;
+  std::filesystem::path path;
+  py::object deep_update;  // the DeepUpdate that patched live objects, for commit()
+};
+
+reload_transaction::reloading_marks::reloading_marks(registry& modules, std::vector<cache_entry*> order)
+    : modules(modules), order(std::move(order)) {
+  for (auto* entry : this->order) modules.reloading().insert(entry->name);
+}
+
+reload_transaction::reloading_marks::~reloading_marks() {
+  for (auto* entry : order) modules.reloading().erase(entry->name);
+}
+
+reload_transaction::reload_transaction(const reload_context& context, const std::string& target,
+                                       std::vector<cache_entry*> order, const reload_options& options)
+    : context_(context), options_(options), marks_(context.modules, std::move(order)) {
+  undo_ = context_.helpers.undo();
+  if (options_.wait_for_calls) {
+    std::vector<py::object> modules;
+    for (auto* entry : marks_.order) modules.push_back(entry->module);
+    gate_.emplace(modules, *options_.wait_for_calls);
+    if (!gate_->busy().empty())
+      throw module_in_use_error(target, gate_->busy(),
+                                "cannot reload '" + target + "': other threads still run its code after waiting " +
+                                    std::to_string(options_.wait_for_calls->count()) +
+                                    " ms: " + join(gate_->busy(), "; ") +
+                                    " (let those calls return, or reload with a longer wait_for_calls)");
+  }
+  if (options_.time_limit.count() > 0) limit_.emplace(options_.time_limit);
+}
+
+reload_transaction::~reload_transaction() {
+  limit_.reset();
+  if (!committed_) rollback();
+  // Then the members go: the gate opens, the reloading marks are cleared.
+}
+
+reload_transaction::run_result reload_transaction::run(reload_report& report) {
+  run_result result = run_result::ran;
+  try {
+    for (auto* entry : marks_.order) {
+      py::dict copy = py::reinterpret_steal<py::dict>(PyDict_Copy(entry->module.attr("__dict__").ptr()));
+      if (!copy) throw py::error_already_set();
+      snapshots_.push_back({entry, entry->module, copy, context_.modules.graph().take_outgoing(entry->name)});
+      entry->state = module_state::reloading;
+      report.reexecuted.push_back(entry->name);
+      try {
+        commits_.push_back(run_code(*entry, snapshots_.back(), report));
+      } catch (...) {
+        report.failed_module = entry->name;
+        throw;
+      }
+    }
+  } catch (py::error_already_set& e) {
+    e.restore();
+    report.error = python_error::fetch();
+    result = run_result::raised;
+  } catch (python_error& e) {
+    report.error = e;
+    result = run_result::raised;
+  } catch (const file_in_flux&) {
+    result = run_result::in_flux;
+  }
+  limit_.reset();  // from here on nothing may be interrupted
+  return result;
+}
+
+reload_transaction::pending_commit reload_transaction::run_code(cache_entry& entry, const snapshot& before,
+                                                                reload_report& report) {
+  const python_helpers& helpers = context_.helpers;
+  const bool deep = options_.deep;
+  pending_commit commit{&entry, entry.module, py::object(), std::nullopt, entry.kind, entry.path, py::object()};
+  py::object spec = helpers.find_spec(entry.name, entry.module);
+  py::object origin = py::none();
+  if (spec.attr("has_location").cast<bool>()) origin = spec.attr("origin");
+  context_.hook.check_load(entry.name, origin, "modhost.reload");  // audit event, module roots, strict permissions
+  py::object source = helpers.source_path(spec);
+  if (!source.is_none()) {
+    commit.path = source.cast<std::string>();
+    commit.kind = spec.attr("submodule_search_locations").is_none() ? module_kind::source : module_kind::package;
+    // Compile from the source on disk, never a bytecode cache that a
+    // same-size edit within one second fools. An unchanged file (same
+    // fingerprint) reuses the code compiled for it last time.
+    auto stat = stat_fingerprint(commit.path);
+    if (stat && entry.code && entry.print && commit.path == entry.path && stat->same_stat(*entry.print)) {
+      commit.code = entry.code;
+      commit.print = entry.print;
+    } else {
+      py::bytes bytes = helpers.read_source(source);
+      std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
+      if (options_.quiet_for.count() > 0) {  // read between two stats of a file at rest
+        // A save that truncates and then writes can leave the file empty for
+        // tens of milliseconds (ext4 makes the write wait for the previous
+        // save's writeback): a source that was not empty before and is empty
+        // now must have been quiet for a second.
+        auto quiet = options_.quiet_for;
+        if (view.empty() && entry.print && entry.print->size > 0)
+          quiet = std::max<std::chrono::milliseconds>(quiet, std::chrono::seconds(1));
+        auto after = stat_fingerprint(commit.path);
+        auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+        if (!stat || !after || !after->same_stat(*stat) ||
+            now_ns - stat->ctime_ns < std::chrono::nanoseconds(quiet).count())
+          throw file_in_flux{};
+      }
+      std::uint64_t hash = content_hash(view);
+      commit.print = stat ? stat : fingerprint{};
+      commit.print->content_hash = hash;
+      if (entry.code && entry.print && commit.path == entry.path && entry.print->content_hash == hash) {
+        commit.code = entry.code;  // touched, not changed
+      } else {
+        commit.code = py::module_::import("builtins").attr("compile")(bytes, source, "exec", 0, true);
+      }
+    }
+  }
+  py::object around = py::none();
+  if (deep) {
+    commit.deep_update = helpers.deep_update(entry.module, before.namespace_copy, undo_);
+    around = commit.deep_update.attr("class_statements")();
+  }
+  commit.module = helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, around);
+  if (deep) {
+    auto append = [](std::vector<std::string>& to, py::handle items) {
+      for (py::handle item : items) to.push_back(py::str(item));
+    };
+    py::tuple lists = commit.deep_update.attr("finish")();
+    append(report.patched, lists[0]);
+    append(report.not_patched, lists[1]);
+    append(report.instances_not_moved, lists[2]);
+    import_graph& graph = context_.modules.graph();
+    for (const auto& importer : graph.dependents(entry.name)) {
+      const auto& from = graph.from_imports(importer);
+      auto taken = from.find(entry.name);
+      cache_entry* holder = taken == from.end() ? nullptr : context_.modules.lookup(importer);
+      if (!holder) continue;
+      py::list names;
+      for (const auto& n : taken->second) names.append(n);
+      append(report.rebound,
+             helpers.rebind_from_imports(commit.module, before.namespace_copy, holder->module, names, undo_));
+    }
+  }
+  helpers.hand_over(commit.module, before.namespace_copy);
+  if (source.is_none()) {
+    std::tie(commit.kind, commit.path) = context_.modules.classify(entry.name, commit.module);
+    commit.print = has_file(commit.kind) ? take_fingerprint(commit.path) : std::nullopt;
+  }
+  return commit;
+}
+
+void reload_transaction::commit(reload_report& report) {
+  for (auto& commit : commits_) {
+    cache_entry& entry = *commit.entry;
+    entry.module = commit.module;
+    entry.confirmed_version = registry::sys_modules_version();
+    entry.kind = commit.kind;
+    entry.path = commit.path;
+    entry.print = commit.print;
+    entry.code = commit.code;
+    entry.state = module_state::loaded;
+    entry.last_error.clear();
+    ++entry.generation;
+    ++*entry.revision;
+    if (commit.deep_update) commit.deep_update.attr("commit")();
+  }
+  committed_ = true;
+  const snapshot& target = snapshots_.front();
+  py::dict fresh = target.entry->module.attr("__dict__");
+  for (auto [key, value] : fresh)
+    if (!target.namespace_copy.contains(key)) report.added.push_back(py::str(key));
+  for (auto [key, value] : target.namespace_copy)
+    if (!fresh.contains(key)) report.removed.push_back(py::str(key));
+}
+
+// Never throws: it runs from the destructor, possibly while an exception unwinds.
+void reload_transaction::rollback() {
+  try {
+    undo_.attr("rollback")();
+  } catch (py::error_already_set&) {
+    PyErr_Clear();  // an undo step failed: the namespaces below are restored all the same
+  }
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  for (auto it = snapshots_.rbegin(); it != snapshots_.rend(); ++it) {
+    PyObject* ns = PyModule_GetDict(it->module.ptr());  // borrowed
+    PyDict_Clear(ns);
+    PyDict_Update(ns, it->namespace_copy.ptr());
+    PyDict_SetItemString(modules, it->entry->name.c_str(), it->module.ptr());
+    it->entry->confirmed_version = registry::sys_modules_version();
+    context_.modules.graph().restore_outgoing(it->entry->name, std::move(it->edges));
+  }
+  for (auto* entry : marks_.order)
+    if (entry->state == module_state::reloading) entry->state = module_state::loaded;
+  PyErr_Clear();
+}
+
+namespace {
+
+// The request itself is wrong: nothing is touched.
+cache_entry* check_request(const reload_context& context, const std::string& name) {
+  cache_entry* target = context.modules.require(name);
+  if (const char* reason = refusal_reason(name))
+    raise_error(PyExc_ValueError, "modhost refuses to reload '" + name + "': " + reason);
+  if (context.modules.reloading().count(name))
+    raise_error(PyExc_RuntimeError, "reload of '" + name + "' requested while '" + name +
+                                        "' is being reloaded (from its own top-level code?)");
+  if (context.helpers.is_initializing(target->module).cast<bool>())
+    raise_error(PyExc_RuntimeError,
+                "module '" + name + "' is still being imported; reload it after its import finishes");
+  return target;
+}
+
+// Outcomes decided before any code runs: a module that cannot re-run, or a
+// deep reload of a source whose content did not change.
+std::optional<reload_outcome> early_outcome(cache_entry& target, const reload_options& options,
+                                            reload_report& report) {
+  if (!is_reloadable(target.kind)) {
+    // As importlib.reload: built-in and extension modules are not re-run.
+    report.module = translate_errors([&] { return py::module_::import("importlib").attr("reload")(target.module); });
+    return reload_outcome::not_reloadable;
+  }
+  if (options.deep && has_file(target.kind) && target.print) {
+    auto change = compare_file(*target.print, target.path);
+    if (change == file_change::unchanged || change == file_change::touched) {
+      if (target.state == module_state::failed) {  // the file is back to the code that runs
+        target.state = module_state::loaded;
+        target.last_error.clear();
+      }
+      return reload_outcome::unchanged;
+    }
+  }
+  return std::nullopt;
+}
+
+// The target alone, or with options.dependents every reloadable module that
+// depends on it, dependencies first, a cycle as one unit.
+std::vector<cache_entry*> plan_order(const reload_context& context, cache_entry& target,
+                                     const reload_options& options) {
+  if (!options.dependents) return {&target};
+  std::vector<cache_entry*> order;
+  for (const auto& unit : context.modules.graph().reload_order(target.name))
+    for (const auto& member : unit) {
+      cache_entry* entry = member == target.name ? &target : context.modules.lookup(member);
+      if (entry && is_reloadable(entry->kind) && !refusal_reason(member) && !context.modules.reloading().count(member))
+        order.push_back(entry);
+    }
+  return order;
+}
+
+}  // namespace
+
+reload_report reload(const reload_context& context, const std::string& name, const reload_options& options) {
+  auto started = std::chrono::steady_clock::now();
+  cache_entry* target = check_request(context, name);
+  reload_report report;
+  report.name = name;
+  if (auto outcome = early_outcome(*target, options, report)) {
+    report.outcome = *outcome;
+  } else {
+    reload_transaction transaction(context, name, plan_order(context, *target, options), options);
+    switch (transaction.run(report)) {
+      case reload_transaction::run_result::ran:
+        transaction.commit(report);
+        report.outcome = reload_outcome::reloaded;
+        break;
+      case reload_transaction::run_result::raised:
+        report.outcome = reload_outcome::failed;
+        report.rolled_back = true;
+        report.patched.clear();  // all undone
+        report.not_patched.clear();
+        report.instances_not_moved.clear();
+        report.rebound.clear();
+        break;
+      case reload_transaction::run_result::in_flux:  // a save in progress: nothing happened
+        report = reload_report{};
+        report.name = name;
+        report.outcome = reload_outcome::deferred;
+        break;
+    }
+  }  // a transaction not committed rolls back here
+  if (report.outcome == reload_outcome::failed)
+    if (cache_entry* failed = context.modules.lookup(report.failed_module)) {
+      failed->state = module_state::failed;
+      failed->last_error = report.error->what();
+    }
+  report.generation = target->generation;
+  if (!report.module) report.module = target->module;
+  report.duration = std::chrono::steady_clock::now() - started;
+  return report;
+}
+
+}  // namespace modhost::detail

@@ -1,0 +1,91 @@
+// detail::reload_transaction — one reload, all or nothing.
+//
+// Constructing it takes the modules out of others' hands: they are marked
+// as reloading, other threads are held out of their code (the call gate),
+// and the time limit is armed. run() executes each module's new code in
+// order, snapshotting its namespace and import-graph edges first. commit()
+// makes the new code the cache's; if it is not called, the destructor rolls
+// every namespace, graph edge and patched object back exactly, the way
+// cr.h's cr_plugin_rollback restores the last working version.
+//
+// reload() is the whole request as a sequence of named steps: check the
+// request, early outcomes, plan the order, run, commit.
+#pragma once
+
+#include <pybind11/pytypes.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "interpreter/time_limit.h"
+#include "modules/import_graph.h"
+#include "modules/internal/call_gate.h"
+#include "modules/module_types.h"
+
+namespace modhost::detail {
+
+struct cache_entry;
+struct python_helpers;
+class import_hook;
+class registry;
+
+// What a reload works with.
+struct reload_context {
+  registry& modules;
+  const python_helpers& helpers;
+  const import_hook& hook;
+};
+
+class reload_transaction {
+ public:
+  // Throws module_in_use_error naming the threads that still run the
+  // modules' code after options.wait_for_calls; nothing has changed then.
+  reload_transaction(const reload_context& context, const std::string& target, std::vector<cache_entry*> order,
+                     const reload_options& options);
+  ~reload_transaction();  // rolls back unless committed
+  reload_transaction(const reload_transaction&) = delete;
+  reload_transaction& operator=(const reload_transaction&) = delete;
+
+  enum class run_result {
+    ran,      // every module's code ran: commit() or let it roll back
+    raised,   // a module's code raised: report.error and report.failed_module say which
+    in_flux,  // a source was being written (reload_options::quiet_for): try again later
+  };
+  // Runs the modules' new code in order; deep-reload findings go into `report`.
+  run_result run(reload_report& report);
+  // The new code becomes the cache's: generations move on, report says what
+  // was added and removed in the target's namespace.
+  void commit(reload_report& report);
+
+ private:
+  struct snapshot;
+  struct pending_commit;
+  pending_commit run_code(cache_entry& entry, const snapshot& before, reload_report& report);
+  void rollback();
+
+  // Marks the order as reloading for exactly the transaction's lifetime.
+  struct reloading_marks {
+    registry& modules;
+    std::vector<cache_entry*> order;
+    reloading_marks(registry& modules, std::vector<cache_entry*> order);
+    ~reloading_marks();
+  };
+
+  const reload_context& context_;
+  reload_options options_;
+  reloading_marks marks_;
+  std::optional<closed_gate> gate_;
+  std::optional<time_limit> limit_;
+  pybind11::object undo_;  // what a deep reload changed outside the namespaces
+  std::vector<snapshot> snapshots_;
+  std::vector<pending_commit> commits_;
+  bool committed_ = false;
+};
+
+// Reloads `name` (and with options.dependents its dependents) as one
+// transaction. Throws python_error for a bad request (see
+// module_cache::reload) and module_in_use_error for busy threads.
+reload_report reload(const reload_context& context, const std::string& name, const reload_options& options);
+
+}  // namespace modhost::detail

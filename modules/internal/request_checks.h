@@ -1,0 +1,20 @@
+// detail request checks — what the cache refuses before it touches anything,
+// raised as the exception Python would raise for the same mistake.
+#pragma once
+
+#include <Python.h>
+
+#include <string>
+
+namespace modhost::detail {
+
+// Raises `type(message)` as a python_error.
+[[noreturn]] void raise_error(PyObject* type, const std::string& message);
+// Raises `type(message, name=name)`, as importlib raises ImportError.
+[[noreturn]] void raise_import_error(PyObject* type, const std::string& message, const std::string& name);
+// ValueError for an empty name, a NUL byte or a relative/malformed dotted name.
+void check_name(const std::string& name);
+// Why a reload or unload must not touch this module, or nullptr if it may.
+const char* refusal_reason(const std::string& name);
+
+}  // namespace modhost::detail

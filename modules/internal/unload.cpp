@@ -1,0 +1,134 @@
+#include <pybind11/pybind11.h>  // Python.h first, as CPython requires
+
+#include "modules/internal/unload.h"
+
+#include <algorithm>
+
+#include "interpreter/python_error.h"
+#include "interpreter/translate_errors.h"
+#include "modules/internal/python_helpers.h"
+#include "modules/internal/referrers.h"
+#include "modules/internal/registry.h"
+#include "modules/internal/request_checks.h"
+
+namespace py = pybind11;
+
+namespace modhost::detail {
+
+namespace {
+
+// The module and its loaded submodules, deepest first (a submodule goes
+// before its package).
+std::vector<std::string> with_submodules(registry& modules, const std::string& name) {
+  std::vector<std::string> names{name};
+  std::string prefix = name + ".";
+  for (const auto& other : modules.names())
+    if (other.compare(0, prefix.size(), prefix) == 0) names.push_back(other);
+  std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
+    auto depth = [](const std::string& s) { return std::count(s.begin(), s.end(), '.'); };
+    return depth(a) != depth(b) ? depth(a) > depth(b) : a < b;
+  });
+  return names;
+}
+
+// The parent package's attribute that import binds to a submodule.
+bool parent_attribute_holds(const std::string& name, PyObject* module) {
+  auto dot = name.rfind('.');
+  if (dot == std::string::npos) return false;
+  PyObject* parent = PyDict_GetItemString(PyImport_GetModuleDict(), name.substr(0, dot).c_str());  // borrowed
+  if (!parent || !PyModule_Check(parent)) return false;
+  PyObject* value = PyDict_GetItemString(PyModule_GetDict(parent), name.substr(dot + 1).c_str());  // borrowed
+  return value == module;
+}
+
+referrer_query query_for(registry& modules, const std::vector<std::string>& names) {
+  referrer_query query;
+  for (const auto& n : names) {
+    cache_entry* entry = modules.lookup(n);
+    if (!entry) continue;
+    query.modules.emplace_back(n, entry->module);
+    bool parent_examined = false;
+    auto dot = n.rfind('.');
+    if (dot != std::string::npos)
+      parent_examined = std::find(names.begin(), names.end(), n.substr(0, dot)) != names.end();
+    // sys.modules, the cache, the query itself, and the parent's attribute
+    // (when the parent is not examined too: then its dict counts as internal).
+    query.accounted_refs.push_back(3 + (!parent_examined && parent_attribute_holds(n, entry->module.ptr()) ? 1 : 0));
+  }
+  for (auto* slot : modules.handles()) {
+    if (!slot->function) continue;
+    if (std::find(names.begin(), names.end(), slot->module) != names.end())
+      query.cpp_handles.push_back(slot->module + "." + slot->attribute);
+  }
+  return query;
+}
+
+}  // namespace
+
+std::vector<std::string> referrers(registry& modules, const std::string& name) {
+  modules.require(name);
+  auto query = query_for(modules, with_submodules(modules, name));
+  return translate_errors([&] { return find_referrers(query); });
+}
+
+std::int64_t refcount(registry& modules, const std::string& name) {
+  PyObject* module = modules.require(name)->module.ptr();
+  std::int64_t count = Py_REFCNT(module) - 2;  // sys.modules and the cache
+  if (parent_attribute_holds(name, module)) --count;
+  return count;
+}
+
+unload_report unload(registry& modules, const python_helpers& helpers, const std::string& name, bool force) {
+  cache_entry* entry = modules.require(name);
+  if (const char* reason = refusal_reason(name))
+    raise_error(PyExc_ValueError, "modhost refuses to unload '" + name + "': " + reason);
+  if (!is_reloadable(entry->kind))
+    raise_error(PyExc_ValueError, "cannot unload " + std::string(to_string(entry->kind)) + " module '" + name +
+                                      "': its code stays in the process until it exits");
+  std::vector<std::string> names = with_submodules(modules, name);
+  for (const auto& n : names)
+    if (modules.reloading().count(n))
+      raise_error(PyExc_RuntimeError, "cannot unload '" + n + "' while it is being reloaded");
+
+  unload_report report;
+  auto weak = py::reinterpret_steal<py::object>(PyWeakref_NewRef(entry->module.ptr(), nullptr));  // new reference
+  if (!weak) PyErr_Clear();
+  {
+    auto query = query_for(modules, names);
+    auto holders = translate_errors([&] { return find_referrers(query); });
+    if (!holders.empty() && !force) throw module_in_use_error(name, std::move(holders));
+    report.lingering = std::move(holders);
+    for (const auto& [n, module] : query.modules) {
+      cache_entry* e = modules.lookup(n);
+      if (PySys_Audit("modhost.unload", "ss", n.c_str(), e ? e->path.c_str() : "") < 0)
+        throw python_error::fetch();  // vetoed by an audit hook: nothing is unloaded
+    }
+    for (const auto& [n, module] : query.modules)  // their own goodbyes; one that raises stops the unload
+      helpers.call_unload_hook(module);
+  }
+  PyObject* sys_modules = PyImport_GetModuleDict();  // borrowed
+  for (const auto& n : names) {
+    cache_entry* e = modules.lookup(n);
+    if (!e) continue;
+    // A later import must compile the source again: a bytecode cache written
+    // for an edit that kept size and mtime would bring back stale code.
+    if (e->kind == module_kind::source || e->kind == module_kind::package)
+      if (e->print && compare_file(*e->print, e->path) == file_change::changed)
+        helpers.drop_bytecode_cache(e->path.string());
+    if (parent_attribute_holds(n, e->module.ptr())) {
+      auto dot = n.rfind('.');
+      PyObject* parent = PyDict_GetItemString(sys_modules, n.substr(0, dot).c_str());  // borrowed
+      PyDict_DelItemString(PyModule_GetDict(parent), n.substr(dot + 1).c_str());
+    }
+    PyDict_DelItemString(sys_modules, n.c_str());
+    PyErr_Clear();
+    for (auto* slot : modules.handles())
+      if (slot->module == n) slot->function = py::object();
+    modules.forget(n);
+    report.unloaded.push_back(n);
+  }
+  report.freed = weak && PyWeakref_GetObject(weak.ptr()) == Py_None;
+  return report;
+}
+
+}  // namespace modhost::detail

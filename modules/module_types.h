@@ -1,0 +1,143 @@
+// modhost module types — the values the module cache speaks in: what kind
+// of module an entry is, its lifecycle state, what a caller asks of a reload,
+// and the reports reload() and unload() return. Plain data, no CPython calls,
+// so any layer above the cache can use them.
+#pragma once
+
+#include <pybind11/pytypes.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "interpreter/python_error.h"
+#include "modules/fingerprint.h"
+
+namespace modhost {
+
+enum class module_kind {
+  source,             // a .py file
+  package,            // a directory with __init__.py
+  namespace_package,  // a directory without __init__.py
+  builtin,            // compiled into the interpreter (sys, builtins) or frozen
+  extension,          // a C extension (.so)
+  other,              // anything else: no spec, a custom or sourceless loader
+};
+
+enum class module_state {
+  loaded,     // running the code of its current generation
+  reloading,  // its code is being re-executed
+  failed,     // the last reload failed; the previous generation's code still runs
+  unloaded,   // removed from sys.modules (by unload or behind the cache's back)
+};
+
+const char* to_string(module_kind kind) noexcept;
+// Its code can run again: not built-in, not an extension.
+bool is_reloadable(module_kind kind) noexcept;
+// It has a file the cache fingerprints: a source, a package's __init__.py or an extension.
+bool has_file(module_kind kind) noexcept;
+const char* to_string(module_state state) noexcept;
+
+struct module_info {
+  std::string name;
+  std::filesystem::path path;  // origin file; empty for built-in and namespace packages
+  module_kind kind = module_kind::other;
+  module_state state = module_state::loaded;
+  std::uint64_t generation = 1;  // 1 at first load, +1 per successful reload
+  bool reloadable = false;       // false for built-in and extension modules
+  std::optional<modhost::fingerprint> fingerprint;  // set for file-backed modules
+  std::string last_error;        // "Type: message" of the last failed reload, or empty
+  std::vector<std::string> dependencies;
+  std::vector<std::string> dependents;
+};
+
+enum class reload_outcome {
+  reloaded,        // the new code runs
+  unchanged,       // deep reload of a source whose content hash did not change: nothing ran
+  not_reloadable,  // built-in or extension: as importlib.reload, nothing re-ran
+  deferred,        // a source was being written (see reload_options::quiet_for): nothing changed
+  failed,          // the code raised; every module re-executed was rolled back
+};
+
+const char* to_string(reload_outcome outcome) noexcept;
+
+// "a; b; c": how reports and errors list names.
+std::string join(const std::vector<std::string>& items, const char* separator);
+
+struct reload_options {
+  // Read a source only once it has been quiet this long, between two stat()s
+  // that agree; otherwise the reload is `deferred` (a save in progress could
+  // leave the file truncated while it is read). Zero: read whatever is there.
+  std::chrono::milliseconds quiet_for{0};
+  // Interrupt the module's code (modhost.TimeLimitExceeded) if the reload
+  // runs longer; it then rolls back like any failure. Zero: no limit.
+  std::chrono::milliseconds time_limit{0};
+  // Put the new code into the objects that exist: stale names removed,
+  // functions patched in place, classes updated in place (identity kept),
+  // names other modules took with `from m import name` rebound. An unchanged
+  // source is a no-op.
+  bool deep = false;
+  // Also re-execute every loaded module that depends on the target,
+  // transitively, dependencies first, a cycle as one unit.
+  bool dependents = false;
+  // Other threads see one version: while the modules re-execute, their calls
+  // into them, attribute reads on them and function_handle calls wait; a
+  // call that waited runs the new version. Calls already running in other
+  // threads are waited for this long first; if one still runs, reload()
+  // throws module_in_use_error naming it and nothing happens. The calling
+  // thread's own frames never count (a reload from a module's own loop).
+  // nullopt: no waiting, no holding (other threads may see a half-run module).
+  std::optional<std::chrono::milliseconds> wait_for_calls = std::chrono::seconds(1);
+};
+
+// The outcome of reload(): a value, not an exception, because a failing
+// plugin is an expected event for a host.
+struct [[nodiscard]] reload_report {
+  std::string name;
+  reload_outcome outcome = reload_outcome::reloaded;
+  std::uint64_t generation = 0;  // the target's generation after the call
+  std::chrono::nanoseconds duration{0};
+  std::vector<std::string> added;       // names new in the target's namespace
+  std::vector<std::string> removed;     // names gone (only when the module deletes them)
+  std::vector<std::string> reexecuted;  // modules whose code ran, in order
+  // Deep reload: "function plug.f" / "class plug.C" updated in place; what
+  // could not be and was rebound instead, with the reason; instances left on
+  // a replaced class; other modules' from-import globals rebound ("app.LIMIT").
+  std::vector<std::string> patched;
+  std::vector<std::string> not_patched;
+  std::vector<std::string> instances_not_moved;
+  std::vector<std::string> rebound;
+  bool rolled_back = false;
+  std::string failed_module;            // which module raised, when outcome is failed
+  std::optional<python_error> error;    // the original exception, when outcome is failed
+  // The module object now in sys.modules (a module may replace itself).
+  pybind11::object module;
+
+  explicit operator bool() const noexcept { return outcome != reload_outcome::failed; }
+};
+
+struct [[nodiscard]] unload_report {
+  std::vector<std::string> unloaded;   // the module and its submodules, deepest first
+  std::vector<std::string> lingering;  // with force: holders that still keep old code alive
+  bool freed = false;                  // the module object itself died (a weakref cleared)
+};
+
+// unload() refused: something still holds the module or its code; or
+// reload() found other threads still running its code.
+class module_in_use_error : public std::runtime_error {
+ public:
+  module_in_use_error(const std::string& name, std::vector<std::string> referrers);  // unload's
+  module_in_use_error(const std::string& name, std::vector<std::string> referrers, const std::string& message);
+  const std::string& name() const noexcept { return name_; }
+  const std::vector<std::string>& referrers() const noexcept { return referrers_; }
+
+ private:
+  std::string name_;
+  std::vector<std::string> referrers_;
+};
+
+}  // namespace modhost
