@@ -197,15 +197,17 @@ TEST_F(CallGateTest, ClosingWaitsForCallsAlreadyRunningElsewhere) {
   // Lets the running call finish, but only once the gate is closing. Takes
   // the event first: reading it from the module would wait at the gate.
   py::object release = plug.attr("release");
+  std::atomic<bool> gate_returned{false};  // a broken gate may never be seen closed
   host_thread releaser([&] {
     {
       modhost::gil_release released;
-      while (!any_gate_closed()) std::this_thread::sleep_for(1ms);
+      while (!any_gate_closed() && !gate_returned) std::this_thread::sleep_for(1ms);
     }
     release.attr("set")();
   });
   {
     closed_gate gate({plug}, 30s);
+    gate_returned = true;
     EXPECT_TRUE(gate.busy().empty());
     EXPECT_EQ(py::len(plug.attr("finished")), 1u) << "the gate closed while the call still ran";
   }

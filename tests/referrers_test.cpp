@@ -155,7 +155,14 @@ TEST_F(ReferrersTest, NamesHoldersOfItsCodeAnywhere) {
 TEST_F(ReferrersTest, APackageAndItsSubmoduleExaminedTogetherHoldEachOther) {
   write("ref_pkg/__init__.py", "from . import sub\nfrom .sub import helper\n");
   write("ref_pkg/sub.py", "import ref_pkg\ndef helper():\n    pass\n");
-  auto q = query({"ref_pkg", "ref_pkg.sub"});
+  // Accounted as the cache does, so that the references between the two
+  // (the package's attribute `sub`, the submodule's global `ref_pkg`) must be
+  // recognised by the scan: sys.modules, the cache's entry and the query.
+  referrer_query q;
+  for (const char* name : {"ref_pkg", "ref_pkg.sub"}) {
+    q.modules.emplace_back(name, import(name));
+    q.accounted_refs.push_back(3);
+  }
   auto found = find_referrers(q);
   EXPECT_TRUE(found.empty()) << joined(found);
   write("ref_pkg_user.py", "from ref_pkg.sub import helper\n");
