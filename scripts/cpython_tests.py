@@ -66,6 +66,7 @@ SEPARATOR = "=" * 70
 FAILURE_HEADER = re.compile(r"^(FAIL|ERROR): (\S+) \(([^)\s]+)\)(.*)$")
 CASE_LINE = re.compile(r"^(\S+) \(([^)\s]+)\)")
 RAN = re.compile(r"^Ran (\d+) tests? in ")
+SKIPPED = re.compile(r"^(?:OK|FAILED) \(.*\bskipped=(\d+)")
 ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 
 
@@ -75,6 +76,7 @@ class Outcome:
     test: str
     interpreter: str
     ran: int = 0
+    skipped: int = 0
     # test id -> the first failure line naming it ("FAIL: ..."), for the report
     failures: dict = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
@@ -99,6 +101,8 @@ def parse(test, interpreter, text):
         if m := RAN.match(line):
             outcome.ran += int(m.group(1))
             completed = True
+        elif m := SKIPPED.match(line):
+            outcome.skipped += int(m.group(1))
         elif (m := FAILURE_HEADER.match(line)) and i > 0 and lines[i - 1] == SEPARATOR:
             key = case_key(m.group(2), m.group(3))
             outcome.failures.setdefault(key, ADDRESS.sub("", line))
@@ -215,6 +219,10 @@ def main():
         print(f"{test:<22} {base.ran:>6}/{ours.ran:<6} {len(base.failures):>10} {len(ours.failures):>10} {n_added:>6}")
     print(f"{'total':<22} {total('python3.11', 'ran'):>6}/{total('modhost', 'ran'):<6} "
           f"{total('python3.11', 'failures'):>10} {total('modhost', 'failures'):>10} {len(added):>6}")
+    for test in ns.tests:  # not a failure, but a test that modhost keeps from running
+        base, ours = outcomes[test, "python3.11"], outcomes[test, "modhost"]
+        if ours.skipped > base.skipped:
+            print(f"note: {test} skips {ours.skipped} test cases under modhost, {base.skipped} under python3.11")
     for key in sorted(flaky):
         print(f"flaky (passed when run again, not counted): {flaky[key]}")
     for key in sorted(added):
