@@ -209,16 +209,20 @@ def main():
                 flaky[key] = ours.failures[key]
     elapsed = time.monotonic() - start
 
-    total = lambda name, field: sum(getattr(outcomes[t, name], field) if field == "ran"
-                                    else len(outcomes[t, name].failures) for t in ns.tests)
+    def ran(name):
+        return sum(outcomes[t, name].ran for t in ns.tests)
+
+    def failed(name):
+        return sum(len(outcomes[t, name].failures) for t in ns.tests)
+
     print(f"\nCPython's test suite ({len(ns.tests)} modules), modhost vs python3.11 -P, in {elapsed / 60:.1f} min:")
     print(f"{'module':<22} {'run (py/mh)':>13} {'failed py':>10} {'failed mh':>10} {'added':>6}")
     for test in ns.tests:
         base, ours = outcomes[test, "python3.11"], outcomes[test, "modhost"]
         n_added = sum(1 for key in added if key.startswith(f"test.{test}.") or key.startswith(f"{test} ["))
         print(f"{test:<22} {base.ran:>6}/{ours.ran:<6} {len(base.failures):>10} {len(ours.failures):>10} {n_added:>6}")
-    print(f"{'total':<22} {total('python3.11', 'ran'):>6}/{total('modhost', 'ran'):<6} "
-          f"{total('python3.11', 'failures'):>10} {total('modhost', 'failures'):>10} {len(added):>6}")
+    print(f"{'total':<22} {ran('python3.11'):>6}/{ran('modhost'):<6} "
+          f"{failed('python3.11'):>10} {failed('modhost'):>10} {len(added):>6}")
     for test in ns.tests:  # not a failure, but a test that modhost keeps from running
         base, ours = outcomes[test, "python3.11"], outcomes[test, "modhost"]
         if ours.skipped > base.skipped:
