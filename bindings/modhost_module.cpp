@@ -89,6 +89,16 @@ py::object fingerprint_object(const std::optional<modhost::fingerprint>& print) 
                         "content_hash"_a = print->content_hash);
 }
 
+// modhost.reload as users see it: a C function of the module itself (so
+// help() has no pybind11 capsule to mention) that hands its arguments, as
+// they are, to the pybind11 implementation modhost._reload. C to C: no frame
+// of its own in a traceback.
+PyObject* reload_entry(PyObject* module, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  auto impl = py::reinterpret_steal<py::object>(PyObject_GetAttrString(module, "_reload"));  // steals the new reference
+  if (!impl) return nullptr;
+  return PyObject_Vectorcall(impl.ptr(), args, static_cast<size_t>(nargs), kwnames);
+}
+
 }  // namespace
 
 PYBIND11_EMBEDDED_MODULE(modhost, m) {
@@ -173,8 +183,15 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "(absolute names). A loaded module is a C++ hash-map hit. timeout (seconds)\n"
       "interrupts module code that runs longer with TimeLimitExceeded.");
 
-  m.def(
-      "reload",
+  // reload is the call users read help() for: it gets one signature, the
+  // one inspect.signature() gives. What users call is a plain C function of
+  // the module (reload_entry) whose docstring starts with CPython's
+  // text-signature block ("name(...)\n--\n\n": __text_signature__, cut from
+  // __doc__). It forwards to this pybind11 function, kept as modhost._reload
+  // but named reload in its argument errors; shown itself, it would add
+  // pybind11's own signature line ("reload(module: object, ...) -> object")
+  // and "method of builtins.PyCapsule instance" (its __self__).
+  py::cpp_function reload_impl(
       [](py::object module_or_name, bool deep, bool dependents, py::object timeout,
          py::object wait_for_calls) -> py::object {
         modhost::reload_options options;
@@ -196,9 +213,14 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
         }
         return report.module;
       },
-      "module"_a, py::kw_only(), "deep"_a = false, "dependents"_a = false, "timeout"_a = py::none(),
-      "wait_for_calls"_a = 1.0,
-      "reload(module_or_name, *, deep=False, dependents=False, timeout=None, wait_for_calls=1.0) -> module\n\n"
+      py::name("reload"), py::scope(m), "module"_a, py::kw_only(), "deep"_a = false, "dependents"_a = false,
+      "timeout"_a = py::none(), "wait_for_calls"_a = 1.0, "The implementation of modhost.reload.");
+  m.add_object("_reload", reload_impl);
+  static PyMethodDef reload_def = {
+      "reload", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&reload_entry)),
+      METH_FASTCALL | METH_KEYWORDS,
+      "reload(module, *, deep=False, dependents=False, timeout=None, wait_for_calls=1.0)\n--\n\n"
+      "Reload a module (the module object, or its name) and return it.\n\n"
       "A drop-in for importlib.reload that is atomic. The module's current source is\n"
       "compiled from disk (never a stale bytecode cache) and run in its own namespace;\n"
       "the same module object comes back. If anything raises (a syntax error, an\n"
@@ -224,7 +246,11 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "new version (the old one if the reload rolled back). Calls already running in\n"
       "other threads are waited for up to wait_for_calls seconds; if one still runs,\n"
       "ModuleInUseError names the thread and nothing is reloaded. The calling\n"
-      "thread's own frames never count. wait_for_calls=None: no waiting, no holding.");
+      "thread's own frames never count. wait_for_calls=None: no waiting, no holding."};
+  auto reload = py::reinterpret_steal<py::object>(  // steals the new function
+      PyCFunction_NewEx(&reload_def, m.ptr(), m.attr("__name__").ptr()));
+  if (!reload) throw py::error_already_set();
+  m.attr("reload") = reload;
 
   py::class_<modhost::reload_report>(m, "ReloadReport",
                                      "What the last reload did: outcome, generation, what ran, what was patched.")

@@ -6,9 +6,14 @@
 //   modhost                    REPL on a terminal, else run the script on stdin
 #include "interpreter/reference.h"  // Python.h first, as CPython requires
 
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -36,6 +41,34 @@ int log_audit_event(const char* event, PyObject* args, void*) {
   std::fprintf(g_audit_log, "%s %s\n", event, utf8 ? utf8 : "?");
   std::fflush(g_audit_log);
   return 0;
+}
+
+constexpr const char* usage =
+    "usage: modhost [options] [-c CODE | -m MODULE | SCRIPT | -] [args...]\n"
+    "Try 'modhost --help' for more information.\n";
+
+// A command line modhost cannot parse: python3's answer (the problem, the
+// usage line, exit status 2), so scripts that probe options see a usage error.
+int usage_error(const std::string& problem) {
+  std::cerr << "modhost: " << problem << "\n" << usage;
+  return 2;
+}
+
+// python3's exit after an uncaught KeyboardInterrupt, once Python is
+// finalized: die by SIGINT with the default action, so that the shell or the
+// parent that waits sees the signal (WIFSIGNALED; a shell reports 130 and
+// stops its loop), not a plain exit status.
+[[noreturn]] void die_by_sigint() {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  std::signal(SIGINT, SIG_DFL);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  kill(getpid(), SIGINT);
+  std::_Exit(modhost::interpreter::keyboard_interrupt_exit_code);  // only if SIGINT is ignored by force
 }
 
 }  // namespace
@@ -93,6 +126,11 @@ int main(int argc, char** argv) {
       own_args = i + 2;
       break;
     }
+    if (arg.size() > 2 && arg[0] == '-' && (arg[1] == 'c' || arg[1] == 'm')) {  // -mjson.tool
+      own_args = i + 1;
+      break;
+    }
+    if (arg == "--") break;
     if (arg == "-p" || arg == "--path" || arg == "--autoreload" || arg == "--watch" || arg == "--debounce" ||
         arg == "--root" || arg == "--audit-log")
       ++i;  // skip the option's value
@@ -101,13 +139,20 @@ int main(int argc, char** argv) {
   try {
     app.parse(own_args, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    return usage_error(e.what());
   }
-  if (!code.empty() && !module.empty()) {
-    std::cerr << "modhost: use either -c or -m, not both\n";
-    return 2;
-  }
+  if (!code.empty() && !module.empty()) return usage_error("use either -c or -m, not both");
   std::vector<std::string> rest = app.remaining();
+  // prefix_command() hands an option CLI11 does not know to the program as
+  // if it were the script; python3 refuses it ("unknown option --bogus").
+  // "--" ends the options (python3 -- -file.py runs -file.py), "-" is stdin.
+  if (code.empty() && module.empty() && !rest.empty()) {
+    if (rest.front() == "--")
+      rest.erase(rest.begin());
+    else if (rest.front().size() > 1 && rest.front()[0] == '-')
+      return usage_error("unknown option " + rest.front());
+  }
   rest.insert(rest.end(), argv + own_args, argv + argc);
 
   modhost::interpreter_config config;
@@ -144,6 +189,8 @@ int main(int argc, char** argv) {
   }
   config.argv.insert(config.argv.end(), rest.begin(), rest.end());
 
+  int status = 0;
+  bool interrupted = false;  // an uncaught KeyboardInterrupt, not SystemExit(130)
   try {
     modhost::interpreter python(config);
     if (script == "-") script.clear();  // `modhost -` reads the script from stdin
@@ -151,7 +198,7 @@ int main(int argc, char** argv) {
     reloader.set_mode(*modhost::parse_autoreload_mode(autoreload));
     for (const auto& dir : watch_dirs) reloader.watch_directory(dir);
     if (reloader.mode() != modhost::autoreload_mode::off) reloader.start_background();
-    return modhost::interpreter::exit_code_of([&] {
+    try {
       if (!code.empty())
         python.run_string(code, "<string>");
       else if (!module.empty())
@@ -160,9 +207,14 @@ int main(int argc, char** argv) {
         python.run_file(script);
       else
         python.run_repl();
-    });
-  } catch (const std::exception& e) {
+    } catch (const modhost::python_error& e) {
+      status = modhost::interpreter::report(e);
+      interrupted = !e.exit_code() && status == modhost::interpreter::keyboard_interrupt_exit_code;
+    }
+  } catch (const std::exception& e) {  // Python did not start, or finalizing it failed
     std::cerr << std::string(e.what()) + "\n";  // one write: Python threads may still be printing
     return 1;
   }
+  if (interrupted) die_by_sigint();  // Python is finalized by now, as python3 does it
+  return status;
 }

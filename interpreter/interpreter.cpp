@@ -171,7 +171,33 @@ void interpreter::run_file(const std::filesystem::path& path) {
 
 void interpreter::run_module(const std::string& name) {
   translate_errors([&] {
-    py::module_::import("runpy").attr("_run_module_as_main")(name, true);
+    auto runpy = py::module_::import("runpy");
+    py::object run_module_as_main = runpy.attr("_run_module_as_main");
+    try {
+      run_module_as_main(name, true);  // python3 -m's own code path: same frames in tracebacks
+    } catch (py::error_already_set& e) {
+      // A module that cannot be run makes runpy exit with "<sys.executable>:
+      // No module named x". sys.executable is a python3 (what subprocesses
+      // must start), but the program that failed is this one: name it, as
+      // python3 names itself. Only runpy's own exit is renamed, recognized by
+      // its traceback ending in _run_module_as_main itself; a SystemExit from
+      // the module's code passes through _run_code and is left alone.
+      if (!e.matches(PyExc_SystemExit) || !e.trace()) throw;
+      py::object tb = e.trace();
+      if (!tb.attr("tb_next").is_none() ||
+          !tb.attr("tb_frame").attr("f_code").is(run_module_as_main.attr("__code__")))
+        throw;
+      py::object code = e.value().attr("code");
+      std::string prefix = py::str(py::module_::import("sys").attr("executable")).cast<std::string>() + ": ";
+      if (!py::isinstance<py::str>(code)) throw;
+      std::string message = code.cast<std::string>();
+      if (message.compare(0, prefix.size(), prefix) != 0) throw;
+      std::error_code ec;
+      auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+      std::string program = ec ? std::string("modhost") : self.string();
+      PyErr_SetObject(PyExc_SystemExit, py::str(program + ": " + message.substr(prefix.size())).ptr());
+      throw py::error_already_set();
+    }
   });
 }
 
@@ -202,9 +228,13 @@ int interpreter::report(const python_error& e) {
     if (!e.message().empty()) std::cerr << e.message() << std::endl;
     return *code;
   }
+  // python3 exits 130 (128 + SIGINT) after an uncaught KeyboardInterrupt of
+  // exactly that type (a subclass exits 1), and the host program then dies
+  // by SIGINT itself (interpreter/host_main.cpp).
+  bool interrupted = e.type_name() == "KeyboardInterrupt";
   e.restore();
   PyErr_Print();  // honours sys.excepthook, like an uncaught exception in python3
-  return 1;
+  return interrupted ? keyboard_interrupt_exit_code : 1;
 }
 
 }  // namespace modhost

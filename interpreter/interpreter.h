@@ -84,7 +84,9 @@ class interpreter {
   void run_file(const std::filesystem::path& path);
   // Runs a module as __main__ with runpy semantics (like python3 -m NAME);
   // sys.argv[0] becomes the module's path.
-  // A module that cannot be found raises SystemExit(1) with python3 -m's message.
+  // A module that cannot be found raises SystemExit(1) with python3 -m's
+  // message, naming this program (python3 names sys.executable, which here is
+  // the python3 that subprocesses start, not the program that failed).
   void run_module(const std::string& name);
   // Interactive loop on stdin with line editing when readline is available;
   // Ctrl-C cancels the current line. Returns when stdin ends; exit() and
@@ -92,7 +94,8 @@ class interpreter {
   void run_repl();
 
   // Runs `fn` and converts its outcome to a process exit code the way
-  // python3 does: 0, SystemExit's code, or 1 after printing the traceback.
+  // python3 does: 0, SystemExit's code, or 1 after printing the traceback
+  // (keyboard_interrupt_exit_code for an uncaught KeyboardInterrupt).
   template <class Fn>
   static int exit_code_of(Fn&& fn) {
     try {
@@ -104,6 +107,11 @@ class interpreter {
   }
   // Prints an uncaught exception as python3 would and returns the exit code.
   static int report(const python_error& e);
+  // The exit code of an uncaught KeyboardInterrupt (128 + SIGINT, as python3).
+  // python3 does not stop there: once finalized, it dies by SIGINT, so that a
+  // shell or a parent process sees the user's Ctrl-C (a shell loop stops);
+  // the host program does the same (interpreter/host_main.cpp).
+  static constexpr int keyboard_interrupt_exit_code = 130;
 
   // The module cache in front of sys.modules (modules/module_cache.h).
   module_cache& cache() noexcept { return *cache_; }

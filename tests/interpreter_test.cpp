@@ -82,7 +82,9 @@ TEST(Interpreter, RunModuleMissingExitsLikePythonDashM) {
     FAIL() << "no exception";
   } catch (const python_error& e) {  // python3 -m: message on stderr, exit status 1
     EXPECT_EQ(e.exit_code(), 1);
-    EXPECT_NE(e.message().find("No module named no_such_module_anywhere"), std::string::npos);
+    // Named after this program, as python3 names itself (runpy would say sys.executable).
+    EXPECT_EQ(e.message(),
+              std::filesystem::read_symlink("/proc/self/exe").string() + ": No module named no_such_module_anywhere");
   }
 }
 
@@ -125,6 +127,18 @@ TEST(Interpreter, SystemExitMapsToExitCode) {
   EXPECT_EQ(with_text.message(), "fatal: no config");
   EXPECT_EQ(interpreter::exit_code_of([] { python().run_string("raise SystemExit(5)"); }), 5);
   EXPECT_EQ(interpreter::exit_code_of([] { python().run_string("pass"); }), 0);
+}
+
+TEST(Interpreter, UncaughtKeyboardInterruptExitsWith130LikePython3) {
+  // python3's status when it cannot die by SIGINT; a subclass is an ordinary
+  // uncaught exception (1), as in python3.
+  EXPECT_EQ(interpreter::exit_code_of([] { python().run_string("raise KeyboardInterrupt"); }),
+            interpreter::keyboard_interrupt_exit_code);
+  EXPECT_EQ(interpreter::keyboard_interrupt_exit_code, 130);
+  EXPECT_EQ(interpreter::exit_code_of([] {
+              python().run_string("class Stop(KeyboardInterrupt): pass\nraise Stop");
+            }),
+            1);
 }
 
 TEST(Interpreter, ErrorCanBeRaisedBackIntoPython) {

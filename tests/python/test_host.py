@@ -1,6 +1,9 @@
 """The host program behaves like python3: run through modhost itself."""
+import inspect
 import os
+import pydoc
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -106,6 +109,109 @@ class HostProgram(unittest.TestCase):
     def test_repl_exit_code_from_exit_call(self):
         # Not a terminal: the REPL reads stdin as a script, and exit() works there too.
         self.assertEqual(run(stdin="exit(4)\n").returncode, 4)
+
+    def test_uncaught_keyboard_interrupt_dies_by_sigint_like_python3(self):
+        # python3 prints the traceback, finalizes, then kills itself with
+        # SIGINT: a parent sees the signal, a shell reports 130 and stops a loop.
+        script = self.write("interrupted.py", """
+            import atexit
+            atexit.register(print, "finalized")
+            def work():
+                raise KeyboardInterrupt
+            work()
+        """)
+        self.write("interrupted_mod.py", "raise KeyboardInterrupt\n")
+        for args in ([script], ["-c", "raise KeyboardInterrupt"], ["-p", self.dir, "-m", "interrupted_mod"]):
+            with self.subTest(args=args):
+                result = run(*args)
+                self.assertEqual(result.returncode, -signal.SIGINT, result.stderr)
+                self.assertIn("Traceback (most recent call last)", result.stderr)
+                self.assertTrue(result.stderr.rstrip().endswith("KeyboardInterrupt"), result.stderr)
+        self.assertEqual(run(script).stdout, "finalized\n")  # atexit ran: Python finalized first
+        python3 = subprocess.run([sys.executable, script], capture_output=True, timeout=60)
+        self.assertEqual(python3.returncode, -signal.SIGINT)
+        shell = subprocess.run(["sh", "-c", '"$0" -c "raise KeyboardInterrupt" 2>/dev/null; echo $?', MODHOST],
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(shell.stdout.strip(), "130")
+
+    def test_only_a_real_keyboard_interrupt_dies_by_sigint(self):
+        # python3 re-raises SIGINT for KeyboardInterrupt itself only; a subclass
+        # is an ordinary uncaught exception, and SystemExit(130) is an exit status.
+        result = run("-c", "class Stop(KeyboardInterrupt): pass\nraise Stop")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(run("-c", "raise SystemExit(130)").returncode, 130)
+
+    def test_unknown_option_is_a_usage_error_like_python3(self):
+        result = run("--bogus")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stdout, "")
+        self.assertIn("unknown option --bogus", result.stderr)
+        self.assertIn("usage: modhost", result.stderr)
+        self.assertNotIn("can't open file", result.stderr)
+        self.assertEqual(subprocess.run([sys.executable, "--bogus"], capture_output=True).returncode, 2)
+        # Bad values are usage errors too (python3 -X without a value: exit 2).
+        for args in (["--autoreload", "sometimes", "-c", "pass"], ["--debounce", "x", "-c", "pass"]):
+            with self.subTest(args=args):
+                result = run(*args)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn("usage: modhost", result.stderr)
+
+    def test_options_after_the_program_belong_to_it(self):
+        script = self.write("-dash.py", "import sys; print(sys.argv[1:])\n")
+        # "--" ends modhost's options, as it ends python3's: "-dash.py" is the script.
+        result = run("--", "-dash.py", "--bogus", cwd=self.dir)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "['--bogus']"), result.stderr)
+        self.assertEqual(run(script, "--bogus").stdout.strip(), "['--bogus']")
+        self.assertEqual(run("-c", "import sys; print(sys.argv)", "--bogus").stdout.strip(), "['-c', '--bogus']")
+        self.write("tool.py", "import sys; print(sys.argv[1:])\n")
+        self.assertEqual(run("-p", self.dir, "-mtool", "--bogus").stdout.strip(), "['--bogus']")
+
+    def test_dash_m_missing_module_names_modhost_not_python3(self):
+        # python3 says "/usr/bin/python3: No module named x" (its sys.executable);
+        # modhost's sys.executable is a python3 for subprocesses, but the
+        # program that could not find the module is modhost.
+        result = run("-m", "no_such_module_for_the_host_test")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip(),
+                         f"{os.path.realpath(MODHOST)}: No module named no_such_module_for_the_host_test")
+        os.mkdir(os.path.join(self.dir, "pkg_without_main"))
+        self.write("pkg_without_main/__init__.py", "")
+        result = run("-p", self.dir, "-m", "pkg_without_main")
+        self.assertTrue(result.stderr.startswith(os.path.realpath(MODHOST) + ": No module named pkg_without_main.__main__"),
+                        result.stderr)
+        self.assertNotIn(sys.executable, result.stderr)
+
+    def test_dash_m_module_exit_message_is_its_own(self):
+        # Only runpy's own "cannot run" exit is renamed, never the module's SystemExit.
+        self.write("exits.py", "import sys\nsys.exit(sys.executable + ': said by the module')\n")
+        result = run("-p", self.dir, "-m", "exits")
+        self.assertEqual((result.returncode, result.stderr.strip()), (1, sys.executable + ": said by the module"))
+
+
+class Help(unittest.TestCase):
+    def test_reload_has_one_signature_and_inspect_reads_it(self):
+        signature = "(module, *, deep=False, dependents=False, timeout=None, wait_for_calls=1.0)"
+        self.assertEqual(str(inspect.signature(modhost.reload)), signature)
+        text = pydoc.plain(pydoc.render_doc(modhost.reload))
+        signatures = [line for line in text.splitlines() if line.startswith("reload(")]
+        # Just python's: no pybind11 line ("reload(module: object, ...) -> object"),
+        # no "method of builtins.PyCapsule instance" (pybind11's hidden self).
+        self.assertEqual(signatures, ["reload" + signature], text)
+        self.assertTrue(modhost.reload.__doc__.startswith("Reload a module"), modhost.reload.__doc__)
+
+    def test_reload_signature_matches_the_stub(self):
+        import ast
+        stub = os.path.join(os.path.dirname(__file__), "..", "..", "bindings", "modhost.pyi")
+        with open(stub) as f:
+            tree = ast.parse(f.read())
+        node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "reload")
+        stubbed = [a.arg for a in node.args.args] + ["*"] + [a.arg for a in node.args.kwonlyargs]
+        params = inspect.signature(modhost.reload).parameters.values()
+        actual = [p.name for p in params if p.kind != p.KEYWORD_ONLY] + ["*"] + \
+                 [p.name for p in params if p.kind == p.KEYWORD_ONLY]
+        self.assertEqual(actual, stubbed)
+        defaults = [ast.literal_eval(d) for d in node.args.kw_defaults]
+        self.assertEqual([p.default for p in params if p.kind == p.KEYWORD_ONLY], defaults)
 
 
 class LinkedStdlib(unittest.TestCase):
