@@ -1,10 +1,16 @@
 """Deep reload: put a module's new code into the objects that already exist.
 
-Run by modhost's C++ module cache after a module's new source ran in a fresh
-namespace (only the import-system dunders kept). Existing functions get the
-new code, existing classes are updated in place (identity preserved), names
-other modules took with `from m import name` are rebound, and `__reload__(old)`
-hands state over. Every change to an object outside the module's own
+Run by modhost's C++ module cache after a module's new source ran in a
+namespace without the names the old source defined (reload_support.execute).
+Existing functions get the new code, existing classes are updated in place
+(identity preserved: their own slot descriptors, ABC registry and run-time
+class state stay; what __init_subclass__ or a metaclass registered names the
+kept class), stateless sentinels keep identity, names other modules took
+with `from m import name` are rebound, and `__reload__(old)` hands state
+over. What cannot take the new code (closures over other state, methods exec'd
+with globals of their own) is rebound and listed in not_patched; nothing is
+asked of an object it does not own except through its type (proxies
+evaluate themselves). Every change to an object outside the module's own
 namespace goes through an Undo, so a failure at any point restores them all;
 the cache restores the namespace itself. Embedded into the library at build
 time (see CMakeLists.txt).
