@@ -1,15 +1,22 @@
 """Deep reload: put a module's new code into the objects that already exist.
 
-Run by modhost's C++ module cache after a module's new source ran in a fresh
-namespace (only the import-system dunders kept). Existing functions get the
-new code, existing classes are updated in place (identity preserved), names
-other modules took with `from m import name` are rebound, and `__reload__(old)`
-hands state over. Every change to an object outside the module's own
+Run by modhost's C++ module cache after a module's new source ran in a
+namespace without the names the old source defined (reload_support.execute).
+Existing functions get the new code, existing classes are updated in place
+(identity preserved: their own slot descriptors, ABC registry and run-time
+class state stay; what __init_subclass__ or a metaclass registered names the
+kept class), stateless sentinels keep identity, names other modules took
+with `from m import name` are rebound, and `__reload__(old)` hands state
+over. What cannot take the new code (closures over other state, methods exec'd
+with globals of their own) is rebound and listed in not_patched; nothing is
+asked of an object it does not own except through its type (proxies
+evaluate themselves). Every change to an object outside the module's own
 namespace goes through an Undo, so a failure at any point restores them all;
 the cache restores the namespace itself. Embedded into the library at build
 time (see CMakeLists.txt).
 """
 import builtins
+from opcode import opmap as _opmap
 import contextlib
 import enum
 import gc
@@ -124,9 +131,50 @@ def class_del(undo, cls, name):
     undo.delattr(cls, name, setter=type.__setattr__, deleter=type.__delattr__)
 
 
+# Opcodes of `NAME = constant` in a class body (class_constants).
+_LOAD_CONST, _STORE_NAME, _EXTENDED_ARG = (_opmap[op] for op in ("LOAD_CONST", "STORE_NAME", "EXTENDED_ARG"))
+
+
+def class_bodies(code):
+    """{qualname: code} of every class body (and function) nested in a module's code."""
+    bodies, todo = {}, [code]
+    while todo:
+        co = todo.pop()
+        for const in co.co_consts:
+            if type(const) is type(code):
+                bodies.setdefault(const.co_qualname, const)
+                todo.append(const)
+    return bodies
+
+
+def class_constants(body):
+    """{name: constant} for each `name = constant` a class body runs (names bound once only)."""
+    found, seen, extended, previous = {}, set(), 0, None
+    ops = body.co_code
+    for i in range(0, len(ops), 2):
+        op, arg = ops[i], ops[i + 1] | extended
+        if op == _EXTENDED_ARG:
+            extended = arg << 8
+            continue
+        extended = 0
+        if op == _STORE_NAME:
+            name = body.co_names[arg]
+            if name in seen:
+                found.pop(name, None)
+            elif previous is not None and previous[0] == _LOAD_CONST:
+                found[name] = body.co_consts[previous[1]]
+            seen.add(name)
+        if op:  # 0 is CACHE, inline data of the instruction before
+            previous = (op, arg)
+    return found
+
+
 class DeepUpdate:
-    def __init__(self, module, old, undo):
+    def __init__(self, module, old, undo, old_code=None):
         self.module = module
+        # Class bodies of the code that ran before and of the new code, by qualname.
+        self.old_bodies = class_bodies(old_code) if old_code is not None else {}
+        self.new_bodies = {}
         self.name = module.__name__
         self.old = old  # the namespace before the reload (a copy)
         self.undo = undo
@@ -155,6 +203,7 @@ class DeepUpdate:
             new = original(body, name, *bases, **keywords)
             if getattr(body, "__globals__", None) is not namespace:
                 return new  # another module's class statement (another thread)
+            self.new_bodies[body.__code__.co_qualname] = body.__code__
             old = self.old_class(new.__qualname__)
             if old is None or not self.owns_class(new) or self.layout_change(old, new):
                 # A layout change is decided where the name is bound (run()):
@@ -378,6 +427,8 @@ class DeepUpdate:
                 self.not_patched.append(f"attribute {where}.{key} (kept the old one: only a class "
                                         f"statement can put a {key} in a class)")
                 continue
+            if self.is_run_time_state(old, new, key, current):
+                continue
             self.adopt_class_cells(value, old)
             class_set(self.undo, old, key, value)
         for key in list(old.__dict__):
@@ -393,6 +444,22 @@ class DeepUpdate:
             clear_caches(old)
         self.patched.append(f"class {where}")
         return old
+
+    def is_run_time_state(self, old, new, key, current):
+        """A class attribute whose `key = constant` the edit left alone, and which
+        the running program has changed since (networkx's argmap counts the
+        functions it compiles in `__count`, and their names must stay unique):
+        its value is state, not code, and the class keeps it, as the old class
+        would with importlib.reload."""
+        old_body = self.old_bodies.get(old.__qualname__)
+        new_body = self.new_bodies.get(new.__qualname__)
+        if old_body is None or new_body is None or current is MISSING:
+            return False
+        before = class_constants(old_body).get(key, MISSING)
+        after = class_constants(new_body).get(key, MISSING)
+        if before is MISSING or type(before) is not type(after) or before != after:
+            return False  # not a constant, or the edit changed it: the new value wins
+        return type(current) is not type(before) or current != before
 
     # Names the metaclass's own data descriptors store in the class's dict,
     # so setattr on the class puts them there like any other attribute.

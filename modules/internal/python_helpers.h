@@ -29,7 +29,7 @@ struct python_helpers {
   pybind11::object load_guard;             // LoadGuard(check): the sys.meta_path entry that checks loads
   // --- deep_update.py
   pybind11::object undo;                   // Undo(): a log of changes to live objects; .rollback()
-  pybind11::object deep_update;            // DeepUpdate(module, old, undo): .class_statements(), .finish(), .commit()
+  pybind11::object deep_update;            // DeepUpdate(module, old, undo, old_code): .class_statements(), .finish(), .commit()
   pybind11::object rebind_from_imports;    // (module, old, importer, names, undo) -> ["importer.name"] rebound
 
   // Runs both files and resolves every handle; throws python_error naming

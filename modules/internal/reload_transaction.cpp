@@ -154,14 +154,15 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
       }
     }
   }
+  // The code that runs now (the import's or the last reload's, when known):
+  // a deep reload removes only names that code defined and the new one does
+  // not, and keeps class attributes whose initial value the edit left alone.
+  py::object old_code = entry.code ? entry.code : py::none();
   py::object around = py::none();
   if (deep) {
-    commit.deep_update = helpers.deep_update(entry.module, before.namespace_copy, undo_);
+    commit.deep_update = helpers.deep_update(entry.module, before.namespace_copy, undo_, old_code);
     around = commit.deep_update.attr("class_statements")();
   }
-  // The code that runs now (the import's or the last reload's, when known):
-  // a deep reload removes only names that code defined and the new one does not.
-  py::object old_code = entry.code ? entry.code : py::none();
   commit.module =
       helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, around, old_code);
   if (deep) {

@@ -829,6 +829,32 @@ class Shape(abc.ABC):
             Shape()
 
 
+class ClassState(DeepReloadTestCase):
+    def test_a_class_attribute_the_edit_left_alone_keeps_its_run_time_value(self):
+        # networkx's argmap counts compiled functions in a class attribute;
+        # resetting it makes their names (globals of one module) collide.
+        m = self.mod("counter")
+        body = '''
+class Counter:
+    __count = 0
+    LIMIT = {LIMIT}
+    @classmethod
+    def next(cls):
+        cls.__count += 1
+        return '{V}', cls.__count
+'''
+        self.write(m, self.source(body, V="v1", LIMIT="3"))
+        module = self.load(m)
+        module.Counter.next()
+        module.Counter.next()
+        self.write(m, self.source(body, V="v2", LIMIT="5"))
+
+        self.deep_reload(module)
+
+        self.assertEqual(module.Counter.next(), ("v2", 3))
+        self.assertEqual(module.Counter.LIMIT, 5)  # the edit changed this one
+
+
 class ClosuresOverConstants(DeepReloadTestCase):
     def test_a_closure_over_an_equal_constant_is_patched(self):
         # jinja2.compiler's binop visitors: closures over "//", "**"... which are
