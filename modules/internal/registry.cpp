@@ -35,13 +35,42 @@ registry::~registry() {
   }
 }
 
-// sys.modules' version tag: it moves whenever sys.modules is modified, so an
-// unchanged tag proves an entry's module is still the one in sys.modules.
+namespace {
+#if PY_VERSION_HEX >= 0x030C0000
+// Since 3.12 a dict's ma_version_tag is deprecated (PEP 699); a dict watcher
+// (PyDict_AddWatcher, new in 3.12) counts sys.modules' changes instead. All of
+// it runs with the GIL held.
+std::uint64_t g_sys_modules_changes = 1;
+PyObject* g_watched_sys_modules = nullptr;  // compared, never dereferenced
+int g_sys_modules_watcher = -1;
+
+int count_sys_modules_change(PyDict_WatchEvent event, PyObject* dict, PyObject*, PyObject*) {
+  ++g_sys_modules_changes;
+  if (event == PyDict_EVENT_DEALLOCATED && dict == g_watched_sys_modules)
+    g_watched_sys_modules = nullptr;  // another dict may get its address
+  return 0;
+}
+#endif
+}  // namespace
+
+// sys.modules' version: it moves whenever sys.modules is modified, so an
+// unchanged version proves an entry's module is still the one in
+// sys.modules. 0: none available, every lookup confirms against sys.modules.
 std::uint64_t registry::sys_modules_version() {
 #if PY_VERSION_HEX < 0x030C0000
   return reinterpret_cast<PyDictObject*>(PyImport_GetModuleDict())->ma_version_tag;
 #else
-  return 0;  // no cheap tag: every lookup confirms against sys.modules
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  if (modules != g_watched_sys_modules) {
+    if (g_sys_modules_watcher < 0) g_sys_modules_watcher = PyDict_AddWatcher(count_sys_modules_change);
+    if (g_sys_modules_watcher < 0 || PyDict_Watch(g_sys_modules_watcher, modules) < 0) {
+      PyErr_Clear();  // all watchers taken
+      return 0;
+    }
+    g_watched_sys_modules = modules;
+    ++g_sys_modules_changes;
+  }
+  return g_sys_modules_changes;
 #endif
 }
 

@@ -129,6 +129,22 @@ class ReloadThreadsTest(CacheTestCase):
                 self.write(self.name, V1.replace("{sync}", self.sync_name))
                 modhost.reload(self.plug)
 
+    def test_a_call_made_again_on_patched_code_keeps_its_arguments(self):
+        # The held call through an old binding is made again on the code the
+        # deep reload patched in, with the arguments its frame had bound:
+        # positional, *args, keyword-only and **kwargs (read from the frame
+        # through each CPython version's frame layout).
+        g = "def g(a, b=0, *rest, key, **kw):\n    return ('code %d', a, b, rest, key, kw)\n"
+        self.write(self.name, V1.replace("{sync}", self.sync_name) + g % 1)
+        modhost.reload(self.plug)
+        bound = self.plug.g
+        reload = self.start_reload(deep=True, tail=g % 2)
+        caller = ThreadResult("binding", lambda: bound(1, 2, 3, 4, key=5, extra=6))
+        self.assertHeld(caller)
+        self.sync.proceed.set()
+        self.assertIsNone(reload.join().error)
+        self.assertEqual(caller.join().value, ("code 2", 1, 2, (3, 4), 5, {"extra": 6}))
+
     def test_calls_held_by_a_failed_reload_run_the_old_version(self):
         for deep in (False, True):
             with self.subTest(deep=deep):
