@@ -45,7 +45,7 @@ module_cache::module_cache(const cache_options& options) : impl_(std::make_uniqu
 module_cache::~module_cache() = default;
 
 bool module_cache::at_safe_point() const noexcept {
-  return detail::import_hook::idle() && impl_->modules.reloading().empty();
+  return impl_->hook.idle() && impl_->modules.reloading().empty();
 }
 
 std::uint64_t module_cache::tracking_revision() const noexcept { return impl_->modules.tracking_revision(); }
@@ -68,6 +68,7 @@ py::object module_cache::load(const std::string& name, std::chrono::milliseconds
 }
 
 reload_report module_cache::reload(const std::string& name, reload_options options) {
+  impl_->hook.settle();  // imports since the last call become entries and edges
   reload_report report = translate_errors([&] { return detail::reload(impl_->reload_context(), name, options); });
   if (report.outcome == reload_outcome::reloaded)
     for (auto& [id, callback] : std::map<std::uint64_t, reload_callback>(impl_->subscribers)) {
@@ -95,22 +96,27 @@ reload_report module_cache::reload(py::handle module, reload_options options) {
 }
 
 unload_report module_cache::unload(const std::string& name, bool force) {
+  impl_->hook.settle();
   return translate_errors([&] { return detail::unload(impl_->modules, impl_->helpers, name, force); });
 }
 
 std::int64_t module_cache::refcount(const std::string& name) {
+  impl_->hook.settle();
   return translate_errors([&] { return detail::refcount(impl_->modules, name); });
 }
 
 std::vector<std::string> module_cache::referrers(const std::string& name) {
+  impl_->hook.settle();
   return translate_errors([&] { return detail::referrers(impl_->modules, name); });
 }
 
 bool module_cache::is_changed(const std::string& name) {
+  impl_->hook.settle();
   return translate_errors([&] { return impl_->modules.is_changed(*impl_->modules.require(name)); });
 }
 
 std::vector<std::string> module_cache::changed() {
+  impl_->hook.settle();
   return translate_errors([&] {
     std::vector<std::string> names;
     for (const auto& name : impl_->modules.names())
@@ -121,6 +127,7 @@ std::vector<std::string> module_cache::changed() {
 }
 
 std::vector<std::string> module_cache::dependencies(const std::string& name) {
+  impl_->hook.settle();
   return translate_errors([&] {
     impl_->modules.require(name);
     const auto& deps = impl_->graph.dependencies(name);
@@ -129,6 +136,7 @@ std::vector<std::string> module_cache::dependencies(const std::string& name) {
 }
 
 std::vector<std::string> module_cache::dependents(const std::string& name) {
+  impl_->hook.settle();
   return translate_errors([&] {
     impl_->modules.require(name);
     const auto& users = impl_->graph.dependents(name);
@@ -137,6 +145,7 @@ std::vector<std::string> module_cache::dependents(const std::string& name) {
 }
 
 std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imports(const std::string& importer) {
+  impl_->hook.settle();
   std::unordered_map<std::string, std::vector<std::string>> result;
   for (const auto& [module, names] : impl_->graph.from_imports(importer))
     result[module].assign(names.begin(), names.end());
@@ -144,6 +153,7 @@ std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imp
 }
 
 module_info module_cache::info(const std::string& name) {
+  impl_->hook.settle();
   return translate_errors([&] {
     cache_entry& entry = *impl_->modules.require(name);
     module_info info;
@@ -170,6 +180,7 @@ std::vector<module_info> module_cache::entries() {
 }
 
 std::vector<std::string> module_cache::modules() {
+  impl_->hook.settle();
   return translate_errors([&] { return impl_->modules.names(); });
 }
 

@@ -160,6 +160,9 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
   py::object old_code = entry.code ? entry.code : py::none();
   commit.module =
       helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, around, old_code);
+  // What the new code imports (its edges were taken before it ran; a rollback restores them).
+  py::object ran = commit.code ? commit.code : context_.hook.take_reload_code(entry.name);
+  if (ran) context_.hook.record_imports(entry.name, ran.ptr(), PyModule_GetDict(commit.module.ptr()));
   if (deep) {
     auto append = [](std::vector<std::string>& to, py::handle items) {
       for (py::handle item : items) to.push_back(py::str(item));
@@ -243,7 +246,7 @@ cache_entry* check_request(const reload_context& context, const std::string& nam
   if (context.modules.reloading().count(name))
     raise_error(PyExc_RuntimeError, "reload of '" + name + "' requested while '" + name +
                                         "' is being reloaded (from its own top-level code?)");
-  if (context.helpers.is_initializing(target->module).cast<bool>())
+  if (registry::initializing(target->module))
     raise_error(PyExc_RuntimeError,
                 "module '" + name + "' is still being imported; reload it after its import finishes");
   return target;
