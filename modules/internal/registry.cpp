@@ -118,9 +118,11 @@ bool registry::adopt_executed(cache_entry& entry) {
   return true;
 }
 
-// The fingerprint of what ran: the stat taken when it started, and the
-// content hashed now if the file still has that stat. If it has changed
-// since, the hash stays unknown, so the next check reports it changed.
+// The fingerprint of what ran (stat and hash taken when it started). Code
+// from a .pyc that may be stale is confirmed by compiling the source; if it
+// differs, the fingerprint is marked untrusted (taken_ns 0: the stat alone
+// never vouches for it) with no hash, so the module counts as changed until
+// a reload runs the source.
 void registry::adopt(cache_entry& entry, executed_code executed) {
   if (executed.path != entry.path) {  // another file than the spec names: fingerprint the spec's
     entry.print = take_fingerprint(entry.path);
@@ -128,12 +130,7 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
     return;
   }
   fingerprint print = executed.print;
-  print.content_hash = 0;
-  auto now = take_fingerprint(entry.path);
-  bool same_file = now && now->same_stat(executed.print);
-  if (same_file) print.content_hash = now->content_hash;
-  if (same_file && executed.maybe_stale && executed.code) {
-    // Compile the source and compare: equal code objects mean the .pyc was right.
+  if (executed.maybe_stale && executed.code) {
     bool equal = false;
     try {
       py::bytes source = helpers_.read_source(entry.path.string());
@@ -143,7 +140,8 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
     }
     PyErr_Clear();
     if (!equal) {
-      print.content_hash = 0;  // what runs is not this source: it counts as changed
+      print.content_hash = 0;
+      print.taken_ns = 0;
       executed.code = py::object();
     }
   }

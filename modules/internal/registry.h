@@ -92,7 +92,7 @@ class registry {
   // adopt_executed, when it already is: importlib.reload, a lazy module).
   struct executed_code {
     std::filesystem::path path;
-    fingerprint print;  // stat fields only; the content is hashed at tracking if the stat still agrees
+    fingerprint print;  // stat and hash of the file when its code started
     pybind11::object code;  // none when the code did not come from `path`'s source
     // The code came from a .pyc written before the source's last change: it
     // may not be what the source says (a same-size edit within the second
@@ -102,8 +102,12 @@ class registry {
   void note_executed(const std::string& name, executed_code executed);
   // Applies a note for an entry tracked before its code ran; false if none.
   bool adopt_executed(cache_entry& entry);
-  // Forgets the note for `name` (its import failed).
-  void drop_executed(const std::string& name) { executed_.erase(name); }
+  // Forgets the note for `name` if it is of `code` (that import failed; a
+  // later import of the same name has a note of its own).
+  void drop_executed(const std::string& name, pybind11::handle code) {
+    auto noted = executed_.find(name);
+    if (noted != executed_.end() && noted->second.code.ptr() == code.ptr()) executed_.erase(noted);
+  }
 
   // True while the module's first import runs (its spec's _initializing),
   // read from its __dict__: no attribute of the module object is looked up,
