@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <optional>
 
 #include "interpreter/translate_errors.h"
 #include "modules/fingerprint.h"
@@ -83,24 +82,6 @@ bool bytecode_may_be_stale(PyObject* cached, const fingerprint& source) {
   if (flags & 1) return (flags & 2) == 0;  // hash-based: stale unless checked against the source
   auto mtime = static_cast<std::uint32_t>(source.mtime_ns / 1000000000);
   return word(8) == mtime && word(12) == static_cast<std::uint32_t>(source.size);
-}
-
-// The stat of `path` and the hash of its bytes, read now: this is what runs
-// (the .pyc python3 uses was just validated against this stat), whatever the
-// file holds by the time the cache is next asked.
-std::optional<fingerprint> hashed_fingerprint(const std::string& path) {
-  auto print = stat_fingerprint(path);
-  if (!print) return std::nullopt;
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (!file) return std::nullopt;
-  std::string bytes(static_cast<std::size_t>(print->size), '\0');
-  std::size_t read = std::fread(bytes.data(), 1, bytes.size(), file);
-  char extra;
-  bool complete = read == bytes.size() && std::fread(&extra, 1, 1, file) == 0;
-  std::fclose(file);
-  if (!complete) return std::nullopt;  // changed size while read: no fingerprint to trust
-  print->content_hash = content_hash(bytes);
-  return print;
 }
 
 }  // namespace
@@ -298,6 +279,10 @@ int import_hook::on_exec(PyObject* code_object) {
   if (!PyCode_Check(code_object)) return 0;
   auto* code = reinterpret_cast<PyCodeObject*>(code_object);
   if (PyUnicode_CompareWithASCIIString(code->co_name, "<module>") != 0) return 0;
+  // exec of a string ("<string>": dataclasses, namedtuple...) is no module of a file.
+  if (PyUnicode_Check(code->co_filename) && PyUnicode_GET_LENGTH(code->co_filename) > 0 &&
+      PyUnicode_READ_CHAR(code->co_filename, 0) == '<')
+    return 0;
   try {
     bool from_runpy = false;
     PyObject* globals = exec_globals(code, from_runpy);
@@ -326,7 +311,7 @@ int import_hook::on_exec(PyObject* code_object) {
     }
     std::string path = utf8(file);
     if (!path.empty())
-      if (auto stat = hashed_fingerprint(path)) {
+      if (auto stat = stat_fingerprint(path)) {  // hashed when tracked (registry::adopt)
         registry::executed_code executed;
         executed.path = path;
         executed.print = *stat;

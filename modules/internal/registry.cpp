@@ -118,11 +118,13 @@ bool registry::adopt_executed(cache_entry& entry) {
   return true;
 }
 
-// The fingerprint of what ran (stat and hash taken when it started). Code
-// from a .pyc that may be stale is confirmed by compiling the source; if it
-// differs, the fingerprint is marked untrusted (taken_ns 0: the stat alone
-// never vouches for it) with no hash, so the module counts as changed until
-// a reload runs the source.
+// The fingerprint of what ran: the stat taken when its code started, and
+// the content hashed now (hashing every source at import would cost python3's
+// import time what it saves by its .pyc). If the file's stat moved since,
+// its source is compiled and compared with the code that ran: equal code is
+// a touch; different code, or code from a .pyc that may be stale and does
+// not match, leaves the fingerprint untrusted (taken_ns 0, no hash), so the
+// module counts as changed until a reload runs the source.
 void registry::adopt(cache_entry& entry, executed_code executed) {
   if (executed.path != entry.path) {  // another file than the spec names: fingerprint the spec's
     entry.print = take_fingerprint(entry.path);
@@ -130,7 +132,9 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
     return;
   }
   fingerprint print = executed.print;
-  if (executed.maybe_stale && executed.code) {
+  auto now = take_fingerprint(entry.path);
+  bool same_stat = now && now->same_stat(executed.print);
+  if (now && executed.code && (!same_stat || executed.maybe_stale)) {
     bool equal = false;
     try {
       py::bytes source = helpers_.read_source(entry.path.string());
@@ -139,11 +143,18 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
     } catch (py::error_already_set&) {
     }
     PyErr_Clear();
-    if (!equal) {
+    if (equal) {
+      print.content_hash = now->content_hash;
+    } else {
       print.content_hash = 0;
       print.taken_ns = 0;
       executed.code = py::object();
     }
+  } else if (same_stat) {
+    print.content_hash = now->content_hash;
+  } else {
+    print.content_hash = 0;  // changed since it ran, and no code to compare: changed
+    print.taken_ns = 0;
   }
   entry.print = print;
   entry.code = std::move(executed.code);

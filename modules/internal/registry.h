@@ -92,7 +92,7 @@ class registry {
   // adopt_executed, when it already is: importlib.reload, a lazy module).
   struct executed_code {
     std::filesystem::path path;
-    fingerprint print;  // stat and hash of the file when its code started
+    fingerprint print;  // stat of the file when its code started (hashed at tracking)
     pybind11::object code;  // none when the code did not come from `path`'s source
     // The code came from a .pyc written before the source's last change: it
     // may not be what the source says (a same-size edit within the second
