@@ -148,7 +148,10 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
     } else {
       print.content_hash = 0;
       print.taken_ns = 0;
-      executed.code = py::object();
+      // The code still is what runs (a deep reload reads from it what the
+      // running source defined). Only with an unchanged stat could a reload
+      // mistake it for the source's code and reuse it: a stale .pyc's code goes.
+      if (same_stat) executed.code = py::object();
     }
   } else if (same_stat) {
     print.content_hash = now->content_hash;
@@ -254,14 +257,29 @@ std::vector<std::string> registry::names() {
   return names;
 }
 
+file_change registry::compare(cache_entry& entry) {
+  fingerprint fresh;
+  file_change change = compare_file(*entry.print, entry.path, &fresh);
+  if (change == file_change::changed && entry.print->taken_ns == 0 && entry.code) {
+    bool equal = false;
+    try {
+      py::bytes source = helpers_.read_source(entry.path.string());
+      py::object compiled = py::module_::import("builtins").attr("compile")(source, entry.path.string(), "exec", 0, true);
+      equal = PyObject_RichCompareBool(compiled.ptr(), entry.code.ptr(), Py_EQ) == 1;
+    } catch (py::error_already_set&) {
+    }
+    PyErr_Clear();
+    if (equal) change = file_change::touched;
+  }
+  if (change == file_change::touched) entry.print = fresh;  // same content: the next check is cheap
+  return change;
+}
+
 bool registry::is_changed(cache_entry& entry) {
   if (!has_file(entry.kind) || !entry.print) return false;
-  fingerprint fresh;
-  switch (compare_file(*entry.print, entry.path, &fresh)) {
+  switch (compare(entry)) {
     case file_change::unchanged: return false;
-    case file_change::touched:
-      entry.print = fresh;  // same content: remember the new stat so the next check is cheap
-      return false;
+    case file_change::touched: return false;
     case file_change::changed:
     case file_change::missing: return true;
   }

@@ -86,6 +86,11 @@ class registry {
   std::pair<module_kind, std::filesystem::path> classify(const std::string& name, pybind11::handle module);
   // The file differs from what runs (deleted counts as changed).
   bool is_changed(cache_entry& entry);
+  // compare_file against the entry's fingerprint; where the fingerprint is
+  // untrusted (the file moved between the import and the tracking, so what
+  // ran was never hashed), the source compiled to the code that runs counts
+  // as touched, and the fingerprint becomes the file's.
+  file_change compare(cache_entry& entry);
   // What the import system executed for `name` (the import hook saw it):
   // the stat of its file at that moment and the code, which become the
   // entry's fingerprint and code when it is tracked (or now, through

@@ -254,15 +254,15 @@ cache_entry* check_request(const reload_context& context, const std::string& nam
 
 // Outcomes decided before any code runs: a module that cannot re-run, or a
 // deep reload of a source whose content did not change.
-std::optional<reload_outcome> early_outcome(cache_entry& target, const reload_options& options,
-                                            reload_report& report) {
+std::optional<reload_outcome> early_outcome(const reload_context& context, cache_entry& target,
+                                            const reload_options& options, reload_report& report) {
   if (!is_reloadable(target.kind)) {
     // As importlib.reload: built-in and extension modules are not re-run.
     report.module = translate_errors([&] { return py::module_::import("importlib").attr("reload")(target.module); });
     return reload_outcome::not_reloadable;
   }
   if (options.deep && has_file(target.kind) && target.print) {
-    auto change = compare_file(*target.print, target.path);
+    auto change = context.modules.compare(target);
     if (change == file_change::unchanged || change == file_change::touched) {
       if (target.state == module_state::failed) {  // the file is back to the code that runs
         target.state = module_state::loaded;
@@ -296,7 +296,7 @@ reload_report reload(const reload_context& context, const std::string& name, con
   cache_entry* target = check_request(context, name);
   reload_report report;
   report.name = name;
-  if (auto outcome = early_outcome(*target, options, report)) {
+  if (auto outcome = early_outcome(context, *target, options, report)) {
     report.outcome = *outcome;
   } else {
     reload_transaction transaction(context, name, plan_order(context, *target, options), options);
