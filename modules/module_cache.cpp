@@ -63,7 +63,7 @@ module_cache::module_cache(const cache_options& options) : impl_(std::make_uniqu
 module_cache::~module_cache() = default;
 
 bool module_cache::at_safe_point() const noexcept {
-  return detail::import_hook::idle() && g_cache_calls == 0 && impl_->modules.reloading().empty();
+  return impl_->hook.idle() && g_cache_calls == 0 && impl_->modules.reloading().empty();
 }
 
 std::uint64_t module_cache::tracking_revision() const noexcept { return impl_->modules.tracking_revision(); }
@@ -76,6 +76,7 @@ py::object module_cache::find(const std::string& name) {
 py::object module_cache::load(const std::string& name, std::chrono::milliseconds limit) {
   if (cache_entry* entry = impl_->modules.lookup(name)) return entry->module;
   return cache_call([&] {
+    impl_->hook.settle();  // imports since the last call become entries and edges
     detail::check_name(name);
     std::optional<time_limit> guard;
     if (limit.count() > 0) guard.emplace(limit);
@@ -87,6 +88,7 @@ py::object module_cache::load(const std::string& name, std::chrono::milliseconds
 
 reload_report module_cache::reload(const std::string& name, reload_options options) {
   return cache_call([&] {
+    impl_->hook.settle();
     reload_report report = detail::reload(impl_->reload_context(), name, options);
     if (report.outcome == reload_outcome::reloaded)
       for (auto& [id, callback] : std::map<std::uint64_t, reload_callback>(impl_->subscribers)) {
@@ -102,6 +104,7 @@ reload_report module_cache::reload(const std::string& name, reload_options optio
 
 reload_report module_cache::reload(py::handle module, reload_options options) {
   std::string name = cache_call([&] {
+    impl_->hook.settle();
     if (!module || !PyModule_Check(module.ptr()))
       detail::raise_error(PyExc_TypeError, "reload() argument must be a module");
     py::object spec = py::getattr(module, "__spec__", py::none());
@@ -115,23 +118,36 @@ reload_report module_cache::reload(py::handle module, reload_options options) {
 }
 
 unload_report module_cache::unload(const std::string& name, bool force) {
-  return cache_call([&] { return detail::unload(impl_->modules, impl_->helpers, name, force); });
+  return cache_call([&] {
+    impl_->hook.settle();
+    return detail::unload(impl_->modules, impl_->helpers, name, force);
+  });
 }
 
 std::int64_t module_cache::refcount(const std::string& name) {
-  return cache_call([&] { return detail::refcount(impl_->modules, name); });
+  return cache_call([&] {
+    impl_->hook.settle();
+    return detail::refcount(impl_->modules, name);
+  });
 }
 
 std::vector<std::string> module_cache::referrers(const std::string& name) {
-  return cache_call([&] { return detail::referrers(impl_->modules, name); });
+  return cache_call([&] {
+    impl_->hook.settle();
+    return detail::referrers(impl_->modules, name);
+  });
 }
 
 bool module_cache::is_changed(const std::string& name) {
-  return cache_call([&] { return impl_->modules.is_changed(*impl_->modules.require(name)); });
+  return cache_call([&] {
+    impl_->hook.settle();
+    return impl_->modules.is_changed(*impl_->modules.require(name));
+  });
 }
 
 std::vector<std::string> module_cache::changed() {
   return cache_call([&] {
+    impl_->hook.settle();
     std::vector<std::string> names;
     for (const auto& name : impl_->modules.names())
       if (cache_entry* entry = impl_->modules.lookup(name); entry && impl_->modules.is_changed(*entry))
@@ -142,6 +158,7 @@ std::vector<std::string> module_cache::changed() {
 
 std::vector<std::string> module_cache::dependencies(const std::string& name) {
   return cache_call([&] {
+    impl_->hook.settle();
     impl_->modules.require(name);
     const auto& deps = impl_->graph.dependencies(name);
     return std::vector<std::string>(deps.begin(), deps.end());
@@ -150,6 +167,7 @@ std::vector<std::string> module_cache::dependencies(const std::string& name) {
 
 std::vector<std::string> module_cache::dependents(const std::string& name) {
   return cache_call([&] {
+    impl_->hook.settle();
     impl_->modules.require(name);
     const auto& users = impl_->graph.dependents(name);
     return std::vector<std::string>(users.begin(), users.end());
@@ -157,6 +175,7 @@ std::vector<std::string> module_cache::dependents(const std::string& name) {
 }
 
 std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imports(const std::string& importer) {
+  impl_->hook.settle();
   std::unordered_map<std::string, std::vector<std::string>> result;
   for (const auto& [module, names] : impl_->graph.from_imports(importer))
     result[module].assign(names.begin(), names.end());
@@ -165,6 +184,7 @@ std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imp
 
 module_info module_cache::info(const std::string& name) {
   return cache_call([&] {
+    impl_->hook.settle();
     cache_entry& entry = *impl_->modules.require(name);
     module_info info;
     info.name = entry.name;
@@ -190,7 +210,10 @@ std::vector<module_info> module_cache::entries() {
 }
 
 std::vector<std::string> module_cache::modules() {
-  return cache_call([&] { return impl_->modules.names(); });
+  return cache_call([&] {
+    impl_->hook.settle();
+    return impl_->modules.names();
+  });
 }
 
 std::uint64_t module_cache::subscribe(reload_callback callback) {

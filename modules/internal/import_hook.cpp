@@ -2,7 +2,17 @@
 
 #include "modules/internal/import_hook.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
 #include "interpreter/translate_errors.h"
+#include "modules/fingerprint.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/registry.h"
 
@@ -12,233 +22,414 @@ namespace modhost::detail {
 
 namespace {
 
-import_hook* g_hook = nullptr;  // the hooks' way back; one cache per process
-int g_imports_running = 0;      // imports in progress, on any thread (under the GIL)
-// record_import is running on this thread: it must not recurse, and another
-// thread that takes the GIL meanwhile must still record its own imports.
-thread_local bool t_recording = false;
+import_hook* g_hook = nullptr;  // the audit hook's way back; one cache per process
+bool g_audit_hook_added = false;  // audit hooks cannot be removed: added once per process
 
-// Positional or keyword argument `index` of __import__(name, globals, locals, fromlist, level).
-PyObject* import_argument(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, int index) {
-  static const char* const names[] = {"name", "globals", "locals", "fromlist", "level"};
-  if (index < nargs) return args[index];
-  if (!kwnames) return nullptr;
-  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i)
-    if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), names[index]) == 0)
-      return args[nargs + i];
-  return nullptr;
-}
-
-template <class Fn>
-PyCFunction as_cfunction(Fn fn) {
-  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn));
-}
-
-}  // namespace
-
-// builtins.__import__ while the cache lives: the original, then a note of
-// what was imported and by whom.
-PyObject* import_hook::import_(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
-  import_hook* hook = g_hook;
-  if (!hook) return nullptr;
-  // The import counts as running until it is recorded: recording tracks the
-  // module (its kind and path) by running Python code, where the
-  // autoreloader's pending call may fire.
-  ++g_imports_running;
-  struct done_importing {
-    ~done_importing() { --g_imports_running; }
-  } done;
-  PyObject* result = PyObject_Vectorcall(hook->original_import_.ptr(), args, nargsf, kwnames);
-  if (!result || t_recording) return result;
-  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  t_recording = true;
-  try {
-    hook->record_import(import_argument(args, nargs, kwnames, 0), import_argument(args, nargs, kwnames, 1),
-                        import_argument(args, nargs, kwnames, 3), import_argument(args, nargs, kwnames, 4));
-  } catch (...) {
+std::string utf8(PyObject* text) {
+  if (!text || !PyUnicode_Check(text)) return {};
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(text, &size);
+  if (!data) {
     PyErr_Clear();
+    return {};
   }
-  t_recording = false;
-  return result;
+  return std::string(data, static_cast<std::size_t>(size));
 }
 
-// importlib.import_module(name, package=None): the original, then recorded
-// like `import name` from the caller's module.
-PyObject* import_hook::import_module(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
-  import_hook* hook = g_hook;
-  if (!hook) return nullptr;
-  ++g_imports_running;
-  struct done_importing {  // after the recording, as in import_
-    ~done_importing() { --g_imports_running; }
-  } done;
-  PyObject* result = PyObject_Vectorcall(hook->original_import_module_.ptr(), args, nargsf, kwnames);
-  if (!result || t_recording || !PyModule_Check(result)) return result;
-  t_recording = true;
-  try {
-    auto name = py::reinterpret_steal<py::object>(PyModule_GetNameObject(result));  // new reference
-    PyObject* globals = PyEval_GetGlobals();  // borrowed: the caller's module
-    if (name) hook->record_import(name.ptr(), globals, nullptr, nullptr);
-  } catch (...) {
-  }
-  PyErr_Clear();
-  t_recording = false;
-  return result;
+PyObject* dict_item(PyObject* dict, const char* key) {  // borrowed, or null
+  return dict && PyDict_Check(dict) ? PyDict_GetItemString(dict, key) : nullptr;
 }
 
-// note_source(name, path, source_bytes, None): TrackedSourceLoader read these
-// bytes and is about to compile them (the stat is taken now, right after the
-// read, so a save during the compile is not mistaken for what runs).
-// note_source(name, path, source_bytes, code): the code it made of them.
-PyObject* import_hook::note_source(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  import_hook* hook = g_hook;
-  if (!hook || nargs != 4 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyBytes_Check(args[2]))
-    Py_RETURN_NONE;
-  const char* name = PyUnicode_AsUTF8(args[0]);
-  if (!name) return nullptr;
-  if (PyCode_Check(args[3])) {
-    hook->registry_.note_code(name, args[3]);
-    Py_RETURN_NONE;
-  }
-  const char* path = PyUnicode_AsUTF8(args[1]);
-  if (!path) return nullptr;
-  fingerprint print = stat_fingerprint(path).value_or(fingerprint{});
-  print.content_hash = content_hash(
-      std::string_view(PyBytes_AS_STRING(args[2]), static_cast<std::size_t>(PyBytes_GET_SIZE(args[2]))));
-  hook->registry_.note_source(name, print);
-  Py_RETURN_NONE;
+bool starts_with(const std::string& text, const std::string& prefix) {
+  return text.compare(0, prefix.size(), prefix) == 0;
 }
 
-namespace {
-PyMethodDef g_note_source_def = {"note_source", nullptr, METH_FASTCALL,
-                                 "Records the fingerprint of source bytes a loader compiles."};
-PyMethodDef g_import_def = {"__import__", nullptr, METH_FASTCALL | METH_KEYWORDS,
-                            "__import__ as recorded by modhost's module cache."};
-PyMethodDef g_import_module_def = {"import_module", nullptr, METH_FASTCALL | METH_KEYWORDS,
-                                   "importlib.import_module as recorded by modhost's module cache."};
-
-py::object new_function(PyMethodDef& def) {
-  return py::reinterpret_steal<py::object>(PyCFunction_NewEx(&def, nullptr, nullptr));  // new reference
+std::string real_path(const std::string& path) {
+  char resolved[PATH_MAX];
+  if (::realpath(path.c_str(), resolved)) return resolved;
+  std::error_code ec;
+  auto absolute = std::filesystem::absolute(path, ec);
+  return (ec ? std::filesystem::path(path) : absolute).lexically_normal().string();
 }
+
+// os.path.abspath: lexical, no symlinks resolved.
+std::string absolute_path(const std::string& path) {
+  std::error_code ec;
+  auto absolute = std::filesystem::absolute(path, ec);
+  return (ec ? std::filesystem::path(path) : absolute).lexically_normal().string();
+}
+
+// The .pyc at `cached` was valid for the source whose stat is `source`
+// (python3 used it), but written before the source last changed: a same-size
+// edit within the second the .pyc records would leave it stale.
+bool bytecode_may_be_stale(PyObject* cached, const fingerprint& source) {
+  std::string path = utf8(cached);
+  struct stat st {};
+  if (path.empty() || ::stat(path.c_str(), &st) != 0) return false;  // compiled from source
+  std::int64_t pyc_ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+  if (pyc_ctime_ns > source.ctime_ns) return false;  // written after the source's last change
+  unsigned char header[16];
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) return false;
+  bool read = std::fread(header, 1, sizeof header, file) == sizeof header;
+  std::fclose(file);
+  if (!read) return false;
+  auto word = [&](int at) {
+    return static_cast<std::uint32_t>(header[at]) | static_cast<std::uint32_t>(header[at + 1]) << 8 |
+           static_cast<std::uint32_t>(header[at + 2]) << 16 | static_cast<std::uint32_t>(header[at + 3]) << 24;
+  };
+  std::uint32_t flags = word(4);
+  if (flags & 1) return (flags & 2) == 0;  // hash-based: stale unless checked against the source
+  auto mtime = static_cast<std::uint32_t>(source.mtime_ns / 1000000000);
+  return word(8) == mtime && word(12) == static_cast<std::uint32_t>(source.size);
+}
+
 }  // namespace
+
+// Module roots and strict permissions (cache_options), enforced in C++ so no
+// Python frame runs on an import.
+struct import_hook::load_policy {
+  std::vector<std::string> roots;   // resolved
+  std::vector<std::string> stdlib;  // resolved
+  std::string roots_text;           // as the message shows them: a Python list
+  bool strict = false;
+
+  static bool under(const std::string& path, const std::vector<std::string>& dirs) {
+    for (const auto& dir : dirs) {
+      std::string prefix = dir;
+      while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
+      if (path == dir || starts_with(path, prefix + "/")) return true;
+    }
+    return false;
+  }
+
+  // Empty if allowed, else why not.
+  std::string refusal(const std::string& origin) const {
+    std::string real = real_path(origin);
+    if (!roots.empty() && !under(real, roots) && !under(real, stdlib)) {
+      std::string resolved = real != absolute_path(origin) ? " (it resolves to " + real + ")" : "";
+      return "outside the module roots " + roots_text + resolved;
+    }
+    if (strict) {
+      std::string dir = std::filesystem::path(real).parent_path().string();
+      for (const std::string& path : {real, dir}) {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) continue;
+        if (st.st_mode & 022) {
+          char mode[16];
+          std::snprintf(mode, sizeof mode, "%o", static_cast<unsigned>(st.st_mode & 0777));
+          return path + " is writable by group or others (mode " + mode + "; strict permissions)";
+        }
+        if (st.st_uid != ::getuid() && st.st_uid != 0)
+          return path + " is owned by uid " + std::to_string(st.st_uid) +
+                 ", not by this process's user or root (strict permissions)";
+      }
+    }
+    return {};
+  }
+};
 
 import_hook::import_hook(const python_helpers& helpers, registry& registry, const cache_options& options)
-    : helpers_(helpers), registry_(registry) {
-  g_note_source_def.ml_meth = as_cfunction(&import_hook::note_source);
-  g_import_def.ml_meth = as_cfunction(&import_hook::import_);
-  g_import_module_def.ml_meth = as_cfunction(&import_hook::import_module);
+    : helpers_(helpers), registry_(registry), opcodes_(bytecode_opcodes::load()), policy_(new load_policy) {
   translate_errors([&] {
-    py::module_ builtins = py::module_::import("builtins");
-    py::module_ importlib = py::module_::import("importlib");
+    policy_->strict = options.strict_permissions;
     py::list roots;
-    for (const auto& root : options.module_roots) roots.append(root.string());
-    check_ = helpers_.make_policy(roots, options.strict_permissions);
-    guard_ = helpers_.load_guard(check_);
-    py::module_::import("sys").attr("meta_path").attr("insert")(0, guard_);
-    helpers_.install_source_loader(new_function(g_note_source_def));
-    original_import_ = builtins.attr("__import__");
-    original_import_module_ = importlib.attr("import_module");
-    builtins.attr("__import__") = new_function(g_import_def);
-    importlib.attr("import_module") = new_function(g_import_module_def);
+    for (const auto& root : options.module_roots) {
+      policy_->roots.push_back(real_path(root.string()));
+      roots.append(policy_->roots.back());
+    }
+    policy_->roots_text = py::repr(roots).cast<std::string>();
+    py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
+    for (const char* key : {"stdlib", "platstdlib"})
+      if (paths.contains(key)) policy_->stdlib.push_back(real_path(py::str(paths[key]).cast<std::string>()));
+    py::module_ bootstrap = py::module_::import("importlib._bootstrap");
+    call_with_frames_removed_ = bootstrap.attr("_call_with_frames_removed").attr("__code__");
+    for (const char* name : {"importlib", "importlib.util"})
+      importlib_files_.push_back(py::str(py::module_::import(name).attr("__file__")).cast<std::string>());
+    if (!g_audit_hook_added) {
+      if (PySys_AddAuditHook(&import_hook::audit, nullptr) != 0) throw py::error_already_set();
+      g_audit_hook_added = true;
+    }
   });
   g_hook = this;
 }
 
-import_hook::~import_hook() {
-  g_hook = nullptr;
-  if (!Py_IsInitialized()) return;
+import_hook::~import_hook() { g_hook = nullptr; }
+
+// Where the C audit hook starts: the event name is compared first, so every
+// other event (open, compile, sys._getframe...) costs one or two characters.
+int import_hook::audit(const char* event, PyObject* args, void*) {
+  bool exec = event[0] == 'e' && std::strcmp(event, "exec") == 0;
+  bool import = !exec && event[0] == 'i' && std::strcmp(event, "import") == 0;
+  import_hook* hook = g_hook;
+  if ((!exec && !import) || !hook || !PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 1) return 0;
+  if (exec) return hook->on_exec(PyTuple_GET_ITEM(args, 0));
+  // "import" with a path: an extension module is about to be loaded (dlopen).
+  if (PyTuple_GET_SIZE(args) < 2 || PyTuple_GET_ITEM(args, 1) == Py_None) return 0;
+  return hook->on_extension(PyTuple_GET_ITEM(args, 0), PyTuple_GET_ITEM(args, 1));
+}
+
+int import_hook::on_extension(PyObject* name, PyObject* path) {
+  std::string text = utf8(name);
+  if (text.empty()) return 0;
   try {
-    py::module_::import("builtins").attr("__import__") = original_import_;
-    py::module_::import("importlib").attr("import_module") = original_import_module_;
-    py::list meta_path = py::module_::import("sys").attr("meta_path");
-    if (meta_path.contains(guard_)) meta_path.attr("remove")(guard_);
-  } catch (py::error_already_set&) {
-    PyErr_Clear();
+    refuse_if_denied(text, path, "modhost.load");
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return -1;
   }
+  return 0;
+}
+
+void import_hook::refuse_if_denied(const std::string& name, PyObject* origin, const char* event) const {
+  py::str name_obj(name);
+  if (!origin) origin = Py_None;
+  // A host's audit hook may log or veto (raise) the load.
+  if (PySys_Audit(event, "OO", name_obj.ptr(), origin) < 0) throw py::error_already_set();
+  if (origin == Py_None || (policy_->roots.empty() && !policy_->strict)) return;
+  std::string path = utf8(origin);
+  if (path.empty()) return;
+  std::string why = policy_->refusal(path);
+  if (why.empty()) return;
+  std::string message = "modhost refuses to load " + py::repr(name_obj).cast<std::string>() + " from " + path + ": " + why;
+  py::str text(message);
+  PyErr_SetImportError(text.ptr(), name_obj.ptr(), origin);
+  throw py::error_already_set();
 }
 
 void import_hook::check_load(const std::string& name, py::handle origin, const char* event) const {
-  check_(name, origin, event);
+  refuse_if_denied(name, origin.ptr(), event);
 }
 
-bool import_hook::idle() noexcept { return g_imports_running == 0; }
-
-// A module's imports count as its dependencies while its top-level code
-// runs: during its first import (spec._initializing), during a reload by the
-// cache, and always for __main__ (the running program).
-bool import_hook::runs_top_level(const std::string& importer, PyObject* globals) {
-  if (importer == "__main__" || registry_.reloading().count(importer)) return true;
-  PyObject* module = PyDict_GetItemString(PyImport_GetModuleDict(), importer.c_str());  // borrowed
-  if (!module || PyModule_GetDict(module) != globals) return false;
-  return helpers_.is_initializing(py::handle(module)).cast<bool>();
-}
-
-void import_hook::record_import(PyObject* name_obj, PyObject* globals, PyObject* fromlist, PyObject* level_obj) {
-  if (!name_obj || !PyUnicode_Check(name_obj)) return;
-  const char* name_utf8 = PyUnicode_AsUTF8(name_obj);
-  if (!name_utf8) return;
-  std::string name = name_utf8;
-  long level = level_obj && PyLong_Check(level_obj) ? PyLong_AsLong(level_obj) : 0;
-  if (globals && !PyDict_Check(globals)) globals = nullptr;
-
-  std::string importer;
-  if (globals)
-    if (PyObject* n = PyDict_GetItemString(globals, "__name__"); n && PyUnicode_Check(n))  // borrowed
-      importer = PyUnicode_AsUTF8(n);
-
-  std::string absolute = name;
-  if (level > 0) {  // importlib's _calc___package__ and _resolve_name
-    if (!globals) return;
-    std::string package;
-    PyObject* pkg = PyDict_GetItemString(globals, "__package__");  // borrowed
-    if (pkg && PyUnicode_Check(pkg)) {
-      package = PyUnicode_AsUTF8(pkg);
-    } else {
-      package = importer;
-      if (!PyDict_GetItemString(globals, "__path__"))
-        package = package.substr(0, package.rfind('.') == std::string::npos ? 0 : package.rfind('.'));
-    }
-    for (long i = 1; i < level; ++i) {
-      auto dot = package.rfind('.');
-      if (dot == std::string::npos) return;
-      package.resize(dot);
-    }
-    absolute = name.empty() ? package : package + "." + name;
+// importlib executes a module's code through _call_with_frames_removed(exec,
+// code, module.__dict__); runpy through _run_code(code, run_globals, ...);
+// the host program runs a script from C with __main__'s globals.
+PyObject* import_hook::exec_globals(PyCodeObject* code, bool& from_runpy) const {
+  PyFrameObject* frame = PyEval_GetFrame();  // borrowed: the frame calling exec
+  if (!frame) {
+    PyObject* main = PyDict_GetItemString(PyImport_GetModuleDict(), "__main__");  // borrowed
+    if (!main || !PyModule_Check(main)) return nullptr;
+    PyObject* globals = PyModule_GetDict(main);  // borrowed
+    PyObject* file = dict_item(globals, "__file__");
+    if (!file || !PyUnicode_Check(file) || PyUnicode_Compare(file, code->co_filename) != 0) return nullptr;
+    return globals;
   }
+  auto caller = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
+  const char* local = nullptr;
+  if (caller.ptr() == call_with_frames_removed_.ptr()) {
+    local = "args";
+  } else {
+    auto* caller_code = reinterpret_cast<PyCodeObject*>(caller.ptr());
+    std::string file = utf8(caller_code->co_filename);
+    if (utf8(caller_code->co_name) != "_run_code" || file.size() < 8 || file.compare(file.size() - 8, 8, "runpy.py") != 0)
+      return nullptr;
+    local = "run_globals";
+    from_runpy = true;
+  }
+  auto locals = py::reinterpret_steal<py::object>(PyFrame_GetLocals(frame));
+  if (!locals) return nullptr;
+  auto value = py::reinterpret_steal<py::object>(PyMapping_GetItemString(locals.ptr(), local));
+  if (!value) return nullptr;
+  PyObject* globals = value.ptr();
+  if (from_runpy == false) {  // args == (code, globals)
+    if (!PyTuple_Check(globals) || PyTuple_GET_SIZE(globals) < 2 || PyTuple_GET_ITEM(globals, 0) != reinterpret_cast<PyObject*>(code))
+      return nullptr;
+    globals = PyTuple_GET_ITEM(globals, 1);
+  }
+  // Borrowed: the exec call running now holds the globals.
+  return PyDict_Check(globals) ? globals : nullptr;
+}
 
-  // Track the module and its parents (`import a.b.c` loads all three).
-  for (auto dot = absolute.find('.'); dot != std::string::npos; dot = absolute.find('.', dot + 1))
-    registry_.lookup(absolute.substr(0, dot));
-  if (!registry_.lookup(absolute)) return;
+// The module whose top-level code is loading this one by a call (not an
+// import statement, which its bytecode already shows): the first frame
+// past importlib's own, when it runs in a module still being imported.
+std::string import_hook::importer_by_call() const {
+  PyFrameObject* first = PyEval_GetFrame();  // borrowed
+  auto frame = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(first));
+  for (int depth = 0; frame && depth < 64; ++depth) {
+    auto* f = reinterpret_cast<PyFrameObject*>(frame.ptr());
+    auto code = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyFrame_GetCode(f)));
+    auto* co = reinterpret_cast<PyCodeObject*>(code.ptr());
+    std::string file = utf8(co->co_filename);
+    bool importlib = starts_with(file, "<frozen importlib");
+    for (const auto& own : importlib_files_) importlib = importlib || file == own;
+    if (!importlib) {
+      auto globals = py::reinterpret_steal<py::object>(PyFrame_GetGlobals(f));
+      std::string name = utf8(dict_item(globals.ptr(), "__name__"));
+      PyObject* module = PyDict_GetItemString(PyImport_GetModuleDict(), name.c_str());  // borrowed
+      if (name.empty() || !module || !PyModule_Check(module) || PyModule_GetDict(module) != globals.ptr()) return {};
+      bool running = name == "__main__" || registry_.reloading().count(name) || registry::initializing(module);
+      if (!running) return {};
+      if (!(co->co_flags & CO_OPTIMIZED)) {  // module or class level: an import statement is in its bytecode
+        int lasti = PyFrame_GetLasti(f);
+        auto bytes = py::reinterpret_steal<py::object>(PyCode_GetCode(co));
+        if (bytes && lasti >= 0 && lasti < PyBytes_GET_SIZE(bytes.ptr()) &&
+            static_cast<unsigned char>(PyBytes_AS_STRING(bytes.ptr())[lasti]) == opcodes_.import_name)
+          return {};
+      }
+      return name;
+    }
+    frame = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyFrame_GetBack(f)));
+  }
+  return {};
+}
 
+// Called by CPython just before a code object runs through builtins.exec.
+int import_hook::on_exec(PyObject* code_object) {
+  if (!PyCode_Check(code_object)) return 0;
+  auto* code = reinterpret_cast<PyCodeObject*>(code_object);
+  if (PyUnicode_CompareWithASCIIString(code->co_name, "<module>") != 0) return 0;
+  // exec of a string ("<string>": dataclasses, namedtuple...) is no module of a file.
+  if (PyUnicode_Check(code->co_filename) && PyUnicode_GET_LENGTH(code->co_filename) > 0 &&
+      PyUnicode_READ_CHAR(code->co_filename, 0) == '<')
+    return 0;
+  try {
+    bool from_runpy = false;
+    PyObject* globals = exec_globals(code, from_runpy);
+    if (!globals) {
+      PyErr_Clear();
+      return 0;
+    }
+    std::string name = utf8(dict_item(globals, "__name__"));
+    PyObject* module = name.empty() ? nullptr : PyDict_GetItemString(PyImport_GetModuleDict(), name.c_str());
+    if (!module || !PyModule_Check(module) || PyModule_GetDict(module) != globals) return 0;
+    auto code_ref = py::reinterpret_borrow<py::object>(code_object);
+    if (registry_.reloading().count(name)) {  // the cache reloads it through its loader
+      reload_codes_[name] = code_ref;
+      return 0;
+    }
+    PyObject* file = dict_item(globals, "__file__");  // the spec's origin, when it has a location
+    if (from_runpy || registry::initializing(module)) {  // a first load (importlib.reload is not one)
+      std::string checked = name;
+      if (from_runpy)  // -m: the policy names the module, not __main__
+        if (PyObject* spec = dict_item(globals, "__spec__"); spec && spec != Py_None) {
+          auto spec_name = py::reinterpret_steal<py::object>(PyObject_GetAttrString(spec, "name"));
+          if (spec_name) checked = utf8(spec_name.ptr());
+          PyErr_Clear();
+        }
+      refuse_if_denied(checked, file, "modhost.load");
+    }
+    std::string path = utf8(file);
+    if (!path.empty())
+      if (auto stat = stat_fingerprint(path)) {  // hashed when tracked (registry::adopt)
+        registry::executed_code executed;
+        executed.path = path;
+        executed.print = *stat;
+        if (utf8(code->co_filename) == path) {  // the code of this source (through its .pyc or not)
+          executed.code = code_ref;
+          executed.maybe_stale = bytecode_may_be_stale(dict_item(globals, "__cached__"), *stat);
+        }
+        registry_.note_executed(name, std::move(executed));
+      }
+    if (name == "__main__") {
+      main_code_ = code_ref;
+      main_settled_at_ = ~0ull;
+    } else {
+      pending_.push_back({name, py::reinterpret_borrow<py::object>(module), code_ref, importer_by_call()});
+    }
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return -1;  // refused or vetoed: the import fails with this exception
+  } catch (...) {
+  }
+  PyErr_Clear();  // recording never makes an import fail
+  return 0;
+}
+
+bool import_hook::idle() {
+  settle();
+  return pending_.empty();  // what settle() keeps still runs its first import
+}
+
+void import_hook::settle() {
+  if (pending_.empty() && (!main_code_ || main_settled_at_ == registry_.tracking_revision())) return;
+  try {
+    std::vector<executed_module> records;
+    records.swap(pending_);
+    std::vector<executed_module> running;
+    PyObject* modules = PyImport_GetModuleDict();  // borrowed
+    for (auto& record : records) {
+      PyObject* current = PyDict_GetItemString(modules, record.name.c_str());  // borrowed
+      if (current != record.module.ptr()) {  // the import failed, or the module was replaced meanwhile
+        registry_.drop_executed(record.name, record.code);
+        continue;
+      }
+      cache_entry* entry = registry_.lookup(record.name);  // tracks it (with what ran)
+      if (!entry) continue;
+      registry_.adopt_executed(*entry);  // tracked before its code ran (a lazy module, importlib.reload)
+      record_imports(record.name, record.code.ptr(), PyModule_GetDict(current));
+      if (!record.importer.empty() && registry_.lookup(record.importer))
+        registry_.graph().add_dependency(record.importer, record.name);
+      if (registry::initializing(current)) running.push_back(std::move(record));  // more imports may follow
+    }
+    for (auto& late : pending_) running.push_back(std::move(late));
+    pending_ = std::move(running);
+    if (main_code_) {  // the running program imports as it goes: its edges grow
+      PyObject* main = PyDict_GetItemString(modules, "__main__");  // borrowed
+      if (main && PyModule_Check(main)) record_imports("__main__", main_code_.ptr(), PyModule_GetDict(main));
+      main_settled_at_ = registry_.tracking_revision();
+    }
+  } catch (...) {
+  }
+  PyErr_Clear();
+}
+
+py::object import_hook::take_reload_code(const std::string& name) {
+  auto it = reload_codes_.find(name);
+  if (it == reload_codes_.end()) return py::object();
+  py::object code = std::move(it->second);
+  reload_codes_.erase(it);
+  return code;
+}
+
+void import_hook::record_imports(const std::string& importer, PyObject* code, PyObject* globals) {
   import_graph& graph = registry_.graph();
-  bool top_level = !importer.empty() && runs_top_level(importer, globals);
-  // `from . import sibling` in pkg.core names the package only to reach its
-  // submodule: pkg.core depends on pkg.sibling, not on pkg's own code, and an
-  // edge to pkg would make a cycle that runs pkg's __init__ before pkg.core.
-  bool only_submodules_of_own_package = importer.compare(0, absolute.size() + 1, absolute + ".") == 0;
-  bool names_any = false;
-  if (fromlist && fromlist != Py_None) {
-    for (py::handle item : py::reinterpret_borrow<py::object>(fromlist)) {
+  for (const import_statement& statement : imports_of(opcodes_, code)) {
+    std::string absolute = statement.module;
+    if (statement.level > 0) {  // importlib's _calc___package__ and _resolve_name
+      std::string package;
+      PyObject* pkg = dict_item(globals, "__package__");
+      if (pkg && PyUnicode_Check(pkg)) {
+        package = utf8(pkg);
+      } else {
+        package = importer;
+        if (!dict_item(globals, "__path__")) {
+          auto dot = package.rfind('.');
+          package.resize(dot == std::string::npos ? 0 : dot);
+        }
+      }
+      bool resolvable = true;
+      for (long i = 1; i < statement.level && resolvable; ++i) {
+        auto dot = package.rfind('.');
+        if (dot == std::string::npos) resolvable = false;
+        else package.resize(dot);
+      }
+      if (!resolvable || package.empty()) continue;
+      absolute = statement.module.empty() ? package : package + "." + statement.module;
+    }
+    if (absolute.empty()) continue;
+    // Track the module and its parents (`import a.b.c` loads all three);
+    // a module that is not loaded (an optional import that failed) is no edge.
+    for (auto dot = absolute.find('.'); dot != std::string::npos; dot = absolute.find('.', dot + 1))
+      registry_.lookup(absolute.substr(0, dot));
+    if (!registry_.lookup(absolute)) continue;
+    // `from . import sibling` in pkg.core names the package only to reach its
+    // submodule: pkg.core depends on pkg.sibling, not on pkg's own code, and an
+    // edge to pkg would make a cycle that runs pkg's __init__ before pkg.core.
+    bool only_submodules_of_own_package = importer.compare(0, absolute.size() + 1, absolute + ".") == 0;
+    bool names_any = false;
+    for (const auto& what : statement.fromlist) {
       names_any = true;
-      const char* utf8 = PyUnicode_Check(item.ptr()) ? PyUnicode_AsUTF8(item.ptr()) : nullptr;
-      if (!utf8) PyErr_Clear();
-      std::string what = utf8 ? utf8 : "*";  // not a name: cannot be a submodule
-      bool submodule = what != "*" && registry_.lookup(absolute + "." + what);
-      if (submodule && top_level)  // `from pkg import submodule`
-        graph.add_dependency(importer, absolute + "." + what);
+      bool submodule = !what.empty() && what != "*" && registry_.lookup(absolute + "." + what);
+      if (submodule) graph.add_dependency(importer, absolute + "." + what);  // `from pkg import submodule`
       only_submodules_of_own_package = only_submodules_of_own_package && submodule;
     }
+    if (!(names_any && only_submodules_of_own_package)) graph.add_dependency(importer, absolute);
+    for (const auto& [what, bound] : statement.bound)
+      if (!registry_.lookup(absolute + "." + what))
+        graph.add_from_import(importer, absolute, what == bound ? what : what + " as " + bound);
   }
-  if (top_level && !(names_any && only_submodules_of_own_package)) graph.add_dependency(importer, absolute);
-  if (!fromlist || fromlist == Py_None || !top_level) return;
-  // The names the importer binds (`from m import LIMIT as CAP`) are in its bytecode.
-  PyFrameObject* frame = PyEval_GetFrame();  // borrowed: the frame running the import
-  if (!frame) return;
-  for (py::handle pair : helpers_.from_import_targets(py::handle(reinterpret_cast<PyObject*>(frame)))) {
-    std::string what = py::str(pair[py::int_(0)]), bound = py::str(pair[py::int_(1)]);
-    if (!registry_.lookup(absolute + "." + what))
-      graph.add_from_import(importer, absolute, what == bound ? what : what + " as " + bound);
-  }
+  PyErr_Clear();
 }
 
 }  // namespace modhost::detail

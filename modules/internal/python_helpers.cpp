@@ -50,15 +50,9 @@ python_helpers python_helpers::load() {
     h.source_path = resolve(support, file, "source_path");
     h.read_source = resolve(support, file, "read_source");
     h.execute = resolve(support, file, "execute");
-    h.classify = resolve(support, file, "classify");
     h.hand_over = resolve(support, file, "hand_over");
     h.call_unload_hook = resolve(support, file, "call_unload_hook");
-    h.is_initializing = resolve(support, file, "is_initializing");
     h.drop_bytecode_cache = resolve(support, file, "drop_bytecode_cache");
-    h.install_source_loader = resolve(support, file, "install_source_loader");
-    h.from_import_targets = resolve(support, file, "from_import_targets");
-    h.make_policy = resolve(support, file, "make_policy");
-    h.load_guard = resolve(support, file, "LoadGuard", {"find_spec"});
 
     file = "deep_update.py";
     py::dict given;

@@ -18,15 +18,9 @@ struct python_helpers {
   pybind11::object source_path;            // (spec) -> the .py file the cache compiles itself, or None
   pybind11::object read_source;            // (path) -> bytes, through io.open_code
   pybind11::object execute;                // (name, module, spec, code, fresh, around, old_code) -> the module now in sys.modules
-  pybind11::object classify;               // (name, module) -> (kind, path)
   pybind11::object hand_over;              // (module, old_namespace): the new code's __reload__(old)
   pybind11::object call_unload_hook;       // (module): its __unload__(), if any
-  pybind11::object is_initializing;        // (module) -> its first import is still running
   pybind11::object drop_bytecode_cache;    // (path): removes the .pyc a same-size edit could fool
-  pybind11::object install_source_loader;  // (note_source): source files load through TrackedSourceLoader
-  pybind11::object from_import_targets;    // (frame) -> [(name, bound_as)] of the from-import it runs
-  pybind11::object make_policy;            // (roots, strict) -> check(name, origin, event)
-  pybind11::object load_guard;             // LoadGuard(check): the sys.meta_path entry that checks loads
   // --- deep_update.py
   pybind11::object undo;                   // Undo(): a log of changes to live objects; .rollback()
   pybind11::object deep_update;            // DeepUpdate(module, old, undo, old_code): .class_statements(), .finish(), .commit()

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "interpreter/translate_errors.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/request_checks.h"
 
@@ -12,20 +13,14 @@ namespace py = pybind11;
 
 namespace modhost::detail {
 
-namespace {
-
-module_kind kind_from(const std::string& text) {
-  if (text == "source") return module_kind::source;
-  if (text == "package") return module_kind::package;
-  if (text == "namespace_package") return module_kind::namespace_package;
-  if (text == "builtin") return module_kind::builtin;
-  if (text == "extension") return module_kind::extension;
-  return module_kind::other;
+registry::registry(const python_helpers& helpers, import_graph& graph) : helpers_(helpers), graph_(graph) {
+  translate_errors([&] {
+    for (py::handle name : py::module_::import("sys").attr("builtin_module_names"))
+      builtin_names_.insert(py::str(name).cast<std::string>());
+    for (py::handle suffix : py::module_::import("importlib.machinery").attr("EXTENSION_SUFFIXES"))
+      extension_suffixes_.push_back(py::str(suffix).cast<std::string>());
+  });
 }
-
-}  // namespace
-
-registry::registry(const python_helpers& helpers, import_graph& graph) : helpers_(helpers), graph_(graph) {}
 
 registry::~registry() {
   for (auto* slot : handles_) {
@@ -74,21 +69,138 @@ std::uint64_t registry::sys_modules_version() {
 #endif
 }
 
+namespace {
+
+// An attribute of a plain object such as a ModuleSpec (borrowed from its
+// instance dict where it lives there), or null. Never raises.
+PyObject* plain_attribute(PyObject* object, const char* name) {
+  PyObject* value = PyObject_GetAttrString(object, name);  // new reference
+  if (!value) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  Py_DECREF(value);  // the object keeps it: a ModuleSpec's fields are instance attributes
+  return value;
+}
+
+std::string text_of(PyObject* value) {
+  if (!value || !PyUnicode_Check(value)) return {};
+  const char* utf8 = PyUnicode_AsUTF8(value);
+  if (!utf8) PyErr_Clear();
+  return utf8 ? utf8 : "";
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+// importlib's own reading of a spec, from the module's __dict__: a module
+// attribute lookup could run code (a lazy module's whole body), and a spec's
+// has_location is a property (a Python frame); _set_fileattr is what it reads.
 std::pair<module_kind, std::filesystem::path> registry::classify(const std::string& name, py::handle module) {
-  py::tuple kind_path = helpers_.classify(name, module);
-  return {kind_from(kind_path[0].cast<std::string>()),
-          kind_path[1].is_none() ? std::filesystem::path() : std::filesystem::path(kind_path[1].cast<std::string>())};
+  using result = std::pair<module_kind, std::filesystem::path>;
+  if (builtin_names_.count(name)) return result{module_kind::builtin, {}};
+  PyObject* ns = PyModule_Check(module.ptr()) ? PyModule_GetDict(module.ptr()) : nullptr;  // borrowed
+  PyObject* spec = ns ? PyDict_GetItemString(ns, "__spec__") : nullptr;                   // borrowed
+  if (!spec || spec == Py_None) {
+    PyObject* file = ns ? PyDict_GetItemString(ns, "__file__") : nullptr;  // borrowed
+    return result{module_kind::other, text_of(file)};
+  }
+  std::string origin = text_of(plain_attribute(spec, "origin"));
+  PyObject* locations = plain_attribute(spec, "submodule_search_locations");
+  bool is_package = locations && locations != Py_None;
+  if (origin == "built-in" || origin == "frozen") return result{module_kind::builtin, {}};
+  PyObject* has_location = plain_attribute(spec, "_set_fileattr");
+  if (!has_location) has_location = plain_attribute(spec, "has_location");
+  if (origin.empty() || !has_location || !PyObject_IsTrue(has_location)) {
+    PyErr_Clear();
+    return result{is_package ? module_kind::namespace_package : module_kind::other, {}};
+  }
+  for (const auto& suffix : extension_suffixes_)
+    if (ends_with(origin, suffix)) return result{module_kind::extension, origin};
+  if (ends_with(origin, ".py")) return result{is_package ? module_kind::package : module_kind::source, origin};
+  return result{module_kind::other, origin};
+}
+
+bool registry::initializing(py::handle module) {
+  if (!module || !PyModule_Check(module.ptr())) return false;
+  PyObject* spec = PyDict_GetItemString(PyModule_GetDict(module.ptr()), "__spec__");  // borrowed
+  if (!spec || spec == Py_None) return false;
+  PyObject* flag = plain_attribute(spec, "_initializing");
+  return flag == Py_True;
+}
+
+void registry::note_executed(const std::string& name, executed_code executed) {
+  executed_[name] = std::move(executed);
+  tracking_moved();  // a module started running: the autoreloader looks again
+}
+
+bool registry::adopt_executed(cache_entry& entry) {
+  auto noted = executed_.find(entry.name);
+  if (noted == executed_.end()) return false;
+  executed_code executed = std::move(noted->second);
+  executed_.erase(noted);
+  adopt(entry, std::move(executed));
+  ++*entry.revision;  // other code now stands behind the name
+  return true;
+}
+
+// The fingerprint of what ran: the stat taken when its code started, and
+// the content hashed now (hashing every source at import would cost python3's
+// import time what it saves by its .pyc). If the file's stat moved since,
+// its source is compiled and compared with the code that ran: equal code is
+// a touch; different code, or code from a .pyc that may be stale and does
+// not match, leaves the fingerprint untrusted (taken_ns 0, no hash), so the
+// module counts as changed until a reload runs the source.
+void registry::adopt(cache_entry& entry, executed_code executed) {
+  if (executed.path != entry.path) {  // another file than the spec names: fingerprint the spec's
+    entry.print = take_fingerprint(entry.path);
+    entry.code = py::object();
+    return;
+  }
+  fingerprint print = executed.print;
+  auto now = take_fingerprint(entry.path);
+  bool same_stat = now && now->same_stat(executed.print);
+  if (now && executed.code && (!same_stat || executed.maybe_stale)) {
+    bool equal = false;
+    try {
+      py::bytes source = helpers_.read_source(entry.path.string());
+      py::object fresh = py::module_::import("builtins").attr("compile")(source, entry.path.string(), "exec", 0, true);
+      equal = PyObject_RichCompareBool(fresh.ptr(), executed.code.ptr(), Py_EQ) == 1;
+    } catch (py::error_already_set&) {
+    }
+    PyErr_Clear();
+    if (equal) {
+      print.content_hash = now->content_hash;
+    } else {
+      print.content_hash = 0;
+      print.taken_ns = 0;
+      // The code still is what runs (a deep reload reads from it what the
+      // running source defined). Only with an unchanged stat could a reload
+      // mistake it for the source's code and reuse it: a stale .pyc's code goes.
+      if (same_stat) executed.code = py::object();
+    }
+  } else if (same_stat) {
+    print.content_hash = now->content_hash;
+  } else {
+    print.content_hash = 0;  // changed since it ran, and no code to compare: changed
+    print.taken_ns = 0;
+  }
+  entry.print = print;
+  entry.code = std::move(executed.code);
 }
 
 void registry::classify(cache_entry& entry) {
   std::tie(entry.kind, entry.path) = classify(entry.name, entry.module);
   entry.print.reset();
   if (!has_file(entry.kind)) return;
-  auto loaded = loaded_sources_.find(entry.name);
-  if (loaded != loaded_sources_.end()) {
-    entry.print = loaded->second.print;  // what the loader compiled, even if the file moved on since
-    entry.code = std::move(loaded->second.code);
-    loaded_sources_.erase(loaded);
+  auto noted = executed_.find(entry.name);
+  if (noted != executed_.end()) {
+    executed_code executed = std::move(noted->second);
+    executed_.erase(noted);
+    adopt(entry, std::move(executed));
   } else {
     entry.print = take_fingerprint(entry.path);
   }
@@ -179,14 +291,29 @@ std::vector<std::string> registry::names() {
   return names;
 }
 
+file_change registry::compare(cache_entry& entry) {
+  fingerprint fresh;
+  file_change change = compare_file(*entry.print, entry.path, &fresh);
+  if (change == file_change::changed && entry.print->taken_ns == 0 && entry.code) {
+    bool equal = false;
+    try {
+      py::bytes source = helpers_.read_source(entry.path.string());
+      py::object compiled = py::module_::import("builtins").attr("compile")(source, entry.path.string(), "exec", 0, true);
+      equal = PyObject_RichCompareBool(compiled.ptr(), entry.code.ptr(), Py_EQ) == 1;
+    } catch (py::error_already_set&) {
+    }
+    PyErr_Clear();
+    if (equal) change = file_change::touched;
+  }
+  if (change == file_change::touched) entry.print = fresh;  // same content: the next check is cheap
+  return change;
+}
+
 bool registry::is_changed(cache_entry& entry) {
   if (!has_file(entry.kind) || !entry.print) return false;
-  fingerprint fresh;
-  switch (compare_file(*entry.print, entry.path, &fresh)) {
+  switch (compare(entry)) {
     case file_change::unchanged: return false;
-    case file_change::touched:
-      entry.print = fresh;  // same content: remember the new stat so the next check is cheap
-      return false;
+    case file_change::touched: return false;
     case file_change::changed:
     case file_change::missing: return true;
   }

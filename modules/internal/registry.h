@@ -83,19 +83,43 @@ class registry {
   void sync_all();
   // Tracked names, sorted (after sync_all()).
   std::vector<std::string> names();
-  // (kind, origin file) of a module, from its spec.
+  // (kind, origin file) of a module, from the spec in its __dict__ (no
+  // attribute lookup on the module, no Python code runs).
   std::pair<module_kind, std::filesystem::path> classify(const std::string& name, pybind11::handle module);
   // The file differs from what runs (deleted counts as changed).
   bool is_changed(cache_entry& entry);
-  // The loader read these source bytes for `name`: their fingerprint is
-  // what runs, whatever the file holds by the time the import finishes.
-  void note_source(const std::string& name, const fingerprint& print) { loaded_sources_[name] = {print, {}}; }
-  // The code the loader made of the source noted for `name`: a deep reload
-  // reads from it which names the running source defined.
-  void note_code(const std::string& name, pybind11::handle code) {
-    auto noted = loaded_sources_.find(name);
-    if (noted != loaded_sources_.end()) noted->second.code = pybind11::reinterpret_borrow<pybind11::object>(code);
+  // compare_file against the entry's fingerprint; where the fingerprint is
+  // untrusted (the file moved between the import and the tracking, so what
+  // ran was never hashed), the source compiled to the code that runs counts
+  // as touched, and the fingerprint becomes the file's.
+  file_change compare(cache_entry& entry);
+  // What the import system executed for `name` (the import hook saw it):
+  // the stat of its file at that moment and the code, which become the
+  // entry's fingerprint and code when it is tracked (or now, through
+  // adopt_executed, when it already is: importlib.reload, a lazy module).
+  struct executed_code {
+    std::filesystem::path path;
+    fingerprint print;  // stat of the file when its code started (hashed at tracking)
+    pybind11::object code;  // none when the code did not come from `path`'s source
+    // The code came from a .pyc written before the source's last change: it
+    // may not be what the source says (a same-size edit within the second
+    // the .pyc records). Confirmed by compiling the source at tracking.
+    bool maybe_stale = false;
+  };
+  void note_executed(const std::string& name, executed_code executed);
+  // Applies a note for an entry tracked before its code ran; false if none.
+  bool adopt_executed(cache_entry& entry);
+  // Forgets the note for `name` if it is of `code` (that import failed; a
+  // later import of the same name has a note of its own).
+  void drop_executed(const std::string& name, pybind11::handle code) {
+    auto noted = executed_.find(name);
+    if (noted != executed_.end() && noted->second.code.ptr() == code.ptr()) executed_.erase(noted);
   }
+
+  // True while the module's first import runs (its spec's _initializing),
+  // read from its __dict__: no attribute of the module object is looked up,
+  // so a lazy module (importlib.util.LazyLoader) stays lazy.
+  static bool initializing(pybind11::handle module);
 
   // Modules whose reload is running: their sys.modules entry may briefly
   // differ, and a lookup must not follow it.
@@ -119,11 +143,12 @@ class registry {
   std::unordered_map<std::string, std::unique_ptr<cache_entry>> entries_;
   std::set<std::string> reloading_;
   std::vector<handle_slot*> handles_;
-  struct loaded_source {
-    fingerprint print;
-    pybind11::object code;
-  };
-  std::unordered_map<std::string, loaded_source> loaded_sources_;  // until the module is tracked
+  void adopt(cache_entry& entry, executed_code executed);
+
+  std::unordered_map<std::string, executed_code> executed_;  // until the module is tracked
+  // What classify() needs to know of the interpreter, read once.
+  std::set<std::string> builtin_names_;
+  std::vector<std::string> extension_suffixes_;
   // Atomic: the autoreloader's background thread reads it without the GIL.
   std::atomic<std::uint64_t> tracking_revision_{0};
   std::map<std::uint64_t, std::function<void()>> tracking_listeners_;

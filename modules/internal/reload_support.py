@@ -2,7 +2,10 @@
 
 They are importlib's own steps (spec lookup, module lock, module attributes),
 so they stay in Python; the cache decides what code runs and undoes it on
-failure. Embedded into the library at build time (see CMakeLists.txt).
+failure. Nothing here runs during an import: recording imports, the load
+policy and classifying modules are C++ (import_hook.cpp, registry.cpp), so
+no modhost frame shows in a user's tracer, profiler or debugger. Embedded
+into the library at build time (see CMakeLists.txt).
 """
 import sys
 from contextlib import nullcontext as _nothing
@@ -130,24 +133,6 @@ def execute(name, module, spec, code, fresh, around=None, old_code=None):
                               name=name)
     return current
 
-def classify(name, module):
-    """(kind, path) of a module, from its spec."""
-    if name in sys.builtin_module_names:
-        return 'builtin', None
-    spec = getattr(module, '__spec__', None)
-    if spec is None:
-        return 'other', getattr(module, '__file__', None)
-    origin, locations = spec.origin, spec.submodule_search_locations
-    if origin in ('built-in', 'frozen'):
-        return 'builtin', None
-    if origin is None or not spec.has_location:
-        return ('namespace_package' if locations is not None else 'other'), None
-    if origin.endswith(tuple(machinery.EXTENSION_SUFFIXES)):
-        return 'extension', origin
-    if origin.endswith('.py'):
-        return ('package' if locations is not None else 'source'), origin
-    return 'other', origin
-
 def hand_over(module, old):
     """Call the new code's __reload__(old) with a read-only view of the old namespace."""
     hook = module.__dict__.get("__reload__")
@@ -160,9 +145,6 @@ def call_unload_hook(module):
     if hook is not None:
         hook()
 
-def is_initializing(module):
-    return getattr(getattr(module, '__spec__', None), '_initializing', False)
-
 def drop_bytecode_cache(path):
     from importlib.util import cache_from_source
     import os
@@ -170,134 +152,3 @@ def drop_bytecode_cache(path):
         os.remove(cache_from_source(path))
     except (OSError, ValueError, NotImplementedError):
         pass
-
-def install_source_loader(note_source):
-    """Source files load through TrackedSourceLoader from now on.
-
-    It hands the source bytes it read to `note_source(name, path, bytes, None)`
-    and then the code it made of them (`note_source(name, path, bytes, code)`),
-    so the cache fingerprints the very source whose code runs (not the file as
-    it is after the import finished) and knows which names that code defines,
-    and it compiles from that source whenever
-    the bytecode cache could be stale: a .pyc only records the source's mtime
-    in whole seconds and its size, so an edit that keeps the size and the mtime
-    (to the second) would otherwise bring back old code.
-    """
-    import os
-    from importlib.util import cache_from_source
-
-    class TrackedSourceLoader(machinery.SourceFileLoader):
-        def get_code(self, fullname):
-            source_path = self.get_filename(fullname)
-            source = self.get_data(source_path)
-            note_source(fullname, source_path, source, None)
-            try:
-                # ctime: an edit moves it even when the mtime is put back.
-                source_ctime_ns = os.stat(source_path).st_ctime_ns
-                pyc_mtime_ns = os.stat(cache_from_source(source_path)).st_mtime_ns
-            except (OSError, NotImplementedError, ValueError):
-                code = super().get_code(fullname)
-            else:
-                if pyc_mtime_ns <= source_ctime_ns:  # written before the last edit: may be stale
-                    code = self.source_to_code(source, source_path)
-                else:
-                    code = super().get_code(fullname)
-            note_source(fullname, source_path, source, code)
-            return code
-
-    loaders = [(machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
-               (TrackedSourceLoader, machinery.SOURCE_SUFFIXES),
-               (machinery.SourcelessFileLoader, machinery.BYTECODE_SUFFIXES)]
-    for i, hook in enumerate(sys.path_hooks):
-        if getattr(hook, "__name__", "") == "path_hook_for_FileFinder":
-            sys.path_hooks[i] = machinery.FileFinder.path_hook(*loaders)
-            sys.path_importer_cache.clear()
-            return True
-    return False
-
-_from_import_code = (None, {}, [])  # the code last looked at: offsets, instructions
-
-def from_import_targets(frame):
-    """[(name, bound_as)] for the `from x import name as bound_as` that `frame` is running.
-
-    The names bound are only in the bytecode: IMPORT_NAME, then an IMPORT_FROM
-    and a STORE_* for each name.
-    """
-    global _from_import_code
-    import dis
-    code = frame.f_code
-    if _from_import_code[0] is not code:  # a module's imports come one after another
-        instructions = list(dis.get_instructions(code))
-        _from_import_code = (code, {ins.offset: k for k, ins in enumerate(instructions)}, instructions)
-    _, index, instructions = _from_import_code
-    k = index.get(frame.f_lasti)
-    if k is None or instructions[k].opname != "IMPORT_NAME":
-        return []
-    pairs = []
-    k += 1
-    while k + 1 < len(instructions) and instructions[k].opname == "IMPORT_FROM":
-        store = instructions[k + 1]
-        if not store.opname.startswith("STORE_"):
-            break
-        pairs.append((instructions[k].argval, store.argval))
-        k += 2
-    return pairs
-
-def make_policy(roots, strict):
-    """check(name, origin, event): announce a load or reload, then enforce the rules.
-
-    The audit event (modhost.load / modhost.reload with the name and path)
-    lets a host's audit hook log or veto it. Module roots: the file, with
-    symlinks resolved, must be under one of `roots` or in the stdlib. Strict
-    permissions: neither the file nor its directory may be writable by group
-    or others, or owned by another user than this process's (or root).
-    """
-    import os
-    import sysconfig
-    roots = [os.path.realpath(r) for r in roots]
-    stdlib = [os.path.realpath(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")]
-
-    def under(path, dirs):
-        return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
-
-    def refuse(name, origin, why):
-        raise ImportError(f"modhost refuses to load {name!r} from {origin}: {why}", name=name, path=origin)
-
-    def check(name, origin, event):
-        sys.audit(event, name, origin)
-        if origin is None or not (roots or strict):
-            return
-        real = os.path.realpath(origin)
-        if roots and not under(real, roots) and not under(real, stdlib):
-            resolved = f" (it resolves to {real})" if real != os.path.abspath(origin) else ""
-            refuse(name, origin, f"outside the module roots {roots}{resolved}")
-        if strict:
-            for path in (real, os.path.dirname(real)):
-                st = os.stat(path)
-                if st.st_mode & 0o022:
-                    refuse(name, origin, f"{path} is writable by group or others "
-                                         f"(mode {st.st_mode & 0o777:o}; strict permissions)")
-                if st.st_uid not in (os.getuid(), 0):
-                    refuse(name, origin, f"{path} is owned by uid {st.st_uid}, not by this "
-                                         f"process's user or root (strict permissions)")
-    return check
-
-
-class LoadGuard:
-    """First on sys.meta_path: each module found is checked before any of its code runs."""
-
-    def __init__(self, check):
-        self.check = check
-
-    def find_spec(self, name, path=None, target=None):
-        for finder in sys.meta_path:
-            find_spec = getattr(finder, "find_spec", None)
-            if finder is self or find_spec is None:
-                continue
-            spec = find_spec(name, path, target)
-            if spec is not None:
-                if name not in sys.modules:  # a reload checks (and announces) itself
-                    self.check(name, spec.origin if spec.has_location else None, "modhost.load")
-                return spec
-        return None
-

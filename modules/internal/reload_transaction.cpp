@@ -165,6 +165,9 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
   }
   commit.module =
       helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, around, old_code);
+  // What the new code imports (its edges were taken before it ran; a rollback restores them).
+  py::object ran = commit.code ? commit.code : context_.hook.take_reload_code(entry.name);
+  if (ran) context_.hook.record_imports(entry.name, ran.ptr(), PyModule_GetDict(commit.module.ptr()));
   if (deep) {
     auto append = [](std::vector<std::string>& to, py::handle items) {
       for (py::handle item : items) to.push_back(py::str(item));
@@ -248,7 +251,7 @@ cache_entry* check_request(const reload_context& context, const std::string& nam
   if (context.modules.reloading().count(name))
     raise_error(PyExc_RuntimeError, "reload of '" + name + "' requested while '" + name +
                                         "' is being reloaded (from its own top-level code?)");
-  if (context.helpers.is_initializing(target->module).cast<bool>())
+  if (registry::initializing(target->module))
     raise_error(PyExc_RuntimeError,
                 "module '" + name + "' is still being imported; reload it after its import finishes");
   return target;
@@ -256,15 +259,15 @@ cache_entry* check_request(const reload_context& context, const std::string& nam
 
 // Outcomes decided before any code runs: a module that cannot re-run, or a
 // deep reload of a source whose content did not change.
-std::optional<reload_outcome> early_outcome(cache_entry& target, const reload_options& options,
-                                            reload_report& report) {
+std::optional<reload_outcome> early_outcome(const reload_context& context, cache_entry& target,
+                                            const reload_options& options, reload_report& report) {
   if (!is_reloadable(target.kind)) {
     // As importlib.reload: built-in and extension modules are not re-run.
     report.module = translate_errors([&] { return py::module_::import("importlib").attr("reload")(target.module); });
     return reload_outcome::not_reloadable;
   }
   if (options.deep && has_file(target.kind) && target.print) {
-    auto change = compare_file(*target.print, target.path);
+    auto change = context.modules.compare(target);
     if (change == file_change::unchanged || change == file_change::touched) {
       if (target.state == module_state::failed) {  // the file is back to the code that runs
         target.state = module_state::loaded;
@@ -298,7 +301,7 @@ reload_report reload(const reload_context& context, const std::string& name, con
   cache_entry* target = check_request(context, name);
   reload_report report;
   report.name = name;
-  if (auto outcome = early_outcome(*target, options, report)) {
+  if (auto outcome = early_outcome(context, *target, options, report)) {
     report.outcome = *outcome;
   } else {
     reload_transaction transaction(context, name, plan_order(context, *target, options), options);

@@ -34,7 +34,7 @@ class registry;
 struct reload_context {
   registry& modules;
   const python_helpers& helpers;
-  const import_hook& hook;
+  import_hook& hook;  // records what a reload imports
 };
 
 class reload_transaction {

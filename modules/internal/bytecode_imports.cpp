@@ -1,0 +1,125 @@
+#include <pybind11/pybind11.h>  // Python.h first, as CPython requires
+
+#include "modules/internal/bytecode_imports.h"
+
+#include "interpreter/translate_errors.h"
+
+namespace py = pybind11;
+
+namespace modhost::detail {
+
+bytecode_opcodes bytecode_opcodes::load() {
+  return translate_errors([] {
+    py::dict opmap = py::module_::import("opcode").attr("opmap");
+    auto number = [&](const char* name) { return opmap[name].cast<int>(); };
+    bytecode_opcodes ops;
+    ops.import_name = number("IMPORT_NAME");
+    ops.import_from = number("IMPORT_FROM");
+    ops.load_const = number("LOAD_CONST");
+    ops.extended_arg = number("EXTENDED_ARG");
+    ops.store_name = number("STORE_NAME");
+    ops.store_global = number("STORE_GLOBAL");
+    return ops;
+  });
+}
+
+namespace {
+
+// One instruction with its full argument (EXTENDED_ARG prefixes folded in).
+struct instruction {
+  int opcode;
+  unsigned long arg;
+};
+
+// The instructions of `code`, without the inline CACHE units (opcode 0 in
+// 3.11-3.13) and EXTENDED_ARG prefixes.
+std::vector<instruction> decode(const bytecode_opcodes& ops, PyCodeObject* code) {
+  std::vector<instruction> out;
+  PyObject* bytes = PyCode_GetCode(code);  // new reference: the unspecialized bytecode
+  if (!bytes) {
+    PyErr_Clear();
+    return out;
+  }
+  const auto* units = reinterpret_cast<const unsigned char*>(PyBytes_AS_STRING(bytes));
+  Py_ssize_t size = PyBytes_GET_SIZE(bytes);
+  out.reserve(static_cast<std::size_t>(size / 4));
+  unsigned long extended = 0;
+  for (Py_ssize_t i = 0; i + 1 < size; i += 2) {
+    int op = units[i];
+    unsigned long arg = units[i + 1] | extended;
+    if (op == 0) continue;  // CACHE
+    if (op == ops.extended_arg) {
+      extended = arg << 8;
+      continue;
+    }
+    extended = 0;
+    out.push_back({op, arg});
+  }
+  Py_DECREF(bytes);
+  return out;
+}
+
+std::string utf8_of(PyObject* text) {
+  if (!text || !PyUnicode_Check(text)) return {};
+  Py_ssize_t size = 0;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+  if (!utf8) {
+    PyErr_Clear();
+    return {};
+  }
+  return std::string(utf8, static_cast<std::size_t>(size));
+}
+
+PyObject* tuple_item(PyObject* tuple, unsigned long index) {  // borrowed, or null
+  if (!tuple || !PyTuple_Check(tuple) || index >= static_cast<unsigned long>(PyTuple_GET_SIZE(tuple))) return nullptr;
+  return PyTuple_GET_ITEM(tuple, static_cast<Py_ssize_t>(index));
+}
+
+void scan(const bytecode_opcodes& ops, PyCodeObject* code, std::vector<import_statement>& out, int depth) {
+  std::vector<instruction> code_units = decode(ops, code);
+  PyObject* names = code->co_names;    // borrowed: the code keeps them
+  PyObject* consts = code->co_consts;  // borrowed
+  for (std::size_t k = 0; k < code_units.size(); ++k) {
+    if (code_units[k].opcode != ops.import_name) continue;
+    import_statement statement;
+    statement.module = utf8_of(tuple_item(names, code_units[k].arg));
+    // LOAD_CONST level; LOAD_CONST fromlist; IMPORT_NAME name
+    if (k >= 2 && code_units[k - 1].opcode == ops.load_const && code_units[k - 2].opcode == ops.load_const) {
+      PyObject* fromlist = tuple_item(consts, code_units[k - 1].arg);
+      PyObject* level = tuple_item(consts, code_units[k - 2].arg);
+      if (level && PyLong_Check(level)) statement.level = PyLong_AsLong(level);
+      if (fromlist && PyTuple_Check(fromlist)) {
+        statement.has_fromlist = true;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fromlist); ++i)
+          statement.fromlist.push_back(utf8_of(PyTuple_GET_ITEM(fromlist, i)));
+      }
+    }
+    if (PyErr_Occurred()) PyErr_Clear();
+    // IMPORT_FROM name; STORE_* bound_as — once per name of a from-import.
+    for (std::size_t j = k + 1; statement.has_fromlist && j + 1 < code_units.size(); j += 2) {
+      const instruction& from = code_units[j];
+      const instruction& store = code_units[j + 1];
+      if (from.opcode != ops.import_from) break;
+      if (store.opcode != ops.store_name && store.opcode != ops.store_global) break;
+      statement.bound.emplace_back(utf8_of(tuple_item(names, from.arg)), utf8_of(tuple_item(names, store.arg)));
+    }
+    out.push_back(std::move(statement));
+  }
+  // Class bodies run at import; functions (CO_OPTIMIZED) run when called.
+  if (depth > 64 || !consts || !PyTuple_Check(consts)) return;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(consts); ++i) {
+    PyObject* item = PyTuple_GET_ITEM(consts, i);
+    if (PyCode_Check(item) && !(reinterpret_cast<PyCodeObject*>(item)->co_flags & CO_OPTIMIZED))
+      scan(ops, reinterpret_cast<PyCodeObject*>(item), out, depth + 1);
+  }
+}
+
+}  // namespace
+
+std::vector<import_statement> imports_of(const bytecode_opcodes& ops, PyObject* code) {
+  std::vector<import_statement> out;
+  if (code && PyCode_Check(code)) scan(ops, reinterpret_cast<PyCodeObject*>(code), out, 0);
+  return out;
+}
+
+}  // namespace modhost::detail

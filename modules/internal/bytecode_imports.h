@@ -1,0 +1,43 @@
+// detail::bytecode_imports — the import statements a module's code contains,
+// read from its bytecode in C++.
+//
+// The import hook learns what a module imports from the code object the
+// import system executes (the "exec" audit event), so nothing public has to
+// be replaced: IMPORT_NAME with the LOAD_CONSTs before it (level, fromlist)
+// and the IMPORT_FROM / STORE_* pairs after it (`from m import LIMIT as CAP`).
+// Module-level code and class bodies count (their statements run while the
+// module is imported); function bodies do not. No `dis`: this runs for every
+// module imported, and dis.get_instructions was most of the cost of imports.
+#pragma once
+
+#include <Python.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace modhost::detail {
+
+struct import_statement {
+  std::string module;  // as written: "" for `from . import x`
+  long level = 0;      // leading dots
+  bool has_fromlist = false;
+  std::vector<std::string> fromlist;                       // the names after `import` ("*" for a star)
+  std::vector<std::pair<std::string, std::string>> bound;  // (name, bound_as) the statement stores
+};
+
+// The opcode numbers the scan needs, from the `opcode` module of the running
+// interpreter (they change between versions).
+struct bytecode_opcodes {
+  int import_name = -1, import_from = -1, load_const = -1, extended_arg = -1;
+  int store_name = -1, store_global = -1;
+  // Reads them; needs the GIL; throws python_error if `opcode` lacks one.
+  static bytecode_opcodes load();
+};
+
+// The import statements of `code` (a code object) and of the class bodies
+// nested in it, in bytecode order. Needs the GIL; never raises (a code
+// object it cannot read yields what was read so far).
+std::vector<import_statement> imports_of(const bytecode_opcodes& ops, PyObject* code);
+
+}  // namespace modhost::detail
