@@ -107,19 +107,9 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "unload() refused: something outside sys.modules and the cache still holds the\n"
       "module or its code; or reload() found other threads still running its code\n"
       "after wait_for_calls. .name is the module, .referrers describes each holder.";
-  py::register_exception_translator([](std::exception_ptr error) {
-    try {
-      if (error) std::rethrow_exception(error);
-    } catch (const modhost::python_error& e) {
-      e.restore();
-    } catch (const modhost::module_in_use_error& e) {
-      py::object type = py::module_::import("modhost").attr("ModuleInUseError");
-      py::object exc = type(e.what());
-      exc.attr("name") = e.name();
-      exc.attr("referrers") = e.referrers();
-      PyErr_SetObject(type.ptr(), exc.ptr());
-    }
-  });
+  // The exception translator is registered by attach_bindings(): a host's
+  // own bindings that call the cache (modhost::attach_release) need it even
+  // if no script imports modhost.
 
   // Made where time limits live; the class says module "modhost", so export it here.
   m.attr("TimeLimitExceeded") = modhost::time_limit_exceeded();
@@ -455,6 +445,24 @@ namespace modhost {
 
 void attach_bindings(module_cache& cache, autoreloader& autoreload, interpreter_facts facts) {
   g_attached = {&cache, &autoreload, std::move(facts)};
+  static bool translating = false;  // pybind11 keeps translators for the process
+  if (translating) return;
+  translating = true;
+  // modhost's C++ errors, thrown through any pybind11-bound function (ours or
+  // a host's), reach Python as the exception they carry.
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const python_error& e) {
+      e.restore();
+    } catch (const module_in_use_error& e) {
+      py::object type = py::module_::import("modhost").attr("ModuleInUseError");
+      py::object exc = type(e.what());
+      exc.attr("name") = e.name();
+      exc.attr("referrers") = e.referrers();
+      PyErr_SetObject(type.ptr(), exc.ptr());
+    }
+  });
 }
 
 void detach_bindings() noexcept { g_attached = {}; }

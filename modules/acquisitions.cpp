@@ -144,15 +144,16 @@ py::object acquire(module_cache& cache, py::object acquire_fn, py::object releas
   });
 }
 
-void attach_release(module_cache& cache, const std::string& what, std::function<void()> release,
-                    std::function<void()> reacquire, const std::string& module) {
+void attach_release(module_cache& cache, const std::string& what, std::function<void()> acquire,
+                    std::function<void()> release, const std::string& module) {
   translate_errors([&] {
     auto& modules = detail::cache_access::modules(cache);
     detail::acquisition item;
     item.module = owner(modules, module, "modhost::attach_release").name;
     item.description = what + " at " + calling_place() + ", released by the host";
+    acquire();
     item.release = std::move(release);
-    item.reacquire = std::move(reacquire);
+    item.reacquire = std::move(acquire);
     detail::cache_access::ledger(cache).record(std::move(item));
   });
 }

@@ -45,22 +45,25 @@ class module_cache;
 pybind11::object acquire(module_cache& cache, pybind11::object acquire_fn, pybind11::object release_fn,
                          const std::string& module = {});
 
-// For a pybind11-bound host function: attaches an effect it just had on the
-// host to the module whose Python code called it (or to `module`).
-// `release` undoes it; `reacquire` makes it again after a failed reload (and
-// `release` then undoes that). Both must stay callable while the module is
-// loaded; they may throw (python_error, pybind11::error_already_set or any
-// std::exception). `what` names the effect in acquired(). Throws
-// python_error(ValueError) if no tracked module's code is calling.
+// For a pybind11-bound host function: makes an effect on the host now by
+// calling `acquire()`, and attaches it to the module whose Python code called
+// the host function (or to `module`): `release` undoes it before that
+// module's code re-runs or it unloads; a failed reload calls `acquire()`
+// again (the very same callable) and `release` later undoes that. The
+// calling module is checked before anything happens: python_error
+// (ValueError) if no tracked, reloadable module's code is calling. If
+// `acquire()` throws, nothing is recorded and the exception propagates. Both
+// must stay callable while the module is loaded; they may throw
+// python_error, pybind11::error_already_set or any std::exception. `what`
+// names the effect in acquired().
 //
 //   m.def("add_route", [&](std::string path, py::function handler) {
-//     if (!routes.emplace(path, handler).second) throw py::key_error(path);
 //     modhost::attach_release(cache, "route " + path,
-//                             [&, path] { routes.erase(path); },
-//                             [&, path, handler] { routes.emplace(path, handler); });
+//                             [&, path, handler] { router.add(path, handler); },  // refuses a duplicate
+//                             [&, path] { router.remove(path); });
 //   });
-void attach_release(module_cache& cache, const std::string& what, std::function<void()> release,
-                    std::function<void()> reacquire, const std::string& module = {});
+void attach_release(module_cache& cache, const std::string& what, std::function<void()> acquire,
+                    std::function<void()> release, const std::string& module = {});
 
 // One line per live acquisition of `module`, oldest first: what it is, where
 // it was acquired, what releases it, e.g.

@@ -30,13 +30,15 @@ using detail::cache_entry;
 class module_cache::impl {
  public:
   explicit impl(const cache_options& options)
-      : helpers(detail::python_helpers::load()), modules(helpers, graph), hook(helpers, modules, options) {}
+      : helpers(detail::python_helpers::load()), modules(helpers, graph), hook(helpers, modules, options) {
+    hook.after_failed_import([this] { detail::release_orphans(acquisitions, modules.reloading()); });
+  }
 
   detail::python_helpers helpers;
   import_graph graph;
   detail::registry modules;
-  detail::import_hook hook;
   detail::acquisition_ledger acquisitions;
+  detail::import_hook hook;
   std::map<std::uint64_t, reload_callback> subscribers;
   std::uint64_t next_subscriber = 1;
 

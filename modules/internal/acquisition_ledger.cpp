@@ -8,6 +8,7 @@
 
 #include "interpreter/error_scope.h"
 #include "interpreter/python_error.h"
+#include "modules/module_types.h"
 
 namespace py = pybind11;
 
@@ -90,6 +91,25 @@ std::vector<std::string> acquisition_ledger::holders_under(const std::string& na
   for (const auto& [module, items] : live_)
     if (!items.empty() && (module == name || module.compare(0, prefix.size(), prefix) == 0)) names.push_back(module);
   return names;
+}
+
+std::vector<std::string> acquisition_ledger::orphans(const std::set<std::string>& skip) const {
+  std::vector<std::string> names;
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  for (const auto& [module, items] : live_) {
+    if (items.empty() || skip.count(module)) continue;
+    PyObject* current = PyDict_GetItemString(modules, module.c_str());  // borrowed
+    if (!current || !PyModule_Check(current)) names.push_back(module);
+  }
+  return names;
+}
+
+void release_orphans(acquisition_ledger& ledger, const std::set<std::string>& skip) {
+  std::vector<std::string> names = ledger.orphans(skip);
+  if (names.empty()) return;
+  std::vector<acquisition> items = ledger.take(names);
+  std::vector<std::string> errors;
+  release_newest_first(items, "'" + join(names, "', '") + "' left sys.modules", errors);
 }
 
 released_acquisitions::released_acquisitions(acquisition_ledger& ledger, std::vector<std::string> modules,

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -46,11 +47,22 @@ class acquisition_ledger {
   std::vector<std::string> describe(const std::string& module) const;
   // `name` and those of its submodules that hold acquisitions.
   std::vector<std::string> holders_under(const std::string& name) const;
+  // Modules holding acquisitions that are no longer in sys.modules (their
+  // first import failed, or they were deleted behind the cache's back), but
+  // not one of `skip` (a reload may take a module out of sys.modules briefly).
+  std::vector<std::string> orphans(const std::set<std::string>& skip) const;
 
  private:
   std::map<std::string, std::vector<acquisition>> live_;
   std::uint64_t next_order_ = 1;
 };
+
+// Releases, newest first, what orphans(skip) hold: a module whose first
+// import failed half-way leaves none of its registrations behind, and a
+// fixed version imported later can register them again. Failures go to
+// sys.unraisablehook. Called after every failed import; cheap when the
+// ledger is empty.
+void release_orphans(acquisition_ledger& ledger, const std::set<std::string>& skip);
 
 // A reload or an unload holding `modules`' acquisitions off the host: the
 // constructor releases them (newest first, across all the modules: they are

@@ -2,6 +2,7 @@
 
 #include "modules/internal/import_hook.h"
 
+#include "interpreter/error_scope.h"
 #include "interpreter/translate_errors.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/registry.h"
@@ -44,6 +45,7 @@ PyObject* import_hook::import_(PyObject*, PyObject* const* args, Py_ssize_t narg
   ++g_imports_running;
   PyObject* result = PyObject_Vectorcall(hook->original_import_.ptr(), args, nargsf, kwnames);
   --g_imports_running;
+  if (!result) hook->failed_import();
   if (!result || t_recording) return result;
   Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   t_recording = true;
@@ -65,6 +67,7 @@ PyObject* import_hook::import_module(PyObject*, PyObject* const* args, Py_ssize_
   ++g_imports_running;
   PyObject* result = PyObject_Vectorcall(hook->original_import_module_.ptr(), args, nargsf, kwnames);
   --g_imports_running;
+  if (!result) hook->failed_import();
   if (!result || t_recording || !PyModule_Check(result)) return result;
   t_recording = true;
   try {
@@ -76,6 +79,18 @@ PyObject* import_hook::import_module(PyObject*, PyObject* const* args, Py_ssize_
   PyErr_Clear();
   t_recording = false;
   return result;
+}
+
+void import_hook::failed_import() noexcept {
+  if (!after_failed_import_ || t_recording) return;
+  error_scope keep;  // the import's own exception is what the importer sees
+  t_recording = true;
+  try {
+    after_failed_import_();
+  } catch (...) {
+    PyErr_Clear();
+  }
+  t_recording = false;
 }
 
 PyObject* import_hook::note_source(PyObject*, PyObject* const* args, Py_ssize_t nargs) {

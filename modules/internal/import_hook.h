@@ -12,7 +12,9 @@
 
 #include <pybind11/pytypes.h>
 
+#include <functional>
 #include <string>
+#include <utility>
 
 #include "modules/cache_options.h"
 
@@ -33,6 +35,10 @@ class import_hook {
   void check_load(const std::string& name, pybind11::handle origin, const char* event) const;
   // No import is running on any thread: a reload may start.
   static bool idle() noexcept;
+  // Called (under the GIL, with the import's exception kept aside) after an
+  // import raised: the cache releases what modules whose first import failed
+  // had acquired (modules/acquisitions.h).
+  void after_failed_import(std::function<void()> callback) { after_failed_import_ = std::move(callback); }
 
   // Called by the hooks (under the GIL): `name` was imported by the module
   // whose globals these are.
@@ -45,6 +51,7 @@ class import_hook {
   // note_source(name, path, source_bytes), called by TrackedSourceLoader.
   static PyObject* note_source(PyObject*, PyObject* const* args, Py_ssize_t nargs);
   bool runs_top_level(const std::string& importer, PyObject* globals);
+  void failed_import() noexcept;  // runs after_failed_import_
 
   const python_helpers& helpers_;
   registry& registry_;
@@ -52,6 +59,7 @@ class import_hook {
   pybind11::object guard_;  // the LoadGuard on sys.meta_path
   pybind11::object original_import_;
   pybind11::object original_import_module_;
+  std::function<void()> after_failed_import_;
 };
 
 }  // namespace modhost::detail
