@@ -113,6 +113,12 @@ void check_callables(py::handle acquire, py::handle release) {
   }
 }
 
+// Tells the incarnation of a module that acquired something from a later one
+// imported under the same name.
+py::object weak_reference_to(const cache_entry& entry) {
+  return steal_or_throw(PyWeakref_NewRef(entry.module.ptr(), nullptr));  // new reference
+}
+
 // A script's acquisition: the result of the latest acquire(), for release.
 struct script_acquisition {
   py::object acquire;
@@ -125,21 +131,24 @@ struct script_acquisition {
 py::object acquire(module_cache& cache, py::object acquire_fn, py::object release_fn, const std::string& module) {
   return translate_errors([&] {
     auto& modules = detail::cache_access::modules(cache);
-    std::string name = owner(modules, module, "modhost.acquire").name;
+    cache_entry& entry = owner(modules, module, "modhost.acquire");
+    detail::acquisition item;
+    item.module = entry.name;
+    item.owner = weak_reference_to(entry);
     check_callables(acquire_fn, release_fn);
     std::string description = callable_name(acquire_fn) + "() at " + calling_place() + ", released by " +
                               callable_name(release_fn);
     auto state = std::make_shared<script_acquisition>(script_acquisition{acquire_fn, release_fn, py::none()});
+    auto& ledger = detail::cache_access::ledger(cache);
+    detail::release_orphans(ledger, modules.reloading());  // an earlier incarnation's go first
     state->result = acquire_fn();
-    detail::acquisition item;
-    item.module = std::move(name);
     item.description = std::move(description);
     item.release = [state] {
       py::object result = std::exchange(state->result, py::none());
       state->release(result);
     };
     item.reacquire = [state] { state->result = state->acquire(); };
-    detail::cache_access::ledger(cache).record(std::move(item));
+    ledger.record(std::move(item));
     return state->result;
   });
 }
@@ -148,13 +157,17 @@ void attach_release(module_cache& cache, const std::string& what, std::function<
                     std::function<void()> release, const std::string& module) {
   translate_errors([&] {
     auto& modules = detail::cache_access::modules(cache);
+    auto& ledger = detail::cache_access::ledger(cache);
     detail::acquisition item;
-    item.module = owner(modules, module, "modhost::attach_release").name;
+    cache_entry& entry = owner(modules, module, "modhost::attach_release");
+    item.module = entry.name;
+    item.owner = weak_reference_to(entry);
     item.description = what + " at " + calling_place() + ", released by the host";
+    detail::release_orphans(ledger, modules.reloading());  // an earlier incarnation's go first
     acquire();
     item.release = std::move(release);
     item.reacquire = std::move(acquire);
-    detail::cache_access::ledger(cache).record(std::move(item));
+    ledger.record(std::move(item));
   });
 }
 

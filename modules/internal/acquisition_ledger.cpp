@@ -4,11 +4,11 @@
 
 #include <algorithm>
 #include <exception>
+#include <iterator>
 #include <utility>
 
 #include "interpreter/error_scope.h"
 #include "interpreter/python_error.h"
-#include "modules/module_types.h"
 
 namespace py = pybind11;
 
@@ -93,23 +93,35 @@ std::vector<std::string> acquisition_ledger::holders_under(const std::string& na
   return names;
 }
 
-std::vector<std::string> acquisition_ledger::orphans(const std::set<std::string>& skip) const {
-  std::vector<std::string> names;
+std::vector<acquisition> acquisition_ledger::take_orphans(const std::set<std::string>& skip) {
+  std::vector<acquisition> taken;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
-  for (const auto& [module, items] : live_) {
-    if (items.empty() || skip.count(module)) continue;
-    PyObject* current = PyDict_GetItemString(modules, module.c_str());  // borrowed
-    if (!current || !PyModule_Check(current)) names.push_back(module);
+  for (auto it = live_.begin(); it != live_.end();) {
+    auto& items = it->second;
+    if (!skip.count(it->first)) {
+      PyObject* current = PyDict_GetItemString(modules, it->first.c_str());  // borrowed
+      auto orphaned = [&](const acquisition& item) {
+        if (!current || !PyModule_Check(current)) return true;
+        if (!item.owner) return false;
+        py::object target = item.owner();  // the module, or None once it died
+        return target.ptr() != current;
+      };
+      std::vector<acquisition> kept;
+      for (auto& item : items) (orphaned(item) ? taken : kept).push_back(std::move(item));
+      items = std::move(kept);
+    }
+    it = items.empty() ? live_.erase(it) : std::next(it);
   }
-  return names;
+  std::sort(taken.begin(), taken.end(),
+            [](const acquisition& a, const acquisition& b) { return a.order < b.order; });
+  return taken;
 }
 
 void release_orphans(acquisition_ledger& ledger, const std::set<std::string>& skip) {
-  std::vector<std::string> names = ledger.orphans(skip);
-  if (names.empty()) return;
-  std::vector<acquisition> items = ledger.take(names);
+  std::vector<acquisition> items = ledger.take_orphans(skip);
+  if (items.empty()) return;
   std::vector<std::string> errors;
-  release_newest_first(items, "'" + join(names, "', '") + "' left sys.modules", errors);
+  release_newest_first(items, "'" + items.front().module + "' is no longer in sys.modules", errors);
 }
 
 released_acquisitions::released_acquisitions(acquisition_ledger& ledger, std::vector<std::string> modules,

@@ -13,6 +13,8 @@
 // Every function needs the GIL.
 #pragma once
 
+#include <pybind11/pytypes.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -26,6 +28,7 @@ namespace modhost::detail {
 struct acquisition {
   std::uint64_t order = 0;  // process-wide: a larger number was acquired later
   std::string module;       // whose code acquired it
+  pybind11::object owner;   // a weak reference to that module object
   std::string description;  // acquired()'s line: where it was acquired, what releases it
   std::function<void()> release;    // undoes it; may throw
   std::function<void()> reacquire;  // makes it again (after a failed reload); may throw
@@ -47,21 +50,23 @@ class acquisition_ledger {
   std::vector<std::string> describe(const std::string& module) const;
   // `name` and those of its submodules that hold acquisitions.
   std::vector<std::string> holders_under(const std::string& name) const;
-  // Modules holding acquisitions that are no longer in sys.modules (their
-  // first import failed, or they were deleted behind the cache's back), but
-  // not one of `skip` (a reload may take a module out of sys.modules briefly).
-  std::vector<std::string> orphans(const std::set<std::string>& skip) const;
+  // Acquisitions whose module object is no longer the one in sys.modules
+  // (its first import failed, or it was deleted or replaced behind the
+  // cache's back), taken out of the ledger, oldest first; modules in `skip`
+  // (being reloaded: sys.modules may differ briefly) are left alone.
+  std::vector<acquisition> take_orphans(const std::set<std::string>& skip);
 
  private:
   std::map<std::string, std::vector<acquisition>> live_;
   std::uint64_t next_order_ = 1;
 };
 
-// Releases, newest first, what orphans(skip) hold: a module whose first
-// import failed half-way leaves none of its registrations behind, and a
-// fixed version imported later can register them again. Failures go to
-// sys.unraisablehook. Called after every failed import; cheap when the
-// ledger is empty.
+// Releases, newest first, what take_orphans(skip) takes: a module whose
+// first import failed half-way leaves none of its registrations behind, and
+// a module imported again after a `del sys.modules[name]` starts from a host
+// without the old incarnation's. Failures go to sys.unraisablehook. Called
+// after every failed import and before every new acquisition; cheap when
+// the ledger is empty.
 void release_orphans(acquisition_ledger& ledger, const std::set<std::string>& skip);
 
 // A reload or an unload holding `modules`' acquisitions off the host: the

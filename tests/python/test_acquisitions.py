@@ -242,6 +242,17 @@ class FirstImport(AcquisitionTestCase):
         self.assertEqual(len(modhost.acquired(app)), 1)
 
 
+class Reimport(AcquisitionTestCase):
+    def test_a_module_imported_again_after_deleting_it_from_sys_modules_replaces_its_registrations(self):
+        self.plugin("def h():\n    return 1\n" + self.registration("h", "h"))
+        self.load(self.plug)
+        del sys.modules[self.plug]
+        self.plugin("def h():\n    return 2\n" + self.registration("h", "h"))
+        self.load(self.plug)
+        self.assertEqual(self.host.fire("h"), [2])
+        self.assertEqual(self.host.log, [("+", "h"), ("-", "h"), ("+", "h")])
+
+
 class Unload(AcquisitionTestCase):
     def test_unload_leaves_nothing_registered_and_no_thread_running(self):
         self.plugin("import threading\n"
