@@ -81,18 +81,6 @@ PyObject* import_hook::import_module(PyObject*, PyObject* const* args, Py_ssize_
   return result;
 }
 
-void import_hook::failed_import() noexcept {
-  if (!after_failed_import_ || t_recording) return;
-  error_scope keep;  // the import's own exception is what the importer sees
-  t_recording = true;
-  try {
-    after_failed_import_();
-  } catch (...) {
-    PyErr_Clear();
-  }
-  t_recording = false;
-}
-
 PyObject* import_hook::note_source(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   import_hook* hook = g_hook;
   if (!hook || nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyBytes_Check(args[2]))
@@ -160,6 +148,18 @@ void import_hook::check_load(const std::string& name, py::handle origin, const c
 }
 
 bool import_hook::idle() noexcept { return g_imports_running == 0; }
+
+void import_hook::failed_import() noexcept {
+  if (!after_failed_import_ || t_recording) return;
+  error_scope keep;  // the import's own exception is what the importer sees
+  t_recording = true;
+  try {
+    after_failed_import_();
+  } catch (...) {
+    PyErr_Clear();
+  }
+  t_recording = false;
+}
 
 // A module's imports count as its dependencies while its top-level code
 // runs: during its first import (spec._initializing), during a reload by the
