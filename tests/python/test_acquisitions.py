@@ -10,6 +10,7 @@ with sleeps that a slow machine could outrun.
 import socket
 import sys
 import threading
+import time
 import unittest
 
 from cache_fixtures import CacheTestCase, modhost
@@ -382,6 +383,36 @@ class Threads(AcquisitionTestCase):
         self.assertEqual(events[-1], ("stop", 3))
         with self.assertRaises(ConnectionRefusedError):
             ask()
+
+
+class Autoreload(AcquisitionTestCase):
+    """modhost.check(), the path a live edit takes (deep, with dependents, read once quiet)."""
+
+    def check_until(self, done):
+        deadline = time.monotonic() + 30
+        while not done() and time.monotonic() < deadline:
+            modhost.check()
+            time.sleep(0.002)
+        self.assertTrue(done(), "check() did not get there within 30 s")
+
+    def test_a_saved_edit_and_a_broken_save_move_the_registration_exactly(self):
+        self.addCleanup(modhost.autoreload, "off")
+        modhost.autoreload("explicit")
+        source = "def on_event():\n    return %r\n" + self.registration("event", "on_event")
+        self.plugin(source % "v1")
+        self.load(self.plug)
+        modhost.watch(self.plug)
+        modhost.check()
+        self.plugin(source % "v2")
+        self.check_until(lambda: self.host.fire("event") == ["v2"])
+        self.plugin(source % "v3" + "raise RuntimeError('saved half-done')\n")
+        self.check_until(lambda: modhost.info(self.plug).state == "failed")
+        # The same acquire callable ran again against the restored namespace: a deep
+        # reload keeps each function's identity, so it registered the module's own on_event.
+        self.assertEqual(list(self.host.items), ["event"])
+        self.assertIs(self.host.items["event"], sys.modules[self.plug].on_event)
+        self.assertEqual(self.host.fire("event"), ["v2"])
+        self.assertEqual(self.host.log[-2:], [("-", "event"), ("+", "event")])
 
 
 class Attribution(AcquisitionTestCase):
