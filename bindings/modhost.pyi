@@ -1,6 +1,6 @@
 """Type stub for `modhost`, the module cache seen from scripts (bindings/modhost_module.cpp)."""
 from types import ModuleType, SimpleNamespace
-from typing import Callable
+from typing import Callable, TypeVar
 
 __version__: str
 
@@ -43,6 +43,7 @@ class ReloadReport:
     instances_not_moved: list[str]
     rebound: list[str]
     rolled_back: bool
+    acquisition_errors: list[str]  # releases / re-acquisitions that raised
     failed_module: str
     error: str | None
 
@@ -50,12 +51,22 @@ class UnloadReport:
     unloaded: list[str]
     lingering: list[str]
     freed: bool
+    acquisition_errors: list[str]  # releases that raised (the others still ran)
 
 def load(name: str, *, timeout: float | None = None) -> ModuleType: ...
 def reload(module: ModuleType | str, *, deep: bool = False, dependents: bool = False,
            timeout: float | None = None, wait_for_calls: float | None = 1.0) -> ModuleType: ...
 def last_reload() -> ReloadReport | None: ...
 def unload(name: str, *, force: bool = False) -> UnloadReport: ...
+_T = TypeVar("_T")
+def acquire(acquire: Callable[[], _T], release: Callable[[_T], object], *,
+            module: ModuleType | str | None = None) -> _T:
+    """Call acquire() now and return its result; release(result) runs before the calling
+    module's code re-runs (newest first) and when it unloads. A failed reload releases
+    what the new code acquired and acquires the old ones again with the same callables.
+    ValueError if no tracked module's code calls it and module= is not given."""
+def acquired(name: ModuleType | str) -> list[str]:
+    """One line per live acquisition: what, where it was acquired, what releases it."""
 def refcount(name: str) -> int: ...
 def referrers(name: str) -> list[str]: ...
 def is_changed(name: ModuleType | str) -> bool: ...

@@ -9,6 +9,7 @@
 
 #include "bindings/modhost_module.h"
 #include "interpreter/time_limit.h"
+#include "modules/acquisitions.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
 
@@ -116,19 +117,9 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "unload() refused: something outside sys.modules and the cache still holds the\n"
       "module or its code; or reload() found other threads still running its code\n"
       "after wait_for_calls. .name is the module, .referrers describes each holder.";
-  py::register_exception_translator([](std::exception_ptr error) {
-    try {
-      if (error) std::rethrow_exception(error);
-    } catch (const modhost::python_error& e) {
-      e.restore();
-    } catch (const modhost::module_in_use_error& e) {
-      py::object type = py::module_::import("modhost").attr("ModuleInUseError");
-      py::object exc = type(e.what());
-      exc.attr("name") = e.name();
-      exc.attr("referrers") = e.referrers();
-      PyErr_SetObject(type.ptr(), exc.ptr());
-    }
-  });
+  // The exception translator is registered by attach_bindings(): a host's
+  // own bindings that call the cache (modhost::attach_release) need it even
+  // if no script imports modhost.
 
   // Made where time limits live; the class says module "modhost", so export it here.
   m.attr("TimeLimitExceeded") = modhost::time_limit_exceeded();
@@ -168,6 +159,9 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
                     "With force=True: holders that still keep old code alive.")
       .def_readonly("freed", &modhost::unload_report::freed,
                     "The module object itself was freed.")
+      .def_readonly("acquisition_errors", &modhost::unload_report::acquisition_errors,
+                    "Releases of what the modules acquired (modhost.acquire) that raised; the others\n"
+                    "still ran. Each was also printed through sys.unraisablehook.")
       .def("__repr__", [](const modhost::unload_report& r) {
         return "<UnloadReport unloaded=" + py::repr(py::cast(r.unloaded)).cast<std::string>() +
                " freed=" + (r.freed ? "True" : "False") + ">";
@@ -237,7 +231,9 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "modhost.last_reload() says what was patched and what could not be.\n\n"
       "dependents=True also re-executes every loaded module that imported it,\n"
       "transitively, dependencies first, a cycle as one unit; if any fails, all of\n"
-      "them are rolled back. Built-in and extension modules behave as with\n"
+      "them are rolled back. What the modules acquired through modhost.acquire is\n"
+      "released before their code re-runs and acquired again, exactly, if the reload\n"
+      "fails (see help(modhost.acquire)). Built-in and extension modules behave as with\n"
       "importlib.reload: nothing runs again. sys, builtins, __main__ and modhost are\n"
       "refused with ValueError. timeout (seconds) interrupts module code that runs\n"
       "longer (TimeLimitExceeded) and rolls the reload back.\n\n"
@@ -269,6 +265,8 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       .def_readonly("instances_not_moved", &modhost::reload_report::instances_not_moved)
       .def_readonly("rebound", &modhost::reload_report::rebound)
       .def_readonly("rolled_back", &modhost::reload_report::rolled_back)
+      .def_readonly("acquisition_errors", &modhost::reload_report::acquisition_errors,
+                    "Releases and re-acquisitions (modhost.acquire) that raised; the others still ran.")
       .def_readonly("failed_module", &modhost::reload_report::failed_module)
       .def_property_readonly("error", [](const modhost::reload_report& r) -> py::object {
         if (!r.error) return py::none();
@@ -288,11 +286,50 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       py::kw_only(), "force"_a = false,
       "unload(name, *, force=False) -> UnloadReport\n\n"
       "Remove the module (and its loaded submodules) from sys.modules and the cache.\n"
+      "What they acquired (modhost.acquire) is released first, newest first, then their\n"
+      "__unload__() runs; a refused unload acquires it all again.\n"
       "Refuses with ModuleInUseError (a RuntimeError; .referrers names the holders)\n"
       "while anything else holds the module or its code: another module's global,\n"
       "a `from plug import hook` binding, an instance of its classes, a running frame,\n"
       "a C++ handle. force=True unloads anyway; .lingering lists what still holds old\n"
       "code. A later import loads fresh code.");
+
+  m.def(
+      "acquire",
+      [](py::object acquire, py::object release, py::object module) {
+        return modhost::acquire(cache(), std::move(acquire), std::move(release),
+                                module.is_none() ? std::string() : module_name_of(module));
+      },
+      "acquire"_a, "release"_a, py::kw_only(), "module"_a = py::none(),
+      "acquire(acquire, release, *, module=None) -> object\n\n"
+      "Call acquire() now and return its result; record release against the module\n"
+      "whose code makes this call (its top-level code or one of its functions), so\n"
+      "that what a plugin takes from its host (a handler registered under a key, a\n"
+      "route, a thread or timer started, a port bound) follows its reloads exactly:\n\n"
+      "- before a reload re-executes the module, release(result) runs for each of its\n"
+      "  acquisitions, newest first; the new code acquires afresh. A thread started\n"
+      "  through acquire is stopped by its release before the new code starts\n"
+      "  another, so a server thread can bind the same port again;\n"
+      "- if the reload fails (the module, a dependent, a __reload__ hook, a time\n"
+      "  limit, a thread still in its code), what the new code acquired is released,\n"
+      "  newest first, and the old acquisitions are acquired again in their original\n"
+      "  order with the very same callables: the host ends as it was. With\n"
+      "  dependents=True every module of the reload is one unit;\n"
+      "- unload() releases them before it looks for holders (what the host holds\n"
+      "  only through them does not keep the module), then calls __unload__; an\n"
+      "  unload that is refused acquires them again;\n"
+      "- a deep reload behaves the same; an unchanged source touches nothing.\n\n"
+      "release takes one argument: what acquire() returned (after a re-acquire, what\n"
+      "it returned then), e.g. modhost.acquire(lambda: start_worker(), lambda w: w.stop()).\n"
+      "A release that raises does not stop the others: the error goes to\n"
+      "sys.unraisablehook and to the report's acquisition_errors. If acquire() raises,\n"
+      "nothing is recorded. ValueError if no tracked module's code makes the call (a\n"
+      "script's __main__, exec'd code) and module= (a name or a module) is not given.");
+  m.def("acquired", [](py::object module) { return modhost::acquired(cache(), module_name_of(module)); },
+        "name"_a,
+        "acquired(name) -> list[str]\n\nOne line per live acquisition of the module, oldest first: what was\n"
+        "acquired, where, and what releases it, e.g.\n"
+        "'plug.start_worker() at plug.py:12, released by plug.stop_worker'.");
 
   m.def("refcount", [](const std::string& name) { return cache().refcount(name); }, "name"_a,
         "refcount(name) -> int\n\nReferences to the module object beyond sys.modules, the cache and\n"
@@ -436,6 +473,24 @@ namespace modhost {
 
 void attach_bindings(module_cache& cache, autoreloader& autoreload, interpreter_facts facts) {
   g_attached = {&cache, &autoreload, std::move(facts)};
+  static bool translating = false;  // pybind11 keeps translators for the process
+  if (translating) return;
+  translating = true;
+  // modhost's C++ errors, thrown through any pybind11-bound function (ours or
+  // a host's), reach Python as the exception they carry.
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const python_error& e) {
+      e.restore();
+    } catch (const module_in_use_error& e) {
+      py::object type = py::module_::import("modhost").attr("ModuleInUseError");
+      py::object exc = type(e.what());
+      exc.attr("name") = e.name();
+      exc.attr("referrers") = e.referrers();
+      PyErr_SetObject(type.ptr(), exc.ptr());
+    }
+  });
 }
 
 void detach_bindings() noexcept { g_attached = {}; }

@@ -2,6 +2,7 @@
 
 #include "modules/module_cache.h"
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <map>
@@ -10,6 +11,7 @@
 #include "interpreter/time_limit.h"
 #include "interpreter/translate_errors.h"
 #include "modules/import_graph.h"
+#include "modules/internal/acquisition_ledger.h"
 #include "modules/internal/import_hook.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/registry.h"
@@ -46,16 +48,19 @@ decltype(auto) cache_call(Fn&& fn) {
 class module_cache::impl {
  public:
   explicit impl(const cache_options& options)
-      : helpers(detail::python_helpers::load()), modules(helpers, graph), hook(helpers, modules, options) {}
+      : helpers(detail::python_helpers::load()), modules(helpers, graph), hook(helpers, modules, options) {
+    hook.after_failed_import([this] { detail::release_orphans(acquisitions, modules.reloading()); });
+  }
 
   detail::python_helpers helpers;
   import_graph graph;
   detail::registry modules;
+  detail::acquisition_ledger acquisitions;
   detail::import_hook hook;
   std::map<std::uint64_t, reload_callback> subscribers;
   std::uint64_t next_subscriber = 1;
 
-  detail::reload_context reload_context() { return {modules, helpers, hook}; }
+  detail::reload_context reload_context() { return {modules, helpers, hook, acquisitions}; }
 };
 
 module_cache::module_cache(const cache_options& options) : impl_(std::make_unique<impl>(options)) {}
@@ -120,7 +125,20 @@ reload_report module_cache::reload(py::handle module, reload_options options) {
 unload_report module_cache::unload(const std::string& name, bool force) {
   return cache_call([&] {
     impl_->hook.settle();
-    return detail::unload(impl_->modules, impl_->helpers, name, force);
+    // What the modules acquired from the host goes first, so that the host's
+    // hold on their code (a registered handler, a thread) is not a holder; an
+    // unload refused after this (a holder, an audit veto, __unload__ raising)
+    // acquires it all again. A module being reloaded is refused untouched.
+    std::vector<std::string> owners = impl_->acquisitions.holders_under(name);
+    std::optional<detail::released_acquisitions> released;
+    if (std::none_of(owners.begin(), owners.end(), [&](const auto& n) { return impl_->modules.reloading().count(n); }))
+      released.emplace(impl_->acquisitions, owners, "unload of '" + name + "'");
+    unload_report report = detail::unload(impl_->modules, impl_->helpers, name, force);
+    if (released) {
+      report.acquisition_errors = released->errors();
+      released->keep();
+    }
+    return report;
   });
 }
 
@@ -233,5 +251,7 @@ std::uint64_t module_cache::add_tracking_listener(std::function<void()> listener
 void module_cache::remove_tracking_listener(std::uint64_t id) { impl_->modules.tracking_listeners().erase(id); }
 
 detail::registry& module_cache::registry() noexcept { return impl_->modules; }
+
+detail::acquisition_ledger& module_cache::acquisitions() noexcept { return impl_->acquisitions; }
 
 }  // namespace modhost

@@ -39,6 +39,8 @@ namespace modhost {
 
 namespace detail {
 class registry;
+class acquisition_ledger;
+struct cache_access;
 }  // namespace detail
 
 class module_cache {
@@ -71,9 +73,12 @@ class module_cache {
   reload_report reload(pybind11::handle module, reload_options options = {});
 
   // Removes the module (and its loaded submodules) from sys.modules and the
-  // cache. Throws module_in_use_error naming every holder unless `force`.
-  // Calls each module's __unload__() first, if it defines one; if that
-  // raises, nothing is unloaded and the error propagates.
+  // cache. Releases what they acquired from the host first (newest first;
+  // modules/acquisitions.h), so the host's hold on their code does not count;
+  // then throws module_in_use_error naming every holder unless `force`.
+  // Calls each module's __unload__() next, if it defines one; if that
+  // raises, nothing is unloaded and the error propagates. A refused unload
+  // acquires the released acquisitions again.
   unload_report unload(const std::string& name, bool force = false);
 
   // References to the module object beyond sys.modules, the cache and its
@@ -123,7 +128,9 @@ class module_cache {
 
  private:
   friend class function_handle;
+  friend struct detail::cache_access;  // modules/acquisitions.cpp
   detail::registry& registry() noexcept;  // where function handles register
+  detail::acquisition_ledger& acquisitions() noexcept;  // what modules acquired from the host
   std::unique_ptr<impl> impl_;
 };
 

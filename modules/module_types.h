@@ -120,6 +120,10 @@ struct [[nodiscard]] reload_report {
   std::vector<std::string> instances_not_moved;
   std::vector<std::string> rebound;
   bool rolled_back = false;
+  // Releases and re-acquisitions of what the modules acquired from the host
+  // (modules/acquisitions.h) that raised: "release of ... (reload of 'plug'):
+  // Type: message". Each also went to sys.unraisablehook; the others still ran.
+  std::vector<std::string> acquisition_errors;
   std::string failed_module;            // which module raised, when outcome is failed
   std::optional<python_error> error;    // the original exception, when outcome is failed
   // The module object now in sys.modules (a module may replace itself).
@@ -132,6 +136,7 @@ struct [[nodiscard]] unload_report {
   std::vector<std::string> unloaded;   // the module and its submodules, deepest first
   std::vector<std::string> lingering;  // with force: holders that still keep old code alive
   bool freed = false;                  // the module object itself died (a weakref cleared)
+  std::vector<std::string> acquisition_errors;  // releases that raised (the others still ran)
 };
 
 // unload() refused: something still holds the module or its code; or

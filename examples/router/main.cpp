@@ -8,9 +8,14 @@
 //       versions, a broken one and a fix, then 100 more edits; prints the
 //       measured save-to-live latencies
 //
-// The router loads `routes` through modhost's cache, calls routes.handle
-// through a stable handle (it always runs the current version), and polls
-// the autoreloader once per tick: a safe point between requests.
+// The router loads the plugins `routes` and `status` through modhost's cache.
+// They register their routes with the C++ routing table from Python
+// (`import router; router.add_route(prefix, handler)`); each route is
+// attached to the plugin that added it (modhost::attach_release), so a route
+// deleted from routes.py disappears on the next reload, a broken routes.py
+// leaves exactly the old routes serving, and unloading a plugin removes its
+// routes. The router polls the autoreloader once per tick: a safe point
+// between requests.
 #include <pybind11/embed.h>
 
 #include <algorithm>
@@ -27,10 +32,12 @@
 #include <vector>
 
 #include "interpreter/interpreter.h"
+#include "modules/acquisitions.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;
+using namespace pybind11::literals;
 using steady = std::chrono::steady_clock;
 
 namespace {
@@ -49,29 +56,69 @@ struct request {
   const char* method;
   const char* path;
 };
-const request kRequests[] = {{"GET", "/hello"}, {"GET", "/items/3"}, {"GET", "/admin/users"}};
+const request kRequests[] = {{"GET", "/hello"}, {"GET", "/items/3"}, {"GET", "/admin/users"}, {"GET", "/status"}};
 
 struct response {
   int status = 0;
   std::string body;
 };
 
+class router;
+router* g_router = nullptr;  // what `import router` adds routes to (under the GIL)
+
+// The routing table: path prefix -> Python handler, filled by the plugins.
 class router {
  public:
-  explicit router(modhost::module_cache& cache) : handle_(cache, "routes", "handle") { cache.load("routes"); }
+  explicit router(modhost::module_cache& cache) : cache_(cache) {
+    g_router = this;
+    cache.load("routes");
+    cache.load("status");
+  }
+  ~router() { g_router = nullptr; }
+  router(const router&) = delete;
+  router& operator=(const router&) = delete;
 
-  // A plugin that raises answers 500; the router keeps serving.
+  // router.add_route(prefix, handler) from a plugin: the route belongs to the
+  // plugin whose code called it; it goes when the plugin reloads or unloads
+  // and comes back exactly if its reload fails. A prefix taken is refused.
+  void add_route(const std::string& prefix, py::object handler) {
+    modhost::attach_release(
+        cache_, "route " + prefix,
+        [this, prefix, handler] {
+          if (!routes_.emplace(prefix, handler).second) throw py::key_error("route " + prefix + " is taken");
+        },
+        [this, prefix] { routes_.erase(prefix); });
+  }
+
+  // The longest matching prefix answers; a plugin that raises answers 500.
   response serve(const request& r) {
+    const py::object* handler = nullptr;
+    std::size_t best = 0;
+    const std::string path = r.path;
+    for (const auto& [prefix, h] : routes_)
+      if (path.compare(0, prefix.size(), prefix) == 0 && (!handler || prefix.size() > best)) {
+        handler = &h;
+        best = prefix.size();
+      }
+    if (!handler) return {404, "no route"};
     try {
-      py::tuple answer = handle_(r.method, r.path);
+      py::tuple answer = (*handler)(r.method, r.path);
       return {answer[0].cast<int>(), answer[1].cast<std::string>()};
-    } catch (const modhost::python_error& e) {
+    } catch (py::error_already_set& e) {
       return {500, e.what()};
     }
   }
 
+  // "/, /hello, /items/": what is registered now.
+  std::string table() const {
+    std::string out;
+    for (const auto& [prefix, handler] : routes_) out += (out.empty() ? "" : ", ") + prefix;
+    return out;
+  }
+
  private:
-  modhost::function_handle handle_;
+  modhost::module_cache& cache_;
+  std::map<std::string, py::object> routes_;
 };
 
 // The scripted editor of --demo: saves new versions of routes.py and records
@@ -84,17 +131,27 @@ class demo_editor {
     pause(300);
     save(version_source(2, "hello from routes v2 (edited live)"), 2);
     wait_live(2);
-    say("[editor] saving a broken routes.py");
-    write(routes_, "def handle(method, path:\n    return 200, 'never'\n");
-    pause(400);
-    save(version_source(3, "hello from routes v3 (fixed)"), 3);
+    say("[editor] deleting the /items/ route from routes.py");
+    save(version_source(3, "hello from routes v3 (no items)", false), 3);
     wait_live(3);
+    say("[editor] saving a broken routes.py");
+    // It registers two routes, then fails on a typo: both go, the old routes stay.
+    write(routes_, "import router\n\n\ndef hello(method, path):\n    return 200, 'never'\n\n\n"
+                   "router.add_route('/hello', hello)\nrouter.add_route('/new', hello)\n"
+                   "router.add_route('/items/', itme)\n");
+    pause(400);
+    save(version_source(4, "hello from routes v4 (fixed)"), 4);
+    wait_live(4);
     say("[editor] opening /admin in auth.py (routes imports it: both reload)");
     write(routes_.parent_path() / "auth.py",
           "BLOCKED_PREFIXES = ()\n\n\ndef allowed(path):\n    return not path.startswith(BLOCKED_PREFIXES)\n");
     pause(400);
+    say("[editor] asking the router to unload the status plugin");
+    unload_status = true;
+    while (!status_unloaded) pause(1);
+    pause(100);
     std::mt19937 random(42);
-    for (int version = 4; version < 4 + kTimedEdits; ++version) {
+    for (int version = kFirstTimed; version < kFirstTimed + kTimedEdits; ++version) {
       pause(std::uniform_int_distribution<int>(5, 25)(random));
       save(version_source(version, "hello from routes v" + std::to_string(version)), version);
       wait_live(version);
@@ -113,7 +170,10 @@ class demo_editor {
     }
   }
 
+  static constexpr int kFirstTimed = 5;
   static constexpr int kTimedEdits = 100;
+  std::atomic<bool> unload_status{false};    // set by the editor, done by the router
+  std::atomic<bool> status_unloaded{false};
   std::atomic<int> expected{1};
   std::atomic<int> live{1};
   std::atomic<steady::rep> live_at{0};  // when the router first served `live`
@@ -121,16 +181,17 @@ class demo_editor {
   std::vector<steady::rep> latencies_ns;  // written by the editor thread; read once it finished
 
  private:
-  static std::string version_source(int version, const std::string& greeting) {
-    return "from auth import allowed\n\nVERSION = " + std::to_string(version) +
+  static std::string version_source(int version, const std::string& greeting, bool items = true) {
+    return "import router\nfrom auth import allowed\n\nVERSION = " + std::to_string(version) +
            "\nITEMS = {1: 'apple', 2: 'pear', 3: 'plum'}\n\n\n"
-           "def handle(method, path):\n"
-           "    if not allowed(path):\n        return 403, 'forbidden'\n"
-           "    if path == '/hello':\n        return 200, '" + greeting + "'\n"
-           "    if path.startswith('/items/'):\n"
-           "        key = int(path.rsplit('/', 1)[1])\n"
-           "        return (200, ITEMS[key]) if key in ITEMS else (404, 'no such item')\n"
-           "    return 404, 'not found'\n";
+           "def hello(method, path):\n    return 200, '" + greeting + "'\n\n\n"
+           "def item(method, path):\n"
+           "    key = int(path.rsplit('/', 1)[1])\n"
+           "    return (200, ITEMS[key]) if key in ITEMS else (404, 'no such item')\n\n\n"
+           "def other(method, path):\n"
+           "    return (404, 'not found') if allowed(path) else (403, 'forbidden')\n\n\n"
+           "router.add_route('/hello', hello)\n" +
+           (items ? "router.add_route('/items/', item)\n" : "") + "router.add_route('/', other)\n";
   }
   static void write(const std::filesystem::path& file, const std::string& text) {
     std::ofstream(file, std::ios::trunc) << text;
@@ -156,7 +217,7 @@ class demo_editor {
       return;
     }
     // Served before the save's timestamp was taken: it went live within the save.
-    if (version >= 4) latencies_ns.push_back(std::max<steady::rep>(0, live_at - written_at_));
+    if (version >= kFirstTimed) latencies_ns.push_back(std::max<steady::rep>(0, live_at - written_at_));
   }
   static void pause(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
@@ -179,6 +240,21 @@ std::filesystem::path copy_plugins(const std::filesystem::path& from) {
 }
 
 }  // namespace
+
+// `import router` from a plugin: the routing table's registration call.
+PYBIND11_EMBEDDED_MODULE(router, m) {
+  m.def(
+      "add_route",
+      [](const std::string& prefix, py::object handler) {
+        if (!g_router) throw std::runtime_error("the router is not running");
+        if (!PyCallable_Check(handler.ptr())) throw py::type_error("handler must be callable");
+        g_router->add_route(prefix, std::move(handler));
+      },
+      "prefix"_a, "handler"_a,
+      "add_route(prefix, handler): requests whose path starts with prefix (the longest\n"
+      "prefix wins) are answered by handler(method, path) -> (status, body). The route\n"
+      "belongs to the calling plugin: it goes when the plugin reloads or unloads.");
+}
 
 int main(int argc, char** argv) {
   std::filesystem::path plugins = MODHOST_ROUTER_PLUGINS;
@@ -204,7 +280,7 @@ int main(int argc, char** argv) {
   python.autoreload().set_mode(modhost::autoreload_mode::explicit_only);
   python.autoreload().watch_directory(plugins);
   demo_editor editor(plugins / "routes.py");
-  auto quiet = [&] { return demo && editor.expected >= 4; };  // the timed edits only count
+  auto quiet = [&] { return demo && editor.expected >= demo_editor::kFirstTimed; };  // the timed edits only count
   cache.subscribe([&](const modhost::reload_report& r) {
     if (quiet()) return;
     std::string line = "[router] reloaded";
@@ -220,10 +296,20 @@ int main(int argc, char** argv) {
     say("[router] serving with plugins from " + plugins.string() + (demo ? "" : " (edit them now; Ctrl-C stops)"));
 
     std::map<std::string, std::string> last;  // path -> last answer printed
+    std::string last_table;
     bool reported_broken = false;
     auto stop_at = steady::now() + std::chrono::seconds(seconds);
     while (demo ? !editor.finished.load() : steady::now() < stop_at) {
       python.autoreload().poll();  // the safe point: between requests
+      if (editor.unload_status && !editor.status_unloaded) {
+        say("[router] unloading plugin status");
+        (void)cache.unload("status");  // its routes go with it
+        editor.status_unloaded = true;
+      }
+      if (app.table() != last_table && !quiet()) {
+        last_table = app.table();
+        say("[router] routes: " + last_table);
+      }
       for (const auto& r : kRequests) {
         response answer = app.serve(r);
         if (std::string(r.path) == "/hello") editor.observe(answer.body);

@@ -347,11 +347,13 @@ void import_hook::settle() {
     std::vector<executed_module> records;
     records.swap(pending_);
     std::vector<executed_module> running;
+    bool any_failed = false;
     PyObject* modules = PyImport_GetModuleDict();  // borrowed
     for (auto& record : records) {
       PyObject* current = PyDict_GetItemString(modules, record.name.c_str());  // borrowed
       if (current != record.module.ptr()) {  // the import failed, or the module was replaced meanwhile
         registry_.drop_executed(record.name, record.code);
+        any_failed = any_failed || !current;
         continue;
       }
       cache_entry* entry = registry_.lookup(record.name);  // tracks it (with what ran)
@@ -362,6 +364,7 @@ void import_hook::settle() {
         registry_.graph().add_dependency(record.importer, record.name);
       if (registry::initializing(current)) running.push_back(std::move(record));  // more imports may follow
     }
+    if (any_failed && after_failed_import_) after_failed_import_();
     for (auto& late : pending_) running.push_back(std::move(late));
     pending_ = std::move(running);
     if (main_code_) {  // the running program imports as it goes: its edges grow

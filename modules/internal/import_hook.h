@@ -24,6 +24,7 @@
 #include <pybind11/pytypes.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,6 +57,10 @@ class import_hook {
   // fingerprint of what ran, and records their imports. Cheap when nothing
   // was imported. Needs the GIL.
   void settle();
+  // Called by settle() (under the GIL) when it finds a module whose first
+  // import raised: the cache releases what such modules had acquired
+  // (modules/acquisitions.h).
+  void after_failed_import(std::function<void()> callback) { after_failed_import_ = std::move(callback); }
   // Records the imports `code` makes as `importer`'s dependencies (and the
   // names its from-imports bind), resolved against `globals`, to the
   // modules loaded now. The reload transaction calls it for what it ran.
@@ -92,6 +97,7 @@ class import_hook {
   pybind11::object main_code_;                 // __main__'s code: its imports are settled again and again
   std::uint64_t main_settled_at_ = ~0ull;
   std::map<std::string, pybind11::object> reload_codes_;
+  std::function<void()> after_failed_import_;
 };
 
 }  // namespace modhost::detail

@@ -51,6 +51,12 @@ reload_transaction::reload_transaction(const reload_context& context, const std:
                                        std::vector<cache_entry*> order, const reload_options& options)
     : context_(context), options_(options), marks_(context.modules, std::move(order)) {
   undo_ = context_.helpers.undo();
+  // What the modules acquired from the host is released first, newest first:
+  // a thread started through modhost.acquire stops (and frees its port)
+  // before the gate waits for threads and before the new code starts another.
+  std::vector<std::string> names;
+  for (auto* entry : marks_.order) names.push_back(entry->name);
+  released_.emplace(context_.acquisitions, std::move(names), "reload of '" + target + "'");
   if (options_.wait_for_calls) {
     std::vector<py::object> modules;
     for (auto* entry : marks_.order) modules.push_back(entry->module);
@@ -60,7 +66,9 @@ reload_transaction::reload_transaction(const reload_context& context, const std:
                                 "cannot reload '" + target + "': other threads still run its code after waiting " +
                                     std::to_string(options_.wait_for_calls->count()) +
                                     " ms: " + join(gate_->busy(), "; ") +
-                                    " (let those calls return, or reload with a longer wait_for_calls)");
+                                    " (let those calls return, or reload with a longer wait_for_calls; a thread "
+                                    "the module starts itself is stopped by each reload and started again by the "
+                                    "new code if it is started through modhost.acquire(start, stop))");
   }
   if (options_.time_limit.count() > 0) limit_.emplace(options_.time_limit);
 }
@@ -72,6 +80,7 @@ reload_transaction::~reload_transaction() {
 }
 
 reload_transaction::run_result reload_transaction::run(reload_report& report) {
+  report_ = &report;
   run_result result = run_result::ran;
   try {
     for (auto* entry : marks_.order) {
@@ -212,6 +221,8 @@ void reload_transaction::commit(reload_report& report) {
     if (commit.deep_update) commit.deep_update.attr("commit")();
   }
   committed_ = true;
+  released_->keep();  // the new code's acquisitions are the live ones now
+  report.acquisition_errors = released_->errors();
   const snapshot& target = snapshots_.front();
   py::dict fresh = target.entry->module.attr("__dict__");
   for (auto [key, value] : fresh)
@@ -222,6 +233,7 @@ void reload_transaction::commit(reload_report& report) {
 
 // Never throws: it runs from the destructor, possibly while an exception unwinds.
 void reload_transaction::rollback() {
+  released_->release_new();  // while the new code's namespace is still there to run them
   try {
     undo_.attr("rollback")();
   } catch (py::error_already_set&) {
@@ -239,6 +251,8 @@ void reload_transaction::rollback() {
   for (auto* entry : marks_.order)
     if (entry->state == module_state::reloading) entry->state = module_state::loaded;
   PyErr_Clear();
+  released_->restore();  // the old code's acquisitions, same callables, original order
+  if (report_) report_->acquisition_errors = released_->errors();
 }
 
 namespace {

@@ -20,6 +20,7 @@
 
 #include "interpreter/time_limit.h"
 #include "modules/import_graph.h"
+#include "modules/internal/acquisition_ledger.h"
 #include "modules/internal/call_gate.h"
 #include "modules/module_types.h"
 
@@ -35,12 +36,15 @@ struct reload_context {
   registry& modules;
   const python_helpers& helpers;
   import_hook& hook;  // records what a reload imports
+  acquisition_ledger& acquisitions;  // what the modules acquired from the host
 };
 
 class reload_transaction {
  public:
-  // Throws module_in_use_error naming the threads that still run the
-  // modules' code after options.wait_for_calls; nothing has changed then.
+  // Releases what the modules acquired from the host (newest first), then
+  // closes the gate. Throws module_in_use_error naming the threads that
+  // still run the modules' code after options.wait_for_calls; the
+  // acquisitions are made again then and nothing has changed.
   reload_transaction(const reload_context& context, const std::string& target, std::vector<cache_entry*> order,
                      const reload_options& options);
   ~reload_transaction();  // rolls back unless committed
@@ -54,8 +58,9 @@ class reload_transaction {
   };
   // Runs the modules' new code in order; deep-reload findings go into `report`.
   run_result run(reload_report& report);
-  // The new code becomes the cache's: generations move on, report says what
-  // was added and removed in the target's namespace.
+  // The new code becomes the cache's (and so do its acquisitions):
+  // generations move on, report says what was added and removed in the
+  // target's namespace.
   void commit(reload_report& report);
 
  private:
@@ -75,12 +80,15 @@ class reload_transaction {
   const reload_context& context_;
   reload_options options_;
   reloading_marks marks_;
+  // Before the gate: its wait must not count a thread the release stops.
+  std::optional<released_acquisitions> released_;
   std::optional<closed_gate> gate_;
   std::optional<time_limit> limit_;
   pybind11::object undo_;  // what a deep reload changed outside the namespaces
   std::vector<snapshot> snapshots_;
   std::vector<pending_commit> commits_;
   bool committed_ = false;
+  reload_report* report_ = nullptr;  // run()'s, for what a rollback's releases report
 };
 
 // Reloads `name` (and with options.dependents its dependents) as one
