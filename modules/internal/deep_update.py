@@ -686,6 +686,18 @@ class DeepUpdate:
                     self.undo.setattr(holder, "__class__", kept[id(kind)], setter=object.__setattr__)
                 except TypeError:
                     pass
+            else:
+                # An object whose attributes live in the object itself, not in
+                # a dict gc sees (3.13's inline values): a descriptor's owner.
+                try:
+                    attributes = object.__getattribute__(holder, "__dict__")
+                except (AttributeError, TypeError):
+                    continue
+                if type(attributes) is dict:
+                    for key, value in list(attributes.items()):
+                        old = target(value)
+                        if old is not None:
+                            self.undo.setitem(attributes, key, old)
 
 
     def finish(self):
