@@ -2,6 +2,7 @@
 
 #include "modules/internal/bytecode_imports.h"
 
+#include "interpreter/reference.h"
 #include "interpreter/translate_errors.h"
 
 namespace py = pybind11;
@@ -35,7 +36,8 @@ struct instruction {
 // 3.11-3.13) and EXTENDED_ARG prefixes.
 std::vector<instruction> decode(const bytecode_opcodes& ops, PyCodeObject* code) {
   std::vector<instruction> out;
-  PyObject* bytes = PyCode_GetCode(code);  // new reference: the unspecialized bytecode
+  py::object owned = steal(PyCode_GetCode(code));  // new reference: the unspecialized bytecode
+  PyObject* bytes = owned.ptr();
   if (!bytes) {
     PyErr_Clear();
     return out;
@@ -55,7 +57,6 @@ std::vector<instruction> decode(const bytecode_opcodes& ops, PyCodeObject* code)
     extended = 0;
     out.push_back({op, arg});
   }
-  Py_DECREF(bytes);
   return out;
 }
 

@@ -10,6 +10,9 @@
 #include <mutex>
 #include <thread>
 
+#include "interpreter/error_scope.h"
+#include "interpreter/gil.h"
+#include "interpreter/reference.h"
 #include "modules/internal/interpreter_frame.h"
 #include "modules/internal/referrers.h"
 
@@ -22,8 +25,8 @@ std::atomic<bool> g_any_gate_closed{false};
 namespace {
 
 struct closed_module {
-  PyObject* module;     // strong
-  PyObject* namespace_;  // strong
+  py::object module;
+  py::object namespace_;
   bool class_switched;  // we set its __class__ to the gated type
 };
 
@@ -54,23 +57,16 @@ gate_state& gates() {
 
 bool is_closed(PyObject* namespace_) {
   for (const auto& m : gates().closed)
-    if (m.namespace_ == namespace_) return true;
+    if (m.namespace_.ptr() == namespace_) return true;
   return false;
 }
 
 // The calling thread runs code of a closed module somewhere up its stack.
 bool runs_closed_code(PyThreadState* tstate) {
-  for (PyFrameObject* frame = PyThreadState_GetFrame(tstate); frame;) {
-    PyObject* globals = PyFrame_GetGlobals(frame);
-    bool inside = is_closed(globals);
-    Py_DECREF(globals);
-    PyFrameObject* back = PyFrame_GetBack(frame);
-    Py_DECREF(frame);
-    if (inside) {
-      Py_XDECREF(back);
-      return true;
-    }
-    frame = back;
+  for (py::object frame = steal(PyThreadState_GetFrame(tstate)); frame;) {  // new references
+    auto* f = reinterpret_cast<PyFrameObject*>(frame.ptr());
+    if (is_closed(steal(PyFrame_GetGlobals(f)).ptr())) return true;
+    frame = steal(PyFrame_GetBack(f));
   }
   return false;
 }
@@ -97,12 +93,9 @@ void wait_for_change() {
     std::lock_guard<std::mutex> lock(g.mutex);
     seen = g.changes;
   }
-  Py_BEGIN_ALLOW_THREADS
-  {  // released before the GIL is taken again
-    std::unique_lock<std::mutex> lock(g.mutex);
-    g.changed.wait(lock, [&] { return g.changes != seen; });
-  }
-  Py_END_ALLOW_THREADS
+  gil_release released;
+  std::unique_lock<std::mutex> lock(g.mutex);  // released before the GIL is taken again
+  g.changed.wait(lock, [&] { return g.changes != seen; });
 }
 
 void announce_change() {
@@ -139,9 +132,9 @@ PyObject* call_again(_PyInterpreterFrame* frame, PyObject* function, bool& ran) 
   try {  // no C++ exception may cross the interpreter's C frames
     Py_ssize_t extra = varargs ? PyTuple_GET_SIZE(varargs) : 0;
     py::tuple args(positional + extra);
-    for (int i = 0; i < positional; ++i) PyTuple_SET_ITEM(args.ptr(), i, Py_NewRef(locals[i]));
+    for (int i = 0; i < positional; ++i) PyTuple_SET_ITEM(args.ptr(), i, borrow(locals[i]).release().ptr());  // the tuple steals
     for (Py_ssize_t i = 0; i < extra; ++i)
-      PyTuple_SET_ITEM(args.ptr(), positional + i, Py_NewRef(PyTuple_GET_ITEM(varargs, i)));
+      PyTuple_SET_ITEM(args.ptr(), positional + i, borrow(PyTuple_GET_ITEM(varargs, i)).release().ptr());
     py::dict kwargs;
     if (keyword_only) {
       // Arguments come first among the local variable names.
@@ -262,7 +255,7 @@ std::vector<std::string> running_elsewhere(std::size_t from) {
          frame = frame.attr("f_back")) {
       PyObject* globals = frame.attr("f_globals").ptr();
       if (std::none_of(closed.begin() + static_cast<std::ptrdiff_t>(from), closed.end(),
-                       [&](const closed_module& m) { return m.namespace_ == globals; }))
+                       [&](const closed_module& m) { return m.namespace_.ptr() == globals; }))
         continue;
       py::dict ns = frame.attr("f_globals");
       found.push_back("thread " + thread_name(ident.cast<long long>()) + " frame " +
@@ -304,8 +297,7 @@ void closed_gate::close(const std::vector<py::object>& modules, PyObject* gated_
   gate_state& g = gates();
   for (const auto& module : modules) {
     PyObject* m = module.ptr();
-    closed_module entry{Py_NewRef(m), Py_NewRef(PyModule_GetDict(m)), false};
-    g.closed.push_back(entry);
+    g.closed.push_back({module, borrow(PyModule_GetDict(m)), false});
     if (Py_TYPE(m) == &PyModule_Type) {
       if (PyObject_SetAttrString(m, "__class__", gated_type) == 0)
         g.closed.back().class_switched = true;
@@ -320,9 +312,8 @@ void closed_gate::close(const std::vector<py::object>& modules, PyObject* gated_
     busy_ = running_elsewhere(mark_);
     if (busy_.empty()) return;
     if (std::chrono::steady_clock::now() >= deadline) break;
-    Py_BEGIN_ALLOW_THREADS
+    gil_release released;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    Py_END_ALLOW_THREADS
   }
   open();
 }
@@ -333,16 +324,13 @@ void closed_gate::open() {
   if (open_) return;
   open_ = true;
   gate_state& g = gates();
-  PyObject *type, *value, *traceback;  // an exception on its way out must survive
-  PyErr_Fetch(&type, &value, &traceback);
+  error_scope in_flight;  // an exception on its way out must survive
   while (g.closed.size() > mark_) {
-    closed_module m = g.closed.back();
+    closed_module m = std::move(g.closed.back());
     g.closed.pop_back();
-    if (m.class_switched && Py_TYPE(m.module) == reinterpret_cast<PyTypeObject*>(g.gated_type) &&
-        PyObject_SetAttrString(m.module, "__class__", reinterpret_cast<PyObject*>(&PyModule_Type)) < 0)
+    if (m.class_switched && Py_TYPE(m.module.ptr()) == reinterpret_cast<PyTypeObject*>(g.gated_type) &&
+        PyObject_SetAttrString(m.module.ptr(), "__class__", reinterpret_cast<PyObject*>(&PyModule_Type)) < 0)
       PyErr_Clear();  // cannot happen: the layouts are the same
-    Py_DECREF(m.namespace_);
-    Py_DECREF(m.module);
   }
   if (g.closed.empty() && mark_ == 0) {
     PyThreadState* me = PyThreadState_Get();
@@ -353,7 +341,6 @@ void closed_gate::open() {
     g_any_gate_closed = false;
     unwrap_thread_starts();
   }
-  PyErr_Restore(type, value, traceback);
   announce_change();
 }
 

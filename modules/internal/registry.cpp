@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "interpreter/reference.h"
 #include "interpreter/translate_errors.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/request_checks.h"
@@ -74,13 +75,12 @@ namespace {
 // An attribute of a plain object such as a ModuleSpec (borrowed from its
 // instance dict where it lives there), or null. Never raises.
 PyObject* plain_attribute(PyObject* object, const char* name) {
-  PyObject* value = PyObject_GetAttrString(object, name);  // new reference
+  py::object value = steal(PyObject_GetAttrString(object, name));  // new reference
   if (!value) {
     PyErr_Clear();
     return nullptr;
   }
-  Py_DECREF(value);  // the object keeps it: a ModuleSpec's fields are instance attributes
-  return value;
+  return value.ptr();  // still alive when `value` goes: a ModuleSpec's fields are instance attributes
 }
 
 std::string text_of(PyObject* value) {
