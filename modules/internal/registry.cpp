@@ -150,8 +150,9 @@ bool registry::adopt_executed(cache_entry& entry) {
 // The fingerprint of what ran: the stat taken when its code started, and
 // the content hashed now (hashing every source at import would cost python3's
 // import time what it saves by its .pyc). If the file's stat moved since,
-// its source is compiled and compared with the code that ran: equal code is
-// a touch; different code, or code from a .pyc that may be stale and does
+// or was taken too soon after a change to vouch for the bytes, its source is
+// compiled and compared with the code that ran: equal code is a touch;
+// different code, or code from a .pyc that may be stale and does
 // not match, leaves the fingerprint untrusted (taken_ns 0, no hash), so the
 // module counts as changed until a reload runs the source.
 void registry::adopt(cache_entry& entry, executed_code executed) {
@@ -163,7 +164,10 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
   fingerprint print = executed.print;
   auto now = take_fingerprint(entry.path);
   bool same_stat = now && now->same_stat(executed.print);
-  if (now && executed.code && (!same_stat || executed.maybe_stale)) {
+  // A stat taken within a timestamp tick of the file's last change cannot
+  // vouch that the bytes hashed now are the bytes that ran: compare the code.
+  bool racy = !executed.print.stat_trusted();
+  if (now && executed.code && (!same_stat || racy || executed.maybe_stale)) {
     bool equal = false;
     try {
       py::bytes source = helpers_.read_source(entry.path.string());
@@ -182,7 +186,7 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
       // mistake it for the source's code and reuse it: a stale .pyc's code goes.
       if (same_stat) executed.code = py::object();
     }
-  } else if (same_stat) {
+  } else if (same_stat && !racy) {
     print.content_hash = now->content_hash;
   } else {
     print.content_hash = 0;  // changed since it ran, and no code to compare: changed
