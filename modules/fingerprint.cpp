@@ -1,10 +1,11 @@
 #include "modules/fingerprint.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
-#include <fstream>
-#include <iterator>
 #include <string>
 
 namespace modhost {
@@ -22,31 +23,78 @@ std::uint64_t content_hash(std::string_view bytes) noexcept {
   return hash;
 }
 
-std::optional<fingerprint> stat_fingerprint(const std::filesystem::path& file) noexcept {
-  struct stat st {};
-  if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+namespace {
+std::int64_t wall_clock_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+fingerprint from_stat(const struct stat& st, std::int64_t taken_ns) noexcept {
   fingerprint print;
   print.size = static_cast<std::uint64_t>(st.st_size);
   print.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   print.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
   print.inode = static_cast<std::uint64_t>(st.st_ino);
   print.device = static_cast<std::uint64_t>(st.st_dev);
-  print.taken_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
+  print.taken_ns = taken_ns;
   return print;
+}
+
+struct file_descriptor {
+  int fd;
+  ~file_descriptor() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+bool read_all(int fd, std::string& bytes) {
+  bytes.clear();
+  char buffer[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n == 0) return true;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    bytes.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+}  // namespace
+
+std::optional<fingerprint> stat_fingerprint(const std::filesystem::path& file) noexcept {
+  std::int64_t taken_ns = wall_clock_ns();
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  return from_stat(st, taken_ns);
 }
 
 bool fingerprint::stat_trusted() const noexcept { return ctime_ns + kRacyWindowNs < taken_ns; }
 
+// The stat and the bytes must describe the same version of the file: a
+// stat of the path followed by a read of it could pair an old stat with
+// bytes saved in between, and that pair would later call the save a touch.
+// So both come from one open file, stat'ed before and after the read; a
+// file written meanwhile is read again.
 std::optional<fingerprint> take_fingerprint(const std::filesystem::path& file) {
-  auto print = stat_fingerprint(file);
-  if (!print) return std::nullopt;
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return std::nullopt;
-  print->content_hash = content_hash(bytes);
+  // O_NONBLOCK: a FIFO where the source was must not block the open (the
+  // fstat then refuses it); reads of a regular file ignore the flag.
+  file_descriptor in{::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
+  if (in.fd < 0) return std::nullopt;
+  std::string bytes;
+  std::optional<fingerprint> print;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    std::int64_t taken_ns = wall_clock_ns();
+    struct stat before {}, after {};
+    if (::fstat(in.fd, &before) != 0 || !S_ISREG(before.st_mode)) return std::nullopt;
+    if (::lseek(in.fd, 0, SEEK_SET) != 0 || !read_all(in.fd, bytes) || ::fstat(in.fd, &after) != 0)
+      return std::nullopt;
+    print = from_stat(after, taken_ns);
+    print->content_hash = content_hash(bytes);
+    if (from_stat(before, taken_ns).same_stat(*print)) return print;
+  }
+  print->taken_ns = 0;  // still being written: the stat never vouches for these bytes
   return print;
 }
 

@@ -3,6 +3,11 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
 #include "modules/fingerprint.h"
 #include "tests/test_support.h"
 
@@ -51,4 +56,43 @@ TEST(Fingerprint, MissingFileAndDirectoryAreMissing) {
 TEST(Fingerprint, HashIsFnv1a) {
   EXPECT_EQ(modhost::content_hash(""), 14695981039346656037ull);
   EXPECT_EQ(modhost::content_hash("a"), 0xaf63dc4c8601ec8cull);
+}
+
+// The stat and the hash describe one version of the file, whatever a writer
+// does meanwhile. Were they taken apart (a stat of the path, then a read), a
+// save in between would pair the old stat with the new bytes, and the next
+// check would call that save a touch and never reload it.
+TEST(Fingerprint, StatAndHashDescribeTheSameVersionWhileTheFileIsRewritten) {
+  modhost::testing::temp_dir dir;
+  const std::string small(100, 'a'), large(200, 'b');  // the size says which version
+  auto file = dir.write("f.py", small);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 0; !stop; ++i) {
+      const std::string& text = i % 2 ? small : large;
+      if (i % 4 < 2) {  // renamed into place, as editors save
+        std::ofstream(file.string() + ".tmp", std::ios::binary) << text;
+        std::rename((file.string() + ".tmp").c_str(), file.c_str());
+      } else {  // rewritten in place
+        std::ofstream(file, std::ios::binary) << text;
+      }
+    }
+  });
+  int mismatched = 0, seen_small = 0, seen_large = 0;
+  for (int i = 0; i < 20000; ++i) {
+    auto print = modhost::take_fingerprint(file);
+    if (!print || print->taken_ns == 0) continue;  // gone for a moment, or never at rest
+    if (print->size == small.size()) {
+      ++seen_small;
+      mismatched += print->content_hash != modhost::content_hash(small);
+    } else if (print->size == large.size()) {
+      ++seen_large;
+      mismatched += print->content_hash != modhost::content_hash(large);
+    }
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(mismatched, 0);
+  EXPECT_GT(seen_small, 0);
+  EXPECT_GT(seen_large, 0);
 }
