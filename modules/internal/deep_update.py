@@ -17,9 +17,11 @@ time (see CMakeLists.txt).
 """
 import builtins
 from opcode import opmap as _opmap
+import collections
 import contextlib
 import enum
 import gc
+import sys
 import types
 
 # IMPORT_DUNDERS is handed over from reload_support.py (python_helpers.cpp).
@@ -129,6 +131,28 @@ def class_set(undo, cls, name, value):
 
 def class_del(undo, cls, name):
     undo.delattr(cls, name, setter=type.__setattr__, deleter=type.__delattr__)
+
+
+def uncounted_references(objs, holders):
+    """For each of objs, its references that no object in holders accounts for.
+
+    Every strong reference is in an object's refcount, and gc.get_referents
+    visits each one an object holds, so what is left names a holder outside
+    `holders` (less this call's own temporaries: UNCOUNTED_BY_THE_CALL).
+    """
+    counted = collections.Counter(id(r) for holder in holders for r in gc.get_referents(holder))
+    counted.update(id(holder) for holder in holders)  # the reference `holders` itself holds
+    return [sys.getrefcount(obj) - counted[id(obj)] for obj in objs]
+
+
+def _references_of_the_call():
+    probes = [object()]  # its only holder is the list, itself a holder
+    return uncounted_references(probes, [probes])[0]
+
+
+# The temporaries the call itself adds (an argument, a loop variable): measured
+# once, as they differ between Python versions.
+UNCOUNTED_BY_THE_CALL = _references_of_the_call()
 
 
 # Opcodes of `NAME = constant` in a class body (class_constants).
@@ -631,6 +655,38 @@ class DeepUpdate:
                     self.patched.append(f"function {where}")
         return self
 
+    def held_elsewhere(self, news):
+        """Whether anything but the classes' own structure may hold a discarded class.
+
+        The heap scan below costs time in proportion to every object of the
+        process. Most class statements leave their class held only by what
+        the statement itself made (its MRO, a subclass's bases, its own
+        descriptors, a method's __class__ cell) and by this update's
+        bookkeeping: when those account for every reference, there is
+        nothing to redirect. Anything else (a registry, an instance) makes
+        the count differ, and the scan runs.
+        """
+        extra = uncounted_references(news, self.made_by_the_statements(news))
+        return any(count > UNCOUNTED_BY_THE_CALL for count in extra)
+
+    def made_by_the_statements(self, news):
+        """The objects class statements made that hold classes, and the update's own maps."""
+        holders = {id(news): news, id(self.class_map): self.class_map}
+
+        def add(obj):
+            holders.setdefault(id(obj), obj)
+
+        for cls in (*news, *self.class_map.values()):
+            for part in (cls, cls.__mro__, cls.__bases__):
+                add(part)
+            for value in cls.__dict__.values():
+                add(value)
+                function = value.__func__ if type(value) in (classmethod, staticmethod) else value
+                if type(function) is types.FunctionType:
+                    for cell in function.__closure__ or ():
+                        add(cell)
+        return list(holders.values())
+
     def redirect_to_kept_classes(self):
         """What creating a new class put elsewhere now names the class that stays.
 
@@ -643,7 +699,7 @@ class DeepUpdate:
         One heap scan for all of the module's classes.
         """
         news = [new for new, old in self.class_map.items() if new is not old]
-        if not news:
+        if not news or not self.held_elsewhere(news):
             return
         kept = {id(new): self.class_map[new] for new in news}
 
