@@ -20,6 +20,9 @@ bytecode_opcodes bytecode_opcodes::load() {
     ops.extended_arg = number("EXTENDED_ARG");
     ops.store_name = number("STORE_NAME");
     ops.store_global = number("STORE_GLOBAL");
+    ops.delete_name = number("DELETE_NAME");
+    ops.delete_global = number("DELETE_GLOBAL");
+    ops.setup_annotations = number("SETUP_ANNOTATIONS");
     return ops;
   });
 }
@@ -115,7 +118,33 @@ void scan(const bytecode_opcodes& ops, PyCodeObject* code, std::vector<import_st
   }
 }
 
+void collect_bound_names(const bytecode_opcodes& ops, PyCodeObject* code, bool is_module, bound_names& out,
+                         int depth) {
+  PyObject* names = code->co_names;  // borrowed: the code keeps them
+  for (const instruction& unit : decode(ops, code)) {
+    if (unit.opcode == ops.store_global || unit.opcode == ops.delete_global) {
+      (is_module ? out.top_level : out.in_functions).push_back(utf8_of(tuple_item(names, unit.arg)));
+    } else if (is_module && (unit.opcode == ops.store_name || unit.opcode == ops.delete_name)) {
+      out.top_level.push_back(utf8_of(tuple_item(names, unit.arg)));
+    } else if (is_module && unit.opcode == ops.setup_annotations) {
+      out.top_level.push_back("__annotations__");
+    }
+  }
+  PyObject* consts = code->co_consts;  // borrowed
+  if (depth > 64 || !consts || !PyTuple_Check(consts)) return;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(consts); ++i) {
+    PyObject* item = PyTuple_GET_ITEM(consts, i);
+    if (PyCode_Check(item)) collect_bound_names(ops, reinterpret_cast<PyCodeObject*>(item), false, out, depth + 1);
+  }
+}
+
 }  // namespace
+
+bound_names names_bound_by(const bytecode_opcodes& ops, PyObject* code) {
+  bound_names out;
+  if (code && PyCode_Check(code)) collect_bound_names(ops, reinterpret_cast<PyCodeObject*>(code), true, out, 0);
+  return out;
+}
 
 std::vector<import_statement> imports_of(const bytecode_opcodes& ops, PyObject* code) {
   std::vector<import_statement> out;

@@ -8,6 +8,9 @@
 // Module-level code and class bodies count (their statements run while the
 // module is imported); function bodies do not. No `dis`: this runs for every
 // module imported, and dis.get_instructions was most of the cost of imports.
+//
+// The same scan gives a deep reload the names a module's statements bind
+// (names_bound_by), read for every deep reload of every module.
 #pragma once
 
 #include <Python.h>
@@ -30,7 +33,7 @@ struct import_statement {
 // interpreter (they change between versions).
 struct bytecode_opcodes {
   int import_name = -1, import_from = -1, load_const = -1, extended_arg = -1;
-  int store_name = -1, store_global = -1;
+  int store_name = -1, store_global = -1, delete_name = -1, delete_global = -1, setup_annotations = -1;
   // Reads them; needs the GIL; throws python_error if `opcode` lacks one.
   static bytecode_opcodes load();
 };
@@ -39,5 +42,15 @@ struct bytecode_opcodes {
 // nested in it, in bytecode order. Needs the GIL; never raises (a code
 // object it cannot read yields what was read so far).
 std::vector<import_statement> imports_of(const bytecode_opcodes& ops, PyObject* code);
+
+// The names `code`'s own statements bind in its module. top_level: what the
+// module's top-level statements assign, import or delete (STORE_NAME and
+// friends), plus __annotations__ when it has annotations. in_functions: what
+// its functions and class bodies assign through a `global` statement.
+// `from x import *` is not counted: those names are x's. Needs the GIL.
+struct bound_names {
+  std::vector<std::string> top_level, in_functions;
+};
+bound_names names_bound_by(const bytecode_opcodes& ops, PyObject* code);
 
 }  // namespace modhost::detail

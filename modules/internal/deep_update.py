@@ -199,6 +199,7 @@ class DeepUpdate:
         # Class bodies of the code that ran before and of the new code, by qualname.
         self.old_bodies = class_bodies(old_code) if old_code is not None else {}
         self.new_bodies = {}
+        self.body_constants = {}  # class body code -> class_constants(body)
         self.name = module.__name__
         self.old = old  # the namespace before the reload (a copy)
         self.undo = undo
@@ -479,11 +480,18 @@ class DeepUpdate:
         new_body = self.new_bodies.get(new.__qualname__)
         if old_body is None or new_body is None or current is MISSING:
             return False
-        before = class_constants(old_body).get(key, MISSING)
-        after = class_constants(new_body).get(key, MISSING)
+        before = self.constants_of(old_body).get(key, MISSING)
+        after = self.constants_of(new_body).get(key, MISSING)
         if before is MISSING or type(before) is not type(after) or before != after:
             return False  # not a constant, or the edit changed it: the new value wins
         return type(current) is not type(before) or current != before
+
+    def constants_of(self, body):
+        """class_constants(body), read once per body and reload (it walks the bytecode)."""
+        found = self.body_constants.get(body)
+        if found is None:
+            found = self.body_constants[body] = class_constants(body)
+        return found
 
     # Names the metaclass's own data descriptors store in the class's dict,
     # so setattr on the class puts them there like any other attribute.

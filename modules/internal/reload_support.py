@@ -11,7 +11,6 @@ import sys
 from contextlib import nullcontext as _nothing
 from importlib import _bootstrap, machinery
 from io import open_code
-from opcode import opmap as _opmap
 
 def find_spec(name, module):
     parent_name = name.rpartition('.')[0]
@@ -45,38 +44,8 @@ IMPORT_DUNDERS = frozenset({
     "__file__", "__cached__", "__builtins__",
 })
 
-# Opcodes that bind a name in a module's namespace (_defined_names).
-_EXTENDED_ARG = _opmap["EXTENDED_ARG"]
-_SETUP_ANNOTATIONS = _opmap["SETUP_ANNOTATIONS"]
-_NAME_STORES = frozenset({_opmap["STORE_NAME"], _opmap["DELETE_NAME"]})
-_GLOBAL_STORES = frozenset({_opmap["STORE_GLOBAL"], _opmap["DELETE_GLOBAL"]})
-
-def _defined_names(code):
-    """(top_level, in_functions): the names `code`'s own statements bind in its module.
-
-    top_level: what the module's top-level statements assign, import or
-    delete (STORE_NAME and friends), plus __annotations__ when it has
-    annotations. in_functions: what its functions and class bodies assign
-    through a `global` statement. `from x import *` is not counted: those
-    names are x's. Read straight from the bytecode (no dis: this runs on
-    every deep reload of every module).
-    """
-    top, nested = set(), set()
-    todo = [(code, True)]
-    while todo:
-        co, is_module = todo.pop()
-        ops, names, extended = co.co_code, co.co_names, 0
-        for i in range(0, len(ops), 2):
-            op, arg = ops[i], ops[i + 1] | extended
-            extended = arg << 8 if op == _EXTENDED_ARG else 0
-            if op in _GLOBAL_STORES:
-                (top if is_module else nested).add(names[arg])
-            elif is_module and op in _NAME_STORES:
-                top.add(names[arg])
-            elif is_module and op == _SETUP_ANNOTATIONS:
-                top.add("__annotations__")
-        todo.extend((const, False) for const in co.co_consts if isinstance(const, type(code)))
-    return top, nested
+# defined_names(code) -> (top_level, in_functions), the names a module's code
+# binds: given by python_helpers.cpp (bytecode_imports.h's names_bound_by).
 
 def _is_submodule_attribute(name, key, value):
     """The import system's attribute on package `name` for its submodule `key`."""
@@ -102,7 +71,7 @@ def execute(name, module, spec, code, fresh, around=None, old_code=None):
         _bootstrap._init_module_attrs(spec, module, override=True)
         namespace = module.__dict__
         if fresh:
-            old_top, old_nested = _defined_names(old_code) if old_code is not None else (None, set())
+            old_top, old_nested = defined_names(old_code) if old_code is not None else (None, set())
             before = dict(namespace)
             for key, value in before.items():
                 if key in IMPORT_DUNDERS or _is_submodule_attribute(name, key, value):
@@ -116,7 +85,7 @@ def execute(name, module, spec, code, fresh, around=None, old_code=None):
                 elif spec.loader is not None:
                     spec.loader.exec_module(module)
             if fresh and code is not None and old_nested:
-                new_top, new_nested = _defined_names(code)
+                new_top, new_nested = defined_names(code)
                 for key in old_nested - old_top - new_top - new_nested:
                     if key in namespace and namespace[key] is before.get(key):
                         del namespace[key]
