@@ -1,7 +1,10 @@
-// Imports read from bytecode: what the import hook records for every module
-// without dis and without replacing __import__.
+// Imports (what the import hook records for every module, without dis and
+// without replacing __import__) and bound names (what a deep reload may
+// remove), read from bytecode.
 #include <gtest/gtest.h>
 #include <pybind11/embed.h>
+
+#include <set>
 
 #include "modules/internal/bytecode_imports.h"
 
@@ -49,4 +52,22 @@ TEST(BytecodeImports, ExtendedArgumentsAreFolded) {
   ASSERT_EQ(found.size(), 1u);
   EXPECT_EQ(found[0].module, "far_away");
   EXPECT_EQ(found[0].bound, (std::vector<std::pair<std::string, std::string>>{{"thing", "alias"}}));
+}
+
+TEST(BytecodeImports, NamesBoundAtTopLevelAndThroughGlobalInFunctions) {
+  std::string source =
+      "import os.path\nfrom m import a as b\nx: int = 1\ndel_me = 2\ndel del_me\n"
+      "class C:\n    inner = 1\n    def method(self):\n        global from_method\n        from_method = 1\n"
+      "def f():\n    local = 1\n    global from_f\n    from_f = 2\n    del from_f\n"
+      "for loop_var in (): pass\nfrom star import *\n";
+  for (int i = 0; i < 300; ++i) source += "n" + std::to_string(i) + " = " + std::to_string(i) + "\n";
+  py::object code = py::module_::import("builtins").attr("compile")(source, "<test>", "exec");
+  auto bound = modhost::detail::names_bound_by(bytecode_opcodes::load(), code.ptr());
+  std::set<std::string> top(bound.top_level.begin(), bound.top_level.end());
+  std::set<std::string> in_functions(bound.in_functions.begin(), bound.in_functions.end());
+  for (const char* name : {"os", "b", "x", "__annotations__", "del_me", "C", "f", "loop_var", "n299"})
+    EXPECT_TRUE(top.count(name)) << name;
+  for (const char* name : {"inner", "local", "from_method", "from_f", "a", "star"})
+    EXPECT_FALSE(top.count(name)) << name;
+  EXPECT_EQ(in_functions, (std::set<std::string>{"from_method", "from_f"}));
 }
