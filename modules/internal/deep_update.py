@@ -716,8 +716,10 @@ class DeepUpdate:
 
         internal = {id(self.class_map), id(self.old), id(self.function_map), id(news), id(kept)}
         holders = [h for h in gc.get_referrers(*news) if id(h) not in internal]
-        dicts = [h for h in holders if type(h) is dict]
-        # A class's own namespace changes through setattr (the type's attribute cache).
+        # A class's own namespace changes through setattr (the type's attribute
+        # cache). type.__new__ puts __module__ into every class's namespace, so
+        # only such a dict needs the second scan that finds its class.
+        dicts = [h for h in holders if type(h) is dict and "__module__" in h]
         owner_of = {}
         if dicts:
             wanted = {id(d) for d in dicts}
