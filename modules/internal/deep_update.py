@@ -35,6 +35,16 @@ ENUM_INTERNALS = ("_member_names_", "_member_map_", "_value2member_map_", "_unha
 MISSING = object()
 # Values whose equality is all there is to them (no identity worth keeping).
 IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), frozenset, range})
+# Values that nothing tells apart when equal (unlike 0.0 and -0.0).
+SAME_WHEN_EQUAL = frozenset({str, bytes, int, bool, type(None)})
+
+
+def interchangeable(a, b):
+    """Setting b where a is would change nothing (an unchanged docstring, constant, empty dict)."""
+    if a is b:
+        return True
+    kind = type(a)
+    return kind is type(b) and ((kind in SAME_WHEN_EQUAL and a == b) or (kind is dict and not a and not b))
 
 
 # A module's globals and class attributes can be proxies (werkzeug's
@@ -338,7 +348,8 @@ class DeepUpdate:
             state["__kwdefaults__"] = {key: old if value is new else value
                                        for key, value in state["__kwdefaults__"].items()}
         for attr, value in state.items():
-            self.undo.setattr(old, attr, value)
+            if not interchangeable(getattr(old, attr), value):  # each setattr is logged for a rollback
+                self.undo.setattr(old, attr, value)
         self.function_map[id(new)] = (new, old)
         return None
 
@@ -444,7 +455,7 @@ class DeepUpdate:
             if self.is_layout_descriptor(value, new):
                 continue  # old's own slot descriptor stays: it is the one that fits old's instances
             current = old.__dict__.get(key, MISSING)
-            if current is value:
+            if interchangeable(current, value):  # setting a class attribute clears the type's caches
                 continue
             if self.patch_member(current, value, f"{where}.{key}"):
                 continue
