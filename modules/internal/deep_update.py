@@ -144,20 +144,20 @@ def class_del(undo, cls, name):
 
 
 def uncounted_references(objs, holders):
-    """For each of objs, its references that no object in holders accounts for.
+    """For each of objs, its references that no object in `holders` ({id: object}) accounts for.
 
     Every strong reference is in an object's refcount, and gc.get_referents
     visits each one an object holds, so what is left names a holder outside
     `holders` (less this call's own temporaries: UNCOUNTED_BY_THE_CALL).
     """
-    counted = collections.Counter(id(r) for holder in holders for r in gc.get_referents(holder))
-    counted.update(id(holder) for holder in holders)  # the reference `holders` itself holds
+    counted = collections.Counter(id(r) for holder in holders.values() for r in gc.get_referents(holder))
+    counted.update(iter(holders))  # the reference `holders` itself holds to each
     return [sys.getrefcount(obj) - counted[id(obj)] for obj in objs]
 
 
 def _references_of_the_call():
     probes = [object()]  # its only holder is the list, itself a holder
-    return uncounted_references(probes, [probes])[0]
+    return uncounted_references(probes, {id(probes): probes})[0]
 
 
 # The temporaries the call itself adds (an argument, a loop variable): measured
@@ -674,37 +674,65 @@ class DeepUpdate:
                     self.patched.append(f"function {where}")
         return self
 
-    def held_elsewhere(self, news):
-        """Whether anything but the classes' own structure may hold a discarded class.
+    def holders_of(self, news):
+        """What holds the discarded classes, besides their own structure.
 
-        The heap scan below costs time in proportion to every object of the
-        process. Most class statements leave their class held only by what
-        the statement itself made (its MRO, a subclass's bases, its own
-        descriptors, a method's __class__ cell) and by this update's
-        bookkeeping: when those account for every reference, there is
-        nothing to redirect. Anything else (a registry, an instance) makes
-        the count differ, and the scan runs.
+        A heap scan finds it, at a cost in proportion to every object of the
+        process; counting references avoids it where it can. Most class
+        statements leave their class held only by what the statement itself
+        made (its MRO, a subclass's bases, its own descriptors, a method's
+        __class__ cell, a generated method's copy of the module's namespace)
+        and by this update's maps: when those account for the whole
+        refcount, the holders are among them. A registry the new code filled at
+        top level lives in the module's namespace or one step from it: when
+        that accounts for the rest, its holders are known. Anything else (an
+        instance or registry elsewhere) leaves references unaccounted for,
+        and the heap is scanned.
         """
-        extra = uncounted_references(news, self.made_by_the_statements(news))
-        return any(count > UNCOUNTED_BY_THE_CALL for count in extra)
+        holders = self.made_by_the_statements(news)
+        internal = {id(self.class_map), id(self.old), id(self.function_map), id(news), id(holders)}
+        if not self.all_accounted_for(news, holders):
+            self.add_around_the_namespace(holders)
+            if not self.all_accounted_for(news, holders):
+                return [h for h in gc.get_referrers(*news) if id(h) not in internal]
+        wanted = {id(new) for new in news}
+        return [h for h in holders.values()
+                if id(h) not in internal and any(id(r) in wanted for r in gc.get_referents(h))]
+
+    @staticmethod
+    def all_accounted_for(news, holders):
+        return all(count <= UNCOUNTED_BY_THE_CALL for count in uncounted_references(news, holders))
 
     def made_by_the_statements(self, news):
-        """The objects class statements made that hold classes, and the update's own maps."""
+        """{id: object} of what class statements made that holds classes, and the update's own maps."""
         holders = {id(news): news, id(self.class_map): self.class_map}
-
-        def add(obj):
-            holders.setdefault(id(obj), obj)
-
+        add = holders.setdefault
         for cls in (*news, *self.class_map.values()):
             for part in (cls, cls.__mro__, cls.__bases__):
-                add(part)
+                add(id(part), part)
             for value in cls.__dict__.values():
-                add(value)
+                add(id(value), value)
                 function = value.__func__ if type(value) in (classmethod, staticmethod) else value
                 if type(function) is types.FunctionType:
                     for cell in function.__closure__ or ():
-                        add(cell)
-        return list(holders.values())
+                        add(id(cell), cell)
+                    # Generated methods (attrs, dataclasses) run in globals of
+                    # their own, often a copy of the module's namespace.
+                    if function.__globals__ is not self.module.__dict__:
+                        add(id(function.__globals__), function.__globals__)
+        return holders
+
+    def add_around_the_namespace(self, holders):
+        """Adds the module's namespace, its values and what they hold (other modules aside)."""
+        namespace = self.module.__dict__
+        add = holders.setdefault
+        near = [namespace, *namespace.values()]
+        for obj in near:
+            add(id(obj), obj)
+        for obj in near:
+            if type(obj) is not types.ModuleType:
+                for part in gc.get_referents(obj):
+                    add(id(part), part)
 
     def redirect_to_kept_classes(self):
         """What creating a new class put elsewhere now names the class that stays.
@@ -715,18 +743,17 @@ class DeepUpdate:
         So registries they filled (`Base.registry[cls.__name__] = cls`, a dict
         keyed by class, a list) get the old class, and instances of the
         discarded class (made at top level, or by a registry) move onto it.
-        One heap scan for all of the module's classes.
+        At most one heap scan for all of the module's classes (holders_of).
         """
         news = [new for new, old in self.class_map.items() if new is not old]
-        if not news or not self.held_elsewhere(news):
+        holders = self.holders_of(news) if news else []
+        if not holders:
             return
         kept = {id(new): self.class_map[new] for new in news}
 
         def target(value):
             return kept.get(id(value)) if is_a(value, type) else None
 
-        internal = {id(self.class_map), id(self.old), id(self.function_map), id(news), id(kept)}
-        holders = [h for h in gc.get_referrers(*news) if id(h) not in internal]
         # A class's own namespace changes through setattr (the type's attribute
         # cache). type.__new__ puts __module__ into every class's namespace, so
         # only such a dict needs the second scan that finds its class.

@@ -943,6 +943,45 @@ class Cls:
         self.assertIsInstance(module.INSTANCES[0], module.Cls)
         self.assertIs(type(module.INSTANCES[0]), module.Cls)
 
+    # Deep update finds what holds a discarded class by counting references
+    # near the module and scans the heap only when those do not add up: each
+    # of these holders must name the kept class either way.
+    def test_instance_deep_inside_nested_containers_moves_to_the_kept_class(self):
+        m = self.mod("registry")
+        body = "class Cls:\n    def method(self):\n        return 'method {V}'\nNESTED = {'k': [(Cls(),)]}\n"
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        self.write(m, self.source(body, V="v2"))
+        self.deep_reload(module)
+        self.assertIs(type(module.NESTED["k"][0][0]), module.Cls)
+        self.assertEqual(module.NESTED["k"][0][0].method(), "method v2")
+
+    def test_generated_method_globals_copy_names_the_kept_class(self):
+        m = self.mod("registry")
+        body = '''
+def generate(cls):
+    scope = dict(globals())  # as attrs and dataclasses run generated code
+    exec("def describe(self):\\n    return Tag.TEXT", scope)
+    cls.describe = scope["describe"]
+    return cls
+def copied(cls):  # a decorator that returns a class of its own (attrs' slots=True)
+    return type(cls.__name__, cls.__bases__, {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")})
+@copied
+class Tag:
+    TEXT = '{V}'
+@generate
+class Cls:
+    pass
+'''
+        self.write(m, self.source(body, V="v1"))
+        module = self.load(m)
+        Tag = module.Tag
+        self.write(m, self.source(body, V="v2"))
+        self.deep_reload(module)
+        self.assertIs(module.Tag, Tag)
+        self.assertIs(module.Cls.describe.__globals__["Tag"], module.Tag)
+        self.assertEqual(module.Cls().describe(), "v2")
+
 
 class ClassSource(DeepReloadTestCase):
     """inspect.getsource(cls) shows the running class body after a deep reload.
