@@ -50,10 +50,14 @@ std::filesystem::path linked_library() {
 // The prefix whose lib/pythonX.Y holds the stdlib of `library`: the nearest
 // ancestor of the library's directory with that layout (/usr for
 // /usr/lib/x86_64-linux-gnu/libpython3.11.so, the venv-less prefix for a
-// source build). Falls back to the stdlib CMake saw at build time (a static
-// libpython linked into the executable).
+// source build). A static libpython linked into the executable (the host
+// program) says nothing of where its stdlib is: the one CMake saw at build
+// time (the executable's ancestors could hold another, such as / for /usr
+// where /lib links to /usr/lib).
 std::filesystem::path python_home(const std::filesystem::path& library) {
-  for (auto dir = library.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+  std::error_code ec;
+  const bool linked_in = library == std::filesystem::canonical("/proc/self/exe", ec);
+  for (auto dir = library.parent_path(); !linked_in && !dir.empty(); dir = dir.parent_path()) {
     if (is_home(dir)) return dir;
     if (dir == dir.root_path()) break;
   }
