@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <pybind11/embed.h>
 
+#include <map>
 #include <set>
 
 #include "modules/internal/bytecode_imports.h"
@@ -70,4 +71,21 @@ TEST(BytecodeImports, NamesBoundAtTopLevelAndThroughGlobalInFunctions) {
   for (const char* name : {"inner", "local", "from_method", "from_f", "a", "star"})
     EXPECT_FALSE(top.count(name)) << name;
   EXPECT_EQ(in_functions, (std::set<std::string>{"from_method", "from_f"}));
+}
+
+TEST(BytecodeImports, ConstantsOfAClassBody) {
+  std::string source = "class C:\n    LIMIT = 3\n    NAME = 'x'\n    TWICE = 1\n    TWICE = 2\n    made = len('ab')\n"
+                       "    def f(self):\n        INSIDE = 5\n";
+  py::object code = py::module_::import("builtins").attr("compile")(source, "<test>", "exec");
+  py::object body;
+  for (py::handle item : code.attr("co_consts"))
+    if (py::isinstance(item, py::module_::import("types").attr("CodeType"))) body = py::reinterpret_borrow<py::object>(item);
+  ASSERT_TRUE(body);
+  std::map<std::string, py::object> found;
+  for (const auto& [name, constant] : modhost::detail::constants_bound_by(bytecode_opcodes::load(), body.ptr()))
+    found[name] = py::reinterpret_borrow<py::object>(constant);
+  EXPECT_EQ(found.size(), 3u);  // not TWICE (bound twice), made (a call), INSIDE (the method's)
+  EXPECT_EQ(found["__qualname__"].cast<std::string>(), "C");  // the compiler's own `__qualname__ = 'C'`
+  EXPECT_EQ(found["LIMIT"].cast<int>(), 3);
+  EXPECT_EQ(found["NAME"].cast<std::string>(), "x");
 }

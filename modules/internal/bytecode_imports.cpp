@@ -2,6 +2,9 @@
 
 #include "modules/internal/bytecode_imports.h"
 
+#include <algorithm>
+#include <set>
+
 #include "interpreter/reference.h"
 #include "interpreter/translate_errors.h"
 
@@ -144,6 +147,26 @@ bound_names names_bound_by(const bytecode_opcodes& ops, PyObject* code) {
   bound_names out;
   if (code && PyCode_Check(code)) collect_bound_names(ops, reinterpret_cast<PyCodeObject*>(code), true, out, 0);
   return out;
+}
+
+std::vector<std::pair<std::string, PyObject*>> constants_bound_by(const bytecode_opcodes& ops, PyObject* code) {
+  std::vector<std::pair<std::string, PyObject*>> found;
+  if (!code || !PyCode_Check(code)) return found;
+  auto* body = reinterpret_cast<PyCodeObject*>(code);
+  std::vector<instruction> units = decode(ops, body);
+  std::set<std::string> stored;
+  for (std::size_t k = 0; k < units.size(); ++k) {
+    if (units[k].opcode != ops.store_name) continue;
+    std::string name = utf8_of(tuple_item(body->co_names, units[k].arg));
+    if (!stored.insert(name).second) {  // bound again: not a constant of the class
+      found.erase(std::remove_if(found.begin(), found.end(), [&](const auto& item) { return item.first == name; }),
+                  found.end());
+      continue;
+    }
+    if (k > 0 && units[k - 1].opcode == ops.load_const)
+      if (PyObject* constant = tuple_item(body->co_consts, units[k - 1].arg)) found.emplace_back(name, constant);
+  }
+  return found;
 }
 
 std::vector<import_statement> imports_of(const bytecode_opcodes& ops, PyObject* code) {

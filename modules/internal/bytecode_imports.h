@@ -53,4 +53,9 @@ struct bound_names {
 };
 bound_names names_bound_by(const bytecode_opcodes& ops, PyObject* code);
 
+// The `name = constant` statements of a class body (`code` itself, not what
+// it nests), names bound more than once left out: (name, the constant,
+// borrowed from the code's co_consts). Needs the GIL.
+std::vector<std::pair<std::string, PyObject*>> constants_bound_by(const bytecode_opcodes& ops, PyObject* code);
+
 }  // namespace modhost::detail

@@ -16,7 +16,6 @@ the cache restores the namespace itself. Embedded into the library at build
 time (see CMakeLists.txt).
 """
 import builtins
-from opcode import opmap as _opmap
 import collections
 import contextlib
 import enum
@@ -24,7 +23,9 @@ import gc
 import sys
 import types
 
-# IMPORT_DUNDERS is handed over from reload_support.py (python_helpers.cpp).
+# IMPORT_DUNDERS (reload_support.py's) and class_constants(body) -> {name:
+# constant} (bytecode_imports.h's constants_bound_by) are handed over by
+# python_helpers.cpp.
 # Per-class descriptors that belong to their own class object.
 CLASS_OWN = frozenset({"__dict__", "__weakref__"})
 # An ABC's registry of virtual subclasses (`Base.register(Other)`, done by
@@ -150,7 +151,8 @@ def uncounted_references(objs, holders):
     visits each one an object holds, so what is left names a holder outside
     `holders` (less this call's own temporaries: UNCOUNTED_BY_THE_CALL).
     """
-    counted = collections.Counter(id(r) for holder in holders.values() for r in gc.get_referents(holder))
+    # (The list of referents is gone before the refcounts are read.)
+    counted = collections.Counter(map(id, gc.get_referents(*holders.values())))
     counted.update(iter(holders))  # the reference `holders` itself holds to each
     return [sys.getrefcount(obj) - counted[id(obj)] for obj in objs]
 
@@ -165,10 +167,6 @@ def _references_of_the_call():
 UNCOUNTED_BY_THE_CALL = _references_of_the_call()
 
 
-# Opcodes of `NAME = constant` in a class body (class_constants).
-_LOAD_CONST, _STORE_NAME, _EXTENDED_ARG = (_opmap[op] for op in ("LOAD_CONST", "STORE_NAME", "EXTENDED_ARG"))
-
-
 def class_bodies(code):
     """{qualname: code} of every class body (and function) nested in a module's code."""
     bodies, todo = {}, [code]
@@ -179,28 +177,6 @@ def class_bodies(code):
                 bodies.setdefault(const.co_qualname, const)
                 todo.append(const)
     return bodies
-
-
-def class_constants(body):
-    """{name: constant} for each `name = constant` a class body runs (names bound once only)."""
-    found, seen, extended, previous = {}, set(), 0, None
-    ops = body.co_code
-    for i in range(0, len(ops), 2):
-        op, arg = ops[i], ops[i + 1] | extended
-        if op == _EXTENDED_ARG:
-            extended = arg << 8
-            continue
-        extended = 0
-        if op == _STORE_NAME:
-            name = body.co_names[arg]
-            if name in seen:
-                found.pop(name, None)
-            elif previous is not None and previous[0] == _LOAD_CONST:
-                found[name] = body.co_consts[previous[1]]
-            seen.add(name)
-        if op:  # 0 is CACHE, inline data of the instruction before
-            previous = (op, arg)
-    return found
 
 
 class DeepUpdate:
@@ -697,7 +673,7 @@ class DeepUpdate:
                 return [h for h in gc.get_referrers(*news) if id(h) not in internal]
         wanted = {id(new) for new in news}
         return [h for h in holders.values()
-                if id(h) not in internal and any(id(r) in wanted for r in gc.get_referents(h))]
+                if id(h) not in internal and not wanted.isdisjoint(map(id, gc.get_referents(h)))]
 
     @staticmethod
     def all_accounted_for(news, holders):

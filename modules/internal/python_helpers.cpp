@@ -70,6 +70,12 @@ python_helpers python_helpers::load() {
     file = "deep_update.py";
     py::dict given;
     given["IMPORT_DUNDERS"] = resolve(support, "reload_support.py", "IMPORT_DUNDERS");
+    // {name: constant} of a class body's `name = constant` statements, read in C++.
+    given["class_constants"] = py::cpp_function([ops = bytecode_opcodes::load()](py::handle body) {
+      py::dict found;
+      for (const auto& [name, constant] : constants_bound_by(ops, body.ptr())) found[py::str(name)] = constant;
+      return found;
+    });
     py::dict deep = run_helper(deep_update_source, "deep_update", given);
     h.undo = resolve(deep, file, "Undo", {"rollback"});
     h.deep_update = resolve(deep, file, "DeepUpdate", {"class_statements", "finish", "commit"});
