@@ -19,7 +19,7 @@ struct fingerprint {
   std::int64_t ctime_ns = 0;
   std::uint64_t inode = 0;
   std::uint64_t device = 0;
-  std::uint64_t content_hash = 0;  // 64-bit FNV-1a of the file's bytes
+  std::uint64_t content_hash = 0;  // content_hash() of the file's bytes
   // Wall-clock time the fingerprint was taken. A file changed within the
   // file system's timestamp granularity of it could change again with equal
   // stat fields, so until it is older than that its stat is not trusted
@@ -37,7 +37,7 @@ struct fingerprint {
   }
 };
 
-// 64-bit FNV-1a.
+// A 64-bit hash of the bytes, to tell an edit from a touch (not cryptographic).
 std::uint64_t content_hash(std::string_view bytes) noexcept;
 
 // The stat fields of a regular file (content_hash left 0, taken_ns now);

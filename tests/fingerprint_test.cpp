@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "modules/fingerprint.h"
@@ -53,9 +55,23 @@ TEST(Fingerprint, MissingFileAndDirectoryAreMissing) {
   EXPECT_FALSE(modhost::take_fingerprint(file));
 }
 
-TEST(Fingerprint, HashIsFnv1a) {
-  EXPECT_EQ(modhost::content_hash(""), 14695981039346656037ull);
-  EXPECT_EQ(modhost::content_hash("a"), 0xaf63dc4c8601ec8cull);
+// Every single-byte edit of a file, at every offset and in every lane and the
+// tail, changes the hash; so do a swap of two words, a dropped byte and
+// trailing zeros.
+TEST(Fingerprint, HashTellsEverySmallEditApart) {
+  std::string text = "def version():\n    return 1\n# a comment that spans some words\n";
+  std::set<std::uint64_t> seen{modhost::content_hash(text)};
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    std::string edited = text;
+    edited[i] ^= 1;
+    EXPECT_TRUE(seen.insert(modhost::content_hash(edited)).second) << "byte " << i;
+  }
+  std::string swapped = text.substr(8, 8) + text.substr(0, 8) + text.substr(16);
+  EXPECT_TRUE(seen.insert(modhost::content_hash(swapped)).second);
+  EXPECT_TRUE(seen.insert(modhost::content_hash(text.substr(1))).second);
+  EXPECT_TRUE(seen.insert(modhost::content_hash(text + std::string(3, '\0'))).second);
+  EXPECT_TRUE(seen.insert(modhost::content_hash("")).second);
+  EXPECT_EQ(modhost::content_hash(text), modhost::content_hash(std::string(text)));
 }
 
 // The stat and the hash describe one version of the file, whatever a writer

@@ -23,9 +23,9 @@ import gc
 import sys
 import types
 
-# IMPORT_DUNDERS (reload_support.py's) and class_constants(body) -> {name:
-# constant} (bytecode_imports.h's constants_bound_by) are handed over by
-# python_helpers.cpp.
+# IMPORT_DUNDERS (reload_support.py's), class_constants(body) -> {name:
+# constant} (bytecode_imports.h's constants_bound_by), uncounted_references and
+# holders_among (reference_counts.h) are handed over by python_helpers.cpp.
 # Per-class descriptors that belong to their own class object.
 CLASS_OWN = frozenset({"__dict__", "__weakref__"})
 # An ABC's registry of virtual subclasses (`Base.register(Other)`, done by
@@ -144,26 +144,13 @@ def class_del(undo, cls, name):
     undo.delattr(cls, name, setter=type.__setattr__, deleter=type.__delattr__)
 
 
-def uncounted_references(objs, holders):
-    """For each of objs, its references that no object in `holders` ({id: object}) accounts for.
-
-    Every strong reference is in an object's refcount, and gc.get_referents
-    visits each one an object holds, so what is left names a holder outside
-    `holders` (less this call's own temporaries: UNCOUNTED_BY_THE_CALL).
-    """
-    # (The list of referents is gone before the refcounts are read.)
-    counted = collections.Counter(map(id, gc.get_referents(*holders.values())))
-    counted.update(iter(holders))  # the reference `holders` itself holds to each
-    return [sys.getrefcount(obj) - counted[id(obj)] for obj in objs]
-
-
 def _references_of_the_call():
     probes = [object()]  # its only holder is the list, itself a holder
-    return uncounted_references(probes, {id(probes): probes})[0]
+    return uncounted_references(probes, [probes])[0]
 
 
-# The temporaries the call itself adds (an argument, a loop variable): measured
-# once, as they differ between Python versions.
+# The temporaries uncounted_references itself adds, should a version's C API
+# take any: measured once.
 UNCOUNTED_BY_THE_CALL = _references_of_the_call()
 
 
@@ -185,7 +172,10 @@ class DeepUpdate:
         # Class bodies of the code that ran before and of the new code, by qualname.
         self.old_bodies = class_bodies(old_code) if old_code is not None else {}
         self.new_bodies = {}
-        self.body_constants = {}  # class body code -> class_constants(body)
+        # id(class body code) -> (the code, class_constants(code)); by id, since
+        # an unchanged class's old and new bodies are equal and comparing two
+        # code objects walks every method's code.
+        self.body_constants = {}
         self.name = module.__name__
         self.old = old  # the namespace before the reload (a copy)
         self.undo = undo
@@ -250,6 +240,8 @@ class DeepUpdate:
     @staticmethod
     def innermost(obj):
         """The function a decorator wrapper keeps in __wrapped__ (or obj)."""
+        if type(obj) is types.FunctionType and "__wrapped__" not in obj.__dict__:
+            return obj  # a plain function, the common case
         seen = set()
         while id(obj) not in seen:
             seen.add(id(obj))
@@ -475,10 +467,10 @@ class DeepUpdate:
 
     def constants_of(self, body):
         """class_constants(body), read once per body and reload (it walks the bytecode)."""
-        found = self.body_constants.get(body)
+        found = self.body_constants.get(id(body))
         if found is None:
-            found = self.body_constants[body] = class_constants(body)
-        return found
+            found = self.body_constants[id(body)] = (body, class_constants(body))
+        return found[1]
 
     # Names the metaclass's own data descriptors store in the class's dict,
     # so setattr on the class puts them there like any other attribute.
@@ -666,49 +658,39 @@ class DeepUpdate:
         and the heap is scanned.
         """
         holders = self.made_by_the_statements(news)
-        internal = {id(self.class_map), id(self.old), id(self.function_map), id(news), id(holders)}
+        internal = [self.class_map, self.old, self.function_map, news, holders]
         if not self.all_accounted_for(news, holders):
             self.add_around_the_namespace(holders)
             if not self.all_accounted_for(news, holders):
-                return [h for h in gc.get_referrers(*news) if id(h) not in internal]
-        wanted = {id(new) for new in news}
-        return [h for h in holders.values()
-                if id(h) not in internal and not wanted.isdisjoint(map(id, gc.get_referents(h)))]
+                holders = gc.get_referrers(*news)
+        return holders_among(holders, news, internal)
 
     @staticmethod
     def all_accounted_for(news, holders):
         return all(count <= UNCOUNTED_BY_THE_CALL for count in uncounted_references(news, holders))
 
     def made_by_the_statements(self, news):
-        """{id: object} of what class statements made that holds classes, and the update's own maps."""
-        holders = {id(news): news, id(self.class_map): self.class_map}
-        add = holders.setdefault
+        """What class statements made that holds classes, and the update's own maps (a list)."""
+        holders = [news, self.class_map]
         for cls in (*news, *self.class_map.values()):
-            for part in (cls, cls.__mro__, cls.__bases__):
-                add(id(part), part)
+            holders += (cls, cls.__mro__, cls.__bases__)
             for value in cls.__dict__.values():
-                add(id(value), value)
+                holders.append(value)
                 function = value.__func__ if type(value) in (classmethod, staticmethod) else value
                 if type(function) is types.FunctionType:
-                    for cell in function.__closure__ or ():
-                        add(id(cell), cell)
+                    holders += function.__closure__ or ()
                     # Generated methods (attrs, dataclasses) run in globals of
                     # their own, often a copy of the module's namespace.
                     if function.__globals__ is not self.module.__dict__:
-                        add(id(function.__globals__), function.__globals__)
+                        holders.append(function.__globals__)
         return holders
 
     def add_around_the_namespace(self, holders):
         """Adds the module's namespace, its values and what they hold (other modules aside)."""
         namespace = self.module.__dict__
-        add = holders.setdefault
         near = [namespace, *namespace.values()]
-        for obj in near:
-            add(id(obj), obj)
-        for obj in near:
-            if type(obj) is not types.ModuleType:
-                for part in gc.get_referents(obj):
-                    add(id(part), part)
+        holders += near
+        holders += gc.get_referents(*[obj for obj in near if type(obj) is not types.ModuleType])
 
     def redirect_to_kept_classes(self):
         """What creating a new class put elsewhere now names the class that stays.

@@ -7,6 +7,7 @@
 
 #include "interpreter/translate_errors.h"
 #include "modules/internal/bytecode_imports.h"
+#include "modules/internal/reference_counts.h"
 
 namespace py = pybind11;
 
@@ -76,6 +77,9 @@ python_helpers python_helpers::load() {
       for (const auto& [name, constant] : constants_bound_by(ops, body.ptr())) found[py::str(name)] = constant;
       return found;
     });
+    // Reference accounting over tp_traverse, without lists of ids in Python.
+    given["uncounted_references"] = py::cpp_function(&uncounted_references);
+    given["holders_among"] = py::cpp_function(&holders_among);
     py::dict deep = run_helper(deep_update_source, "deep_update", given);
     h.undo = resolve(deep, file, "Undo", {"rollback"});
     h.deep_update = resolve(deep, file, "DeepUpdate", {"class_statements", "finish", "commit"});
