@@ -20,6 +20,7 @@ import collections
 import contextlib
 import enum
 import gc
+from functools import partial
 import sys
 import types
 
@@ -99,12 +100,18 @@ class Undo:
         else:
             old = obj.__dict__.get(name, MISSING) if is_a(obj, type) else getattr(obj, name, MISSING)
         setter(obj, name, value)
-        self._steps.append(lambda: deleter(obj, name) if old is MISSING else setter(obj, name, old))
+        # partial, not a lambda: one object per step instead of a function and its cells.
+        self._steps.append(partial(deleter, obj, name) if old is MISSING else partial(setter, obj, name, old))
+
+    def set_function_state(self, function, name, value, old):
+        """setattr of a function's own state (__code__, __defaults__...), whose old value the caller read."""
+        setattr(function, name, value)
+        self._steps.append(partial(setattr, function, name, old))
 
     def delattr(self, obj, name, setter=setattr, deleter=delattr):
         old = obj.__dict__[name] if is_a(obj, type) else getattr(obj, name)
         deleter(obj, name)
-        self._steps.append(lambda: setter(obj, name, old))
+        self._steps.append(partial(setter, obj, name, old))
 
     def setitem(self, mapping, key, value):
         old = mapping.get(key, MISSING)
@@ -114,7 +121,7 @@ class Undo:
     def setindex(self, sequence, index, value):
         old = sequence[index]
         sequence[index] = value
-        self._steps.append(lambda: sequence.__setitem__(index, old))
+        self._steps.append(partial(sequence.__setitem__, index, old))
 
     def rekey(self, mapping, key, new_key):
         """mapping[new_key] takes mapping[key]'s value (and place at the end)."""
@@ -303,7 +310,9 @@ class DeepUpdate:
             # generated methods, namedtuple's __new__) reads names only that
             # dict has; the new code in the old function would not find them.
             return "its globals are not the module's"
-        if old.__code__.co_freevars != new.__code__.co_freevars or not self.same_cells(old, new):
+        if old.__code__.co_freevars != new.__code__.co_freevars:
+            return "its free variables changed"
+        if new.__closure__ and not self.same_cells(old, new):
             return "its free variables changed"
         state = {attr: getattr(new, attr) for attr in FUNCTION_STATE}
         if "__wrapped__" in old.__dict__ and "__wrapped__" in new.__dict__:
@@ -316,8 +325,9 @@ class DeepUpdate:
             state["__kwdefaults__"] = {key: old if value is new else value
                                        for key, value in state["__kwdefaults__"].items()}
         for attr, value in state.items():
-            if not interchangeable(getattr(old, attr), value):  # each setattr is logged for a rollback
-                self.undo.setattr(old, attr, value)
+            current = getattr(old, attr)
+            if not interchangeable(current, value):  # each change is logged for a rollback
+                self.undo.set_function_state(old, attr, value, current)
         self.function_map[id(new)] = (new, old)
         return None
 
