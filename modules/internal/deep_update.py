@@ -161,13 +161,17 @@ def _references_of_the_call():
 UNCOUNTED_BY_THE_CALL = _references_of_the_call()
 
 
+CO_OPTIMIZED = 0x1  # a function's code (fast locals); never a class body's
+
+
 def class_bodies(code):
-    """{qualname: code} of every class body (and function) nested in a module's code."""
+    """{qualname: code} of the class bodies in a module's code, nested classes
+    included; not those inside functions (their classes are not the module's)."""
     bodies, todo = {}, [code]
     while todo:
         co = todo.pop()
         for const in co.co_consts:
-            if type(const) is type(code):
+            if type(const) is type(code) and not const.co_flags & CO_OPTIMIZED:
                 bodies.setdefault(const.co_qualname, const)
                 todo.append(const)
     return bodies

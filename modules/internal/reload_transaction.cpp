@@ -97,6 +97,9 @@ reload_transaction::run_result reload_transaction::run(reload_report& report) {
       }
     }
   } catch (py::error_already_set& e) {
+    // Disarmed first: the watchdog raises again every 100 ms, and formatting
+    // the error (linecache reads the source) must not be interrupted.
+    limit_.reset();
     e.restore();
     report.error = python_error::fetch();
     result = run_result::raised;

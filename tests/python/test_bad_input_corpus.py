@@ -642,6 +642,17 @@ class Interrupts(Corpus):
         self.assertEqual(result.stdout.split("\n"), ["stopped TimeLimitExceeded", "value 1", ""],
                          result.stderr)
 
+    def test_an_error_that_outlasts_the_limit_while_it_is_formatted_is_the_error_reported(self):
+        # The module fails at once; reading its message takes longer than the
+        # limit, which must be disarmed by then (a TimeLimitExceeded raised
+        # into the formatting would replace the module's own error).
+        self.write(self.name, "class SlowMessage(Exception):\n    def __str__(self):\n        import time\n"
+                              "        end = time.monotonic() + 0.5\n        while time.monotonic() < end:\n"
+                              "            pass\n        return 'the message'\nraise SlowMessage()\n")
+        error = self.assertReloadRefused(Exception, "the message", timeout=0.2)
+        self.assertEqual(type(error).__name__, "SlowMessage")
+        self.assertIn("SlowMessage: the message", modhost.info(self.name).last_error)
+
     def test_reload_blocked_in_sleep_is_interrupted_when_the_call_returns(self):
         self.write(self.name, "import time\nVALUE = 2\ntime.sleep(1)\nVALUE = 3\n")
         started = time.monotonic()
