@@ -16,12 +16,10 @@ the cache restores the namespace itself. Embedded into the library at build
 time (see CMakeLists.txt).
 """
 import builtins
-import collections
 import contextlib
 import enum
 import gc
 from functools import partial
-import sys
 import types
 
 # IMPORT_DUNDERS (reload_support.py's), class_constants(body) -> {name:
