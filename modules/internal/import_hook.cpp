@@ -351,6 +351,14 @@ void import_hook::settle() {
     PyObject* modules = PyImport_GetModuleDict();  // borrowed
     for (auto& record : records) {
       PyObject* current = PyDict_GetItemString(modules, record.name.c_str());  // borrowed
+      if (current != record.module.ptr() && registry::initializing(record.module)) {
+        // Still importing: importlib pops a module it has just run and puts it
+        // back at the end of sys.modules, and a cache call (the autoreloader's
+        // pending call) can come in between. Dropped now, it would be tracked
+        // only by some later cache call, and no file watch would start.
+        running.push_back(std::move(record));
+        continue;
+      }
       if (current != record.module.ptr()) {  // the import failed, or the module was replaced meanwhile
         registry_.drop_executed(record.name, record.code);
         any_failed = any_failed || !current;

@@ -589,6 +589,24 @@ print("stopped", flush=True)
 """
 
 
+# `import plugin` step by step, as importlib's _load_unlocked does it, with
+# an autoreload poll where importlib moves the module to the end of sys.modules.
+IMPORT_STEPS_SCRIPT = """
+import importlib.util, os, sys
+import modhost
+spec = importlib.util.spec_from_file_location(
+    "plugin", os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugin.py"))
+plugin = importlib.util.module_from_spec(spec)
+spec._initializing = True
+sys.modules["plugin"] = plugin
+spec.loader.exec_module(plugin)
+sys.modules.pop("plugin")
+modhost.check()
+sys.modules["plugin"] = plugin
+spec._initializing = False
+"""
+
+
 SPIN_SCRIPT = """
 import os, sys, time
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lq.py")
@@ -742,6 +760,25 @@ class HostAutoreload(unittest.TestCase):
     # printed its first value (the plugin is imported by then) must be seen.
     def test_running_loop_sees_an_edit_made_right_after_it_started(self):
         child = self.start(["--autoreload", "all"], prime=False)
+        child.expect("stdout", lambda line: line == "value 1")
+        self.write_plugin(value_source(2))
+        try:
+            child.expect("stdout", lambda line: line == "value 2", timeout=10)
+        finally:
+            open(self.stop, "w").close()
+        self.assertEqual(child.finish(), 0, child.seen)
+
+    # importlib pops a module it has just run and puts it back at the end of
+    # sys.modules; a poll that lands in between (the background thread's
+    # pending call can) must not lose the module: it is watched all the same.
+    def test_a_poll_while_importlib_moves_the_new_module_does_not_lose_it(self):
+        self.write_plugin(value_source(1))
+        script = os.path.join(self.dir, "app.py")
+        with open(script, "w") as f:
+            f.write(IMPORT_STEPS_SCRIPT + LOOP_SCRIPT.replace("import plugin\n", "")
+                    % {"prime": False, "give_up": 120.0})
+        child = Child(["--autoreload", "all", script, self.stop])
+        self.addCleanup(child.kill)
         child.expect("stdout", lambda line: line == "value 1")
         self.write_plugin(value_source(2))
         try:
