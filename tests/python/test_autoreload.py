@@ -592,8 +592,7 @@ print("stopped", flush=True)
 # `import plugin` step by step, as importlib's _load_unlocked does it, with
 # an autoreload poll where importlib moves the module to the end of sys.modules.
 IMPORT_STEPS_SCRIPT = """
-import importlib.util, os, sys
-import modhost
+import importlib.util
 spec = importlib.util.spec_from_file_location(
     "plugin", os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugin.py"))
 plugin = importlib.util.module_from_spec(spec)
@@ -701,11 +700,11 @@ class HostAutoreload(unittest.TestCase):
         with open(self.plugin, "w") as f:
             f.write(text)
 
-    def start(self, options, prime=True, env=None):
+    def start(self, options, prime=True, env=None, import_plugin="import plugin\n"):
         self.write_plugin(value_source(1))
         script = os.path.join(self.dir, "app.py")
         with open(script, "w") as f:
-            f.write(LOOP_SCRIPT % {"prime": prime, "give_up": 120.0})
+            f.write((LOOP_SCRIPT % {"prime": prime, "give_up": 120.0}).replace("import plugin\n", import_plugin))
         child = Child([*options, script, self.stop], env=env)
         self.addCleanup(child.kill)
         return child
@@ -759,26 +758,16 @@ class HostAutoreload(unittest.TestCase):
     # Without the script's own check(): an edit made as soon as the program
     # printed its first value (the plugin is imported by then) must be seen.
     def test_running_loop_sees_an_edit_made_right_after_it_started(self):
-        child = self.start(["--autoreload", "all"], prime=False)
-        child.expect("stdout", lambda line: line == "value 1")
-        self.write_plugin(value_source(2))
-        try:
-            child.expect("stdout", lambda line: line == "value 2", timeout=10)
-        finally:
-            open(self.stop, "w").close()
-        self.assertEqual(child.finish(), 0, child.seen)
+        self.expect_an_edit_right_after_the_start_seen(self.start(["--autoreload", "all"], prime=False))
 
     # importlib pops a module it has just run and puts it back at the end of
     # sys.modules; a poll that lands in between (the background thread's
     # pending call can) must not lose the module: it is watched all the same.
     def test_a_poll_while_importlib_moves_the_new_module_does_not_lose_it(self):
-        self.write_plugin(value_source(1))
-        script = os.path.join(self.dir, "app.py")
-        with open(script, "w") as f:
-            f.write(IMPORT_STEPS_SCRIPT + LOOP_SCRIPT.replace("import plugin\n", "")
-                    % {"prime": False, "give_up": 120.0})
-        child = Child(["--autoreload", "all", script, self.stop])
-        self.addCleanup(child.kill)
+        child = self.start(["--autoreload", "all"], prime=False, import_plugin=IMPORT_STEPS_SCRIPT)
+        self.expect_an_edit_right_after_the_start_seen(child)
+
+    def expect_an_edit_right_after_the_start_seen(self, child):
         child.expect("stdout", lambda line: line == "value 1")
         self.write_plugin(value_source(2))
         try:
