@@ -10,7 +10,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdint>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -103,6 +106,16 @@ int main(int argc, char** argv) {
   app.add_option("--debounce", debounce_ms, "Milliseconds a file must be quiet before it counts as saved")
       ->check(CLI::Range(0, 10000));
   app.add_flag("--watch-polling", watch_polling, "Poll files instead of using inotify");
+  double reload_timeout = 10;
+  app.add_option("--reload-timeout", reload_timeout,
+                 "Seconds an autoreload's new code may run before it is rolled back (inf: no limit)")
+      ->type_name("SECONDS")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            double seconds = std::strtod(text.c_str(), nullptr);
+            return seconds > 0 ? std::string() : std::string("must be a positive number of seconds, or inf");
+          },
+          "SECONDS"));
   std::vector<std::string> roots;
   bool strict = false;
   std::string audit_log;
@@ -132,7 +145,7 @@ int main(int argc, char** argv) {
     }
     if (arg == "--") break;
     if (arg == "-p" || arg == "--path" || arg == "--autoreload" || arg == "--watch" || arg == "--debounce" ||
-        arg == "--root" || arg == "--audit-log")
+        arg == "--root" || arg == "--audit-log" || arg == "--reload-timeout")
       ++i;  // skip the option's value
     else if (arg.empty() || arg[0] != '-') break;
   }
@@ -160,6 +173,9 @@ int main(int argc, char** argv) {
   config.module_paths.assign(paths.begin(), paths.end());
   config.watch_debounce = std::chrono::milliseconds(debounce_ms);
   config.watch_polling = watch_polling;
+  config.reload_time_limit = std::isinf(reload_timeout) ? std::chrono::milliseconds(0)
+                                                       : std::chrono::milliseconds(static_cast<std::int64_t>(
+                                                             std::ceil(std::min(reload_timeout, 1e9) * 1000)));
   config.cache.module_roots.assign(roots.begin(), roots.end());
   config.cache.strict_permissions = strict;
   if (!audit_log.empty()) {

@@ -124,6 +124,7 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
     bool polling = config_.watch_polling;
     if (const char* env = std::getenv("MODHOST_WATCH_POLLING"); env && std::string(env) == "1") polling = true;
     autoreload_ = std::make_unique<autoreloader>(*cache_, config_.watch_debounce, polling);
+    autoreload_->set_time_limit(config_.reload_time_limit);
     interpreter_facts facts{info_.version, info_.home.string(), info_.library.string(), {}};
     for (const auto& path : config_.module_paths) facts.module_paths.push_back(path.string());
     attach_bindings(*cache_, *autoreload_, std::move(facts));

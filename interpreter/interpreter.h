@@ -56,6 +56,9 @@ struct interpreter_config {
   // environment variable MODHOST_WATCH_POLLING=1 forces polling too).
   std::chrono::milliseconds watch_debounce{10};
   bool watch_polling = false;
+  // How long an autoreload's new code may run before it is rolled back
+  // (0: no limit).
+  std::chrono::milliseconds reload_time_limit{std::chrono::seconds(10)};
 };
 
 // Facts about the running interpreter, for diagnostics and `modhost.python`.

@@ -195,7 +195,14 @@ std::vector<std::string> autoreloader::poll() {
       new_files = true;
   }
   if (new_files) py::module_::import("importlib").attr("invalidate_caches")();  // importable at once
-  for (const auto& [name, reported] : names) apply(name, reported, reloaded);
+  for (auto it = names.begin(); it != names.end(); ++it) {
+    try {
+      apply(it->first, it->second, reloaded);
+    } catch (...) {  // interrupted (Ctrl-C): what was not looked at yet waits for the next poll
+      for (auto rest = std::next(it); rest != names.end(); ++rest) due_.insert(rest->first);
+      throw;
+    }
+  }
   return reloaded;
 }
 
@@ -239,6 +246,7 @@ void autoreloader::apply(const std::string& name, bool reported, std::vector<std
   // wrote it between its writer's close and the read (a dependent re-run
   // with it that is not watched: quiet for the debounce), or it was quiet
   // for the debounce.
+  options.time_limit = time_limit_;  // a top level that never ends must not freeze the program
   if (vouched)
     options.source_at_rest = [this](const std::filesystem::path& path) { return !watcher_.still_changing(path); };
   else
@@ -258,6 +266,14 @@ void autoreloader::apply(const std::string& name, bool reported, std::vector<std
   if (result.outcome == reload_outcome::deferred) {  // being written: the next poll takes it
     due_.insert(name);
     return;
+  }
+  if (!result && result.error->matches("KeyboardInterrupt")) {
+    // Ctrl-C while the new code ran: it is rolled back, and the interrupt is
+    // the program's, as if it had arrived a moment later (the same content
+    // is not tried again until the file changes).
+    report("[modhost] reload of " + name + " interrupted (KeyboardInterrupt); the old code keeps running");
+    failed_hash_[name] = now->content_hash;
+    throw *result.error;
   }
   if (!result) {
     report("[modhost] reload of " + name + " failed: " + one_line(result.error->what()) +
@@ -303,14 +319,22 @@ int autoreloader::run_pending(void*) {
   autoreloader* self = g_background.load();
   if (!self) return 0;
   const bool safe = !self->polling_ && self->cache_.at_safe_point();
+  bool interrupted = false;
   if (safe) {
     try {
       self->poll();
-    } catch (const std::exception& e) {  // nothing may cross into CPython's eval loop
+    } catch (const python_error& e) {  // nothing may cross into CPython's eval loop
+      if (e.matches("KeyboardInterrupt")) {
+        interrupted = true;
+        e.restore();  // raised where the main thread is, as a signal handler's would be
+      } else {
+        report(std::string("[modhost] autoreload failed: ") + one_line(e.what()));
+      }
+    } catch (const std::exception& e) {
       report(std::string("[modhost] autoreload failed: ") + one_line(e.what()));
     }
   }
-  PyErr_Clear();  // a pending call must not leave an error behind
+  if (!interrupted) PyErr_Clear();  // a pending call leaves no error behind, but Ctrl-C's
   {
     std::lock_guard<std::mutex> lock(self->mutex_);
     auto now = file_watcher::clock::now();
@@ -327,7 +351,7 @@ int autoreloader::run_pending(void*) {
     }
   }
   self->done_.notify_all();
-  return 0;
+  return interrupted ? -1 : 0;
 }
 
 void autoreloader::background_loop() {

@@ -4,7 +4,8 @@
 // (only watched modules and modules under watched directories) or "all"
 // (every source module under the host's module search paths, plus watched
 // ones; the stdlib and site-packages only when watched). A changed module
-// is deep-reloaded with its dependents. A failure prints one line
+// is deep-reloaded with its dependents, within a time limit (10 s unless
+// set_time_limit says otherwise). A failure prints one line
 // "[modhost] reload of NAME failed: ..." to stderr, keeps the old code, and
 // is not retried until the file changes again; a deleted file and a changed
 // extension module are reported once.
@@ -83,6 +84,13 @@ class autoreloader {
 
   const file_watcher& watcher() const noexcept { return watcher_; }
 
+  // How long one autoreload's new code may run before it is rolled back
+  // with TimeLimitExceeded (0: no limit). Ctrl-C during it rolls it back
+  // too, and poll() then throws the KeyboardInterrupt (in background mode
+  // the main thread raises it where it is).
+  void set_time_limit(std::chrono::milliseconds limit) noexcept { time_limit_ = limit; }
+  std::chrono::milliseconds time_limit() const noexcept { return time_limit_; }
+
  private:
   void refresh_roots();
   void rescan_all();
@@ -95,6 +103,7 @@ class autoreloader {
   module_cache& cache_;
   file_watcher watcher_;
   autoreload_mode mode_ = autoreload_mode::off;
+  std::chrono::milliseconds time_limit_{std::chrono::seconds(10)};
   std::set<std::string> watched_;
   std::set<std::string> unwatched_;
   std::vector<std::filesystem::path> roots_;     // "all" mode covers files under these

@@ -1,5 +1,6 @@
 #include "modules/file_watcher.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -14,8 +15,26 @@
 namespace modhost {
 namespace {
 
-// A writer that keeps a file open and modified is waited for this long at most.
+// A file modified and still open is looked at again after this long: if
+// the kernel says a writer still has it open, it waits on; if the kernel
+// cannot say, the file counts as saved.
 constexpr auto kOpenWriterPatience = std::chrono::seconds(2);
+
+// Does some process have `path` open for writing? The kernel refuses a read
+// lease exactly then (fcntl(2), F_SETLEASE: EAGAIN). Only the file's owner
+// (or a process with CAP_LEASE) may take one, and not every filesystem
+// grants them: false then, as for a file nobody writes.
+bool open_for_writing(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+  if (fd < 0) return false;
+  bool writer = false;
+  if (::fcntl(fd, F_SETLEASE, F_RDLCK) == 0)
+    ::fcntl(fd, F_SETLEASE, F_UNLCK);
+  else
+    writer = errno == EAGAIN;
+  ::close(fd);
+  return writer;
+}
 
 constexpr std::uint32_t kEvents = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE |
                                   IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
@@ -206,8 +225,11 @@ std::vector<std::filesystem::path> file_watcher::take_settled(clock::time_point 
   read_changes(now);
   std::vector<std::filesystem::path> settled;
   for (auto it = pending_.begin(); it != pending_.end();) {
-    if (now >= it->second) {
-      writing_.erase(it->first);  // a writer that kept it open past the patience
+    if (now >= it->second && writing_.count(it->first) && open_for_writing(it->first)) {
+      it->second = now + kOpenWriterPatience;  // its writer keeps it open: still being saved
+      ++it;
+    } else if (now >= it->second) {
+      writing_.erase(it->first);  // a writer the kernel cannot tell of kept it open past the patience
       settled.push_back(it->first);
       it = pending_.erase(it);
     } else {

@@ -7,8 +7,10 @@
 //  - inotify: a file its writer closed (IN_CLOSE_WRITE) or that was renamed
 //    into place (IN_MOVED_TO) is complete and reported at once, with no
 //    debounce. A file modified and still open for writing waits for its
-//    close (or, for a writer that keeps it open, until it has been quiet for
-//    max(debounce, 2 s)). Only events that say nothing about a writer (a
+//    close, however long it keeps it open (the kernel refuses a read lease
+//    while a writer has it open; where it cannot say, because the file has
+//    another owner or the filesystem grants no leases, a file quiet for
+//    max(debounce, 2 s) counts as saved). Only events that say nothing about a writer (a
 //    deletion, a creation without writes, a lost-events overflow) wait for
 //    the debounce interval;
 //  - polling (where inotify is unavailable or the kernel's watch limit is

@@ -27,17 +27,13 @@ using detail::cache_entry;
 
 namespace {
 
-int g_cache_calls = 0;  // public cache calls in progress, on any thread (under the GIL)
-
 // translate_errors, counted: the autoreloader's pending call can fire at any
 // bytecode boundary, also inside Python code a cache call runs (its helpers,
-// a module's __unload__); it must not reload modules under that call.
+// a module's __unload__); it must not reload modules under that call. The
+// count also keeps entries forgotten meanwhile alive until the call ends.
 template <class Fn>
-decltype(auto) cache_call(Fn&& fn) {
-  struct counted {
-    counted() { ++g_cache_calls; }
-    ~counted() { --g_cache_calls; }
-  } guard;
+decltype(auto) cache_call(detail::registry& modules, Fn&& fn) {
+  detail::registry::call_scope counted(modules);
   return translate_errors(std::forward<Fn>(fn));
 }
 
@@ -68,7 +64,7 @@ module_cache::module_cache(const cache_options& options) : impl_(std::make_uniqu
 module_cache::~module_cache() = default;
 
 bool module_cache::at_safe_point() const noexcept {
-  return impl_->hook.idle() && g_cache_calls == 0 && impl_->modules.reloading().empty();
+  return impl_->hook.idle() && !impl_->modules.in_call() && impl_->modules.reloading().empty();
 }
 
 std::uint64_t module_cache::tracking_revision() const noexcept { return impl_->modules.tracking_revision(); }
@@ -80,7 +76,7 @@ py::object module_cache::find(const std::string& name) {
 
 py::object module_cache::load(const std::string& name, std::chrono::milliseconds limit) {
   if (cache_entry* entry = impl_->modules.lookup(name)) return entry->module;
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();  // imports since the last call become entries and edges
     detail::check_name(name);
     std::optional<time_limit> guard;
@@ -92,7 +88,7 @@ py::object module_cache::load(const std::string& name, std::chrono::milliseconds
 }
 
 reload_report module_cache::reload(const std::string& name, reload_options options) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     reload_report report = detail::reload(impl_->reload_context(), name, options);
     if (report.outcome == reload_outcome::reloaded)
@@ -108,7 +104,7 @@ reload_report module_cache::reload(const std::string& name, reload_options optio
 }
 
 reload_report module_cache::reload(py::handle module, reload_options options) {
-  std::string name = cache_call([&] {
+  std::string name = cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     if (!module || !PyModule_Check(module.ptr()))
       detail::raise_error(PyExc_TypeError, "reload() argument must be a module");
@@ -123,7 +119,7 @@ reload_report module_cache::reload(py::handle module, reload_options options) {
 }
 
 unload_report module_cache::unload(const std::string& name, bool force) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     // What the modules acquired from the host goes first, so that the host's
     // hold on their code (a registered handler, a thread) is not a holder; an
@@ -143,28 +139,28 @@ unload_report module_cache::unload(const std::string& name, bool force) {
 }
 
 std::int64_t module_cache::refcount(const std::string& name) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     return detail::refcount(impl_->modules, name);
   });
 }
 
 std::vector<std::string> module_cache::referrers(const std::string& name) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     return detail::referrers(impl_->modules, name);
   });
 }
 
 bool module_cache::is_changed(const std::string& name) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     return impl_->modules.is_changed(*impl_->modules.require(name));
   });
 }
 
 std::vector<std::string> module_cache::changed() {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     std::vector<std::string> names;
     for (const auto& name : impl_->modules.names())
@@ -175,7 +171,7 @@ std::vector<std::string> module_cache::changed() {
 }
 
 std::vector<std::string> module_cache::dependencies(const std::string& name) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     impl_->modules.require(name);
     const auto& deps = impl_->graph.dependencies(name);
@@ -184,7 +180,7 @@ std::vector<std::string> module_cache::dependencies(const std::string& name) {
 }
 
 std::vector<std::string> module_cache::dependents(const std::string& name) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     impl_->modules.require(name);
     const auto& users = impl_->graph.dependents(name);
@@ -201,7 +197,7 @@ std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imp
 }
 
 module_info module_cache::info(const std::string& name) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     cache_entry& entry = *impl_->modules.require(name);
     module_info info;
@@ -228,7 +224,7 @@ std::vector<module_info> module_cache::entries() {
 }
 
 std::vector<std::string> module_cache::modules() {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     return impl_->modules.names();
   });

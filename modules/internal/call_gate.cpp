@@ -34,6 +34,7 @@ struct closed_module {
 // `mutex`) lets threads that wait without the GIL know when to look again.
 struct gate_state {
   PyThreadState* owner = nullptr;  // the thread whose reload closed them
+  unsigned long owner_ident = 0;   // its thread id, as importlib's module locks name owners
   std::vector<closed_module> closed;
   _PyFrameEvalFunction previous_eval = nullptr;
   PyObject* gated_type = nullptr;  // ModuleType subclass with waiting getattr/setattr
@@ -83,10 +84,10 @@ bool held_out(PyThreadState* tstate, PyObject* namespace_) {
          !started_by_reload(PyThread_get_thread_ident());
 }
 
-// Sleeps without the GIL until the gates change. Called with the GIL, which
-// is also what every change holds: a change cannot slip in between the
-// caller's look at the state and `seen`.
-void wait_for_change() {
+// Sleeps without the GIL until the gates change (or `at_most` passed).
+// Called with the GIL, which is also what every change holds: a change
+// cannot slip in between the caller's look at the state and `seen`.
+void wait_for_change(std::chrono::milliseconds at_most = std::chrono::milliseconds::max()) {
   gate_state& g = gates();
   std::uint64_t seen;
   {
@@ -95,7 +96,10 @@ void wait_for_change() {
   }
   gil_release released;
   std::unique_lock<std::mutex> lock(g.mutex);  // released before the GIL is taken again
-  g.changed.wait(lock, [&] { return g.changes != seen; });
+  if (at_most == std::chrono::milliseconds::max())
+    g.changed.wait(lock, [&] { return g.changes != seen; });
+  else
+    g.changed.wait_for(lock, at_most, [&] { return g.changes != seen; });
 }
 
 void announce_change() {
@@ -107,8 +111,74 @@ void announce_change() {
   g.changed.notify_all();
 }
 
+// Does the reloading thread wait, directly or through other threads, for a
+// module lock that thread `me` holds? Then `me` is importing a module that
+// the new code imports too (importlib's per-module locks), and holding `me`
+// at the gate would leave both waiting for ever. importlib's own deadlock
+// detection reads the same graph: _blocking_on maps a thread id to the lock
+// it waits for (3.11) or a list of them (3.12 on), and a lock knows its owner.
+bool reload_waits_for_import_of(unsigned long me) {
+  PyObject* bootstrap = PyDict_GetItemString(PyImport_GetModuleDict(), "_frozen_importlib");  // borrowed
+  if (!bootstrap) return false;
+  error_scope keep;  // reading the graph runs Python code (3.12's _WeakValueDictionary)
+  try {
+    py::object blocking_on = py::getattr(bootstrap, "_blocking_on", py::none());
+    if (blocking_on.is_none()) return false;
+    std::vector<unsigned long> waiting{gates().owner_ident};
+    std::vector<unsigned long> seen;
+    while (!waiting.empty() && seen.size() < 64) {
+      unsigned long thread = waiting.back();
+      waiting.pop_back();
+      if (std::find(seen.begin(), seen.end(), thread) != seen.end()) continue;
+      seen.push_back(thread);
+      py::object locks = blocking_on.attr("get")(thread);
+      if (locks.is_none()) continue;
+      if (!PyList_Check(locks.ptr())) locks = py::make_tuple(locks);
+      for (py::handle lock : locks) {
+        py::object owner = py::getattr(lock, "owner", py::none());
+        if (!PyLong_Check(owner.ptr())) continue;
+        unsigned long holder = owner.cast<unsigned long>();
+        if (holder == me) return true;
+        waiting.push_back(holder);
+      }
+    }
+  } catch (py::error_already_set&) {
+    PyErr_Clear();  // a layout this code does not know: hold the thread as before
+  }
+  return false;
+}
+
+// Does thread `me` own one of importlib's module locks (it is importing)?
+// It cannot take or drop one while it is held.
+bool holds_import_lock(unsigned long me) {
+  PyObject* bootstrap = PyDict_GetItemString(PyImport_GetModuleDict(), "_frozen_importlib");  // borrowed
+  if (!bootstrap) return false;
+  error_scope keep;
+  try {
+    py::object locks = py::getattr(bootstrap, "_module_locks", py::none());
+    if (!PyDict_Check(locks.ptr())) return false;
+    for (auto [name, ref] : py::reinterpret_borrow<py::dict>(locks)) {
+      py::object lock = py::reinterpret_borrow<py::object>(ref)();
+      py::object owner = py::getattr(lock, "owner", py::none());
+      if (PyLong_Check(owner.ptr()) && owner.cast<unsigned long>() == me) return true;
+    }
+  } catch (py::error_already_set&) {
+    PyErr_Clear();
+  }
+  return false;
+}
+
 void wait_until_admitted(PyThreadState* tstate, PyObject* namespace_) {
-  while (held_out(tstate, namespace_)) wait_for_change();
+  if (!held_out(tstate, namespace_)) return;
+  const unsigned long me = PyThread_get_thread_ident();
+  // A thread that holds a module lock is looked at again every few
+  // milliseconds: the reloading thread starting to wait for that lock is no
+  // change of the gates that would wake it.
+  const bool importing = holds_import_lock(me);
+  do {
+    if (importing && reload_waits_for_import_of(me)) return;
+    wait_for_change(importing ? std::chrono::milliseconds(5) : std::chrono::milliseconds::max());
+  } while (held_out(tstate, namespace_));
 }
 
 // A frame built before a deep reload patched its function holds the old code
@@ -279,6 +349,7 @@ closed_gate::closed_gate(const std::vector<py::object>& modules, std::chrono::mi
   mark_ = g.closed.size();
   if (!g.owner) {
     g.owner = me;
+    g.owner_ident = PyThread_get_thread_ident();
     g.previous_eval = _PyInterpreterState_GetEvalFrameFunc(PyThreadState_GetInterpreter(me));
     _PyInterpreterState_SetEvalFrameFunc(PyThreadState_GetInterpreter(me), gated_eval_frame);
     g_any_gate_closed = true;

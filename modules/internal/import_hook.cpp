@@ -343,6 +343,7 @@ bool import_hook::idle() {
 
 void import_hook::settle() {
   if (pending_.empty() && (!main_code_ || main_settled_at_ == registry_.tracking_revision())) return;
+  registry::call_scope counted(registry_);  // entries looked up here outlive Python code run meanwhile
   try {
     std::vector<executed_module> records;
     records.swap(pending_);

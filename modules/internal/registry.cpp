@@ -216,6 +216,7 @@ void registry::tracking_moved() {
 }
 
 cache_entry* registry::track(const std::string& name, py::handle module) {
+  call_scope counted(*this);  // for callers outside a cache call (find()): see below
   auto& slot = entries_[name];
   if (!slot) {
     slot = std::make_unique<cache_entry>();
@@ -224,20 +225,27 @@ cache_entry* registry::track(const std::string& name, py::handle module) {
     ++*slot->revision;  // a different object now stands behind the name
     slot->code = py::object();
   }
-  slot->module = py::reinterpret_borrow<py::object>(module);
-  slot->state = module_state::loaded;
+  // Not the map's slot from here on: classify() may run Python code, and
+  // another thread's unload may forget the name meanwhile (the entry itself
+  // lives on until the cache calls end).
+  cache_entry* entry = slot.get();
+  entry->module = py::reinterpret_borrow<py::object>(module);
+  entry->state = module_state::loaded;
   tracking_moved();
-  slot->confirmed_version = sys_modules_version();
-  classify(*slot);
-  return slot.get();
+  entry->confirmed_version = sys_modules_version();
+  classify(*entry);
+  return entry;
 }
 
 void registry::forget(const std::string& name) {
   auto it = entries_.find(name);
   if (it == entries_.end()) return;
-  ++*it->second->revision;
-  it->second->state = module_state::unloaded;
+  std::unique_ptr<cache_entry> entry = std::move(it->second);
   entries_.erase(it);
+  ++*entry->revision;
+  entry->state = module_state::unloaded;
+  entry->module = py::object();  // the module may die now (unload reports whether it did)
+  if (calls_ > 0) retired_.push_back(std::move(entry));
   tracking_moved();
   graph_.remove(name);
 }

@@ -78,6 +78,9 @@ class registry {
   // Starts (or restarts) tracking `module` under `name`.
   cache_entry* track(const std::string& name, pybind11::handle module);
   // Stops tracking `name` (unloaded); its handles see the revision move.
+  // The entry drops its module at once, but its memory lives on until no
+  // cache call is in progress: a call on another thread may hold it across
+  // Python code (a comparison's read of the source) while this one runs.
   void forget(const std::string& name);
   // Follows every change to sys.modules since the last look.
   void sync_all();
@@ -124,6 +127,27 @@ class registry {
   // Modules whose reload is running: their sys.modules entry may briefly
   // differ, and a lookup must not follow it.
   std::set<std::string>& reloading() noexcept { return reloading_; }
+  // Modules an unload is removing, from its first check to its end: a reload
+  // of one is refused (and an unload refuses modules being reloaded), so
+  // neither frees or replaces what the other is working on.
+  std::set<std::string>& unloading() noexcept { return unloading_; }
+
+  // A public cache call in progress (any thread, with the GIL): entries
+  // forgotten meanwhile are freed when the last one ends.
+  class call_scope {
+   public:
+    explicit call_scope(registry& modules) : modules_(modules) { ++modules_.calls_; }
+    ~call_scope() {
+      if (--modules_.calls_ == 0) modules_.retired_.clear();
+    }
+    call_scope(const call_scope&) = delete;
+    call_scope& operator=(const call_scope&) = delete;
+
+   private:
+    registry& modules_;
+  };
+  // True while any public cache call is in progress.
+  bool in_call() const noexcept { return calls_ > 0; }
   std::vector<handle_slot*>& handles() noexcept { return handles_; }
   import_graph& graph() noexcept { return graph_; }
   // Moves whenever a module starts or stops being tracked; any thread, no GIL.
@@ -142,6 +166,9 @@ class registry {
   import_graph& graph_;
   std::unordered_map<std::string, std::unique_ptr<cache_entry>> entries_;
   std::set<std::string> reloading_;
+  std::set<std::string> unloading_;
+  int calls_ = 0;
+  std::vector<std::unique_ptr<cache_entry>> retired_;  // forgotten during a call, freed after it
   std::vector<handle_slot*> handles_;
   void adopt(cache_entry& entry, executed_code executed);
 

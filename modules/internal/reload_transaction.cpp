@@ -6,6 +6,7 @@
 #include <chrono>
 #include <tuple>
 
+#include "interpreter/reference.h"
 #include "interpreter/translate_errors.h"
 #include "modules/internal/import_hook.h"
 #include "modules/internal/python_helpers.h"
@@ -40,11 +41,12 @@ struct reload_transaction::pending_commit {
 
 reload_transaction::reloading_marks::reloading_marks(registry& modules, std::vector<cache_entry*> order)
     : modules(modules), order(std::move(order)) {
-  for (auto* entry : this->order) modules.reloading().insert(entry->name);
+  for (auto* entry : this->order)
+    if (modules.reloading().insert(entry->name).second) marked.push_back(entry->name);
 }
 
 reload_transaction::reloading_marks::~reloading_marks() {
-  for (auto* entry : order) modules.reloading().erase(entry->name);
+  for (const auto& name : marked) modules.reloading().erase(name);
 }
 
 reload_transaction::reload_transaction(const reload_context& context, const std::string& target,
@@ -140,13 +142,14 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
       py::bytes bytes = helpers.read_source(source);
       std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
       if (options_.quiet_for.count() > 0 || options_.source_at_rest) {  // read between two stats of a file at rest
-        // A save that truncates and then writes can leave the file empty for
-        // tens of milliseconds (ext4 makes the write wait for the previous
-        // save's writeback): a source that was not empty before and is empty
-        // now must have been quiet for a second.
+        // A save that truncates and then writes can leave the file empty
+        // for a while (ext4 makes the write wait for the previous save's
+        // writeback; some editors close the truncated file and write it
+        // again later): a source that was not empty before and is empty now
+        // must have been quiet for 3 s before it replaces the module.
         auto quiet = options_.quiet_for;
         if (view.empty() && entry.print && entry.print->size > 0)
-          quiet = std::max<std::chrono::milliseconds>(quiet, std::chrono::seconds(1));
+          quiet = std::max<std::chrono::milliseconds>(quiet, std::chrono::seconds(3));
         auto after = stat_fingerprint(commit.path);
         auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
@@ -245,8 +248,12 @@ void reload_transaction::rollback() {
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   for (auto it = snapshots_.rbegin(); it != snapshots_.rend(); ++it) {
     PyObject* ns = PyModule_GetDict(it->module.ptr());  // borrowed
+    // What the failed run left dies only once the namespace is whole again:
+    // a __del__ it triggers must not see the module empty or half restored.
+    py::object displaced = steal(PyDict_Copy(ns));
     PyDict_Clear(ns);
     PyDict_Update(ns, it->namespace_copy.ptr());
+    displaced = py::object();
     PyDict_SetItemString(modules, it->entry->name.c_str(), it->module.ptr());
     it->entry->confirmed_version = registry::sys_modules_version();
     context_.modules.graph().restore_outgoing(it->entry->name, std::move(it->edges));
@@ -268,6 +275,8 @@ cache_entry* check_request(const reload_context& context, const std::string& nam
   if (context.modules.reloading().count(name))
     raise_error(PyExc_RuntimeError, "reload of '" + name + "' requested while '" + name +
                                         "' is being reloaded (from its own top-level code?)");
+  if (context.modules.unloading().count(name))
+    raise_error(PyExc_RuntimeError, "cannot reload '" + name + "' while it is being unloaded");
   if (registry::initializing(target->module))
     raise_error(PyExc_RuntimeError,
                 "module '" + name + "' is still being imported; reload it after its import finishes");
@@ -305,7 +314,8 @@ std::vector<cache_entry*> plan_order(const reload_context& context, cache_entry&
   for (const auto& unit : context.modules.graph().reload_order(target.name))
     for (const auto& member : unit) {
       cache_entry* entry = member == target.name ? &target : context.modules.lookup(member);
-      if (entry && is_reloadable(entry->kind) && !refusal_reason(member) && !context.modules.reloading().count(member))
+      if (entry == &target || (entry && is_reloadable(entry->kind) && !refusal_reason(member) &&
+                               !context.modules.reloading().count(member) && !context.modules.unloading().count(member)))
         order.push_back(entry);
     }
   return order;
@@ -316,6 +326,10 @@ std::vector<cache_entry*> plan_order(const reload_context& context, cache_entry&
 reload_report reload(const reload_context& context, const std::string& name, const reload_options& options) {
   auto started = std::chrono::steady_clock::now();
   cache_entry* target = check_request(context, name);
+  // Claimed from here on: the checks below run Python code (a comparison
+  // reads the source), and an unload another thread requests meanwhile must
+  // be refused rather than free the entry this reload holds.
+  reload_transaction::reloading_marks claim(context.modules, {target});
   reload_report report;
   report.name = name;
   if (auto outcome = early_outcome(context, *target, options, report)) {

@@ -63,19 +63,23 @@ class reload_transaction {
   // target's namespace.
   void commit(reload_report& report);
 
+  // Marks the order as reloading for exactly its own lifetime (names already
+  // marked by an enclosing claim stay marked when it ends).
+  struct reloading_marks {
+    registry& modules;
+    std::vector<cache_entry*> order;
+    std::vector<std::string> marked;
+    reloading_marks(registry& modules, std::vector<cache_entry*> order);
+    ~reloading_marks();
+    reloading_marks(const reloading_marks&) = delete;
+    reloading_marks& operator=(const reloading_marks&) = delete;
+  };
+
  private:
   struct snapshot;
   struct pending_commit;
   pending_commit run_code(cache_entry& entry, const snapshot& before, reload_report& report);
   void rollback();
-
-  // Marks the order as reloading for exactly the transaction's lifetime.
-  struct reloading_marks {
-    registry& modules;
-    std::vector<cache_entry*> order;
-    reloading_marks(registry& modules, std::vector<cache_entry*> order);
-    ~reloading_marks();
-  };
 
   const reload_context& context_;
   reload_options options_;

@@ -63,6 +63,23 @@ referrer_query query_for(registry& modules, const std::vector<std::string>& name
   return query;
 }
 
+// Marks names as being unloaded for exactly the unload's lifetime.
+class unloading_claim {
+ public:
+  unloading_claim(registry& modules, const std::vector<std::string>& names) : modules_(modules), names_(names) {
+    for (const auto& n : names_) modules_.unloading().insert(n);
+  }
+  ~unloading_claim() {
+    for (const auto& n : names_) modules_.unloading().erase(n);
+  }
+  unloading_claim(const unloading_claim&) = delete;
+  unloading_claim& operator=(const unloading_claim&) = delete;
+
+ private:
+  registry& modules_;
+  std::vector<std::string> names_;
+};
+
 }  // namespace
 
 std::vector<std::string> referrers(registry& modules, const std::string& name) {
@@ -86,9 +103,17 @@ unload_report unload(registry& modules, const python_helpers& helpers, const std
     raise_error(PyExc_ValueError, "cannot unload " + std::string(to_string(entry->kind)) + " module '" + name +
                                       "': its code stays in the process until it exits");
   std::vector<std::string> names = with_submodules(modules, name);
-  for (const auto& n : names)
+  for (const auto& n : names) {
     if (modules.reloading().count(n))
       raise_error(PyExc_RuntimeError, "cannot unload '" + n + "' while it is being reloaded");
+    if (modules.unloading().count(n))
+      raise_error(PyExc_RuntimeError,
+                  "unload of '" + n + "' requested while '" + n + "' is being unloaded (from its own __unload__?)");
+  }
+  // Claimed before any Python code runs (the referrer scan, the audit hooks,
+  // __unload__): a reload another thread requests meanwhile is refused.
+  unloading_claim claim(modules, names);
+  entry = modules.require(name);  // finding the submodules may have run Python code
 
   unload_report report;
   auto weak = py::reinterpret_steal<py::object>(PyWeakref_NewRef(entry->module.ptr(), nullptr));  // new reference

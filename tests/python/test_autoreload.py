@@ -11,6 +11,7 @@ import importlib
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -423,6 +424,43 @@ class AutoreloadCompleteSaves(AutoreloadTestCase):
         self.assertEqual(modhost.check(), [name])
         self.assertEqual(module.value(), 2)
 
+    # Past the watcher's 2 s of patience the kernel still says a writer has
+    # it open: it waits for the close, however long.
+    def test_a_file_held_open_past_the_patience_waits_for_its_close(self):
+        name = self.mod("held")
+        path = self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("all")
+        with open(path, "w") as f:
+            f.write("def value():\n")
+            f.flush()
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline:
+                self.assertEqual(modhost.check(), [])
+                self.assertEqual(module.value(), 1)
+                time.sleep(0.01)
+            f.write("    return 2\n")
+        self.assertEqual(modhost.check(), [name])
+        self.assertEqual(module.value(), 2)
+
+    # An editor that truncates, closes, and writes the content a moment
+    # later: the empty file that replaces a non-empty module is not applied
+    # while it may still be followed by the content (3 s).
+    def test_an_emptied_module_is_not_applied_while_its_content_may_follow(self):
+        name = self.mod("emptied")
+        path = self.write(name, value_source(1))
+        module = self.load(name)
+        self.start("all")
+        open(path, "w").close()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            self.assertEqual(modhost.check(), [])
+            self.assertEqual(module.value(), 1)
+            time.sleep(0.01)
+        self.write(name, value_source(2))
+        self.assertEqual(self.check_until(name), [name])
+        self.assertEqual(module.value(), 2)
+
 
 class AutoreloadFailures(AutoreloadTestCase):
     def test_broken_save_is_reported_once_and_the_old_code_kept(self):
@@ -775,6 +813,42 @@ class HostAutoreload(unittest.TestCase):
         finally:
             open(self.stop, "w").close()
         self.assertEqual(child.finish(), 0, child.seen)
+
+    # A saved top level that never ends: Ctrl-C rolls the reload back and
+    # reaches the program, which python3 ends with status 130.
+    def test_ctrl_c_during_an_autoreload_reaches_the_program(self):
+        child = self.start(["--autoreload", "all"])
+        child.expect("stdout", lambda line: line == "value 1")
+        self.write_plugin("import sys\nprint('looping', flush=True)\nwhile True:\n    pass\n")
+        child.expect("stdout", lambda line: line == "looping")
+        child.process.send_signal(signal.SIGINT)
+        self.assertEqual(child.finish(), 130, child.seen)
+        self.assertIn("[modhost] reload of plugin interrupted (KeyboardInterrupt); the old code keeps running",
+                      child.seen["stderr"])
+        self.assertIn("KeyboardInterrupt", child.seen["stderr"][-1])
+        self.assertNotIn("stopped", child.seen["stdout"])
+
+    # The same save with a time limit: rolled back, reported, the loop goes on.
+    def test_an_autoreload_that_outlasts_its_time_limit_is_rolled_back(self):
+        child = self.start(["--autoreload", "all", "--reload-timeout", "0.5"])
+        child.expect("stdout", lambda line: line == "value 1")
+        self.write_plugin("def value():\n    return 2\nwhile True:\n    pass\n")
+        failure = child.expect("stderr", lambda line: "[modhost] reload of plugin failed" in line)
+        self.assertIn("TimeLimitExceeded", failure)
+        self.write_plugin(value_source(3))
+        child.expect("stdout", lambda line: line == "value 3")
+        open(self.stop, "w").close()
+        self.assertEqual(child.finish(), 0, child.seen)
+        self.assertEqual(child.seen["stdout"], ["value 1", "value 3", "stopped"])
+
+    def test_a_reload_timeout_that_is_no_number_of_seconds_is_a_usage_error(self):
+        for bad in ("nan", "-1", "0", "soon"):
+            result = subprocess.run([MODHOST, "--reload-timeout", bad, "-c", "pass"], capture_output=True, text=True)
+            self.assertEqual(result.returncode, 2, (bad, result.stderr))
+            self.assertIn("--reload-timeout", result.stderr)
+        result = subprocess.run([MODHOST, "--reload-timeout", "inf", "-c", "print('ok')"], capture_output=True,
+                                text=True)
+        self.assertEqual((result.returncode, result.stdout), (0, "ok\n"), result.stderr)
 
 
 if __name__ == "__main__":

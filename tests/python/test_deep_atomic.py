@@ -123,6 +123,20 @@ class FailedDeepReloadChangesNothing(DeepReloadTestCase):
             V2_DEFINITIONS + "def __reload__(old):\n    raise KeyError('refused')\n", KeyError)
         self.assertEqual(error.args, ("refused",))
 
+    # The failed run's objects die during the rollback: their __del__ must
+    # see the module as it was, never empty or half restored.
+    def test_a_finalizer_run_by_the_rollback_sees_the_old_namespace(self):
+        log = self.log()
+        witness = (self.log_code("sorted(k for k in ('LIMIT', 'DELETED', 'f') if k in globals())")
+                   .replace("\n", "\n        ").strip())
+        self.assertFailsAndChangesNothing(V2_DEFINITIONS + (
+            "class Witness:\n"
+            "    def __del__(self):\n"
+            "        " + witness + "\n"
+            "w = Witness()\n"
+            "raise LookupError('after the witness')\n"), LookupError)
+        self.assertEqual(log, [["DELETED", "LIMIT", "f"]])
+
     def test_the_same_edit_reloads_after_a_failure_is_fixed(self):
         self.assertFailsAndChangesNothing(V2_DEFINITIONS + "raise LookupError('once')\n", LookupError)
         self.write(self.m, V2_DEFINITIONS)
