@@ -14,7 +14,8 @@ class TimeLimitExceeded(BaseException): ...
 
 class time_limit:
     expired: bool
-    def __init__(self, seconds: float) -> None: ...
+    def __init__(self, seconds: float) -> None:
+        """seconds > 0; float('inf') is no limit. NaN, 0 and negatives: ValueError."""
     def __enter__(self) -> "time_limit": ...
     def __exit__(self, *args: object) -> bool: ...
 
@@ -53,6 +54,9 @@ class UnloadReport:
     freed: bool
     acquisition_errors: list[str]  # releases that raised (the others still ran)
 
+# timeout: seconds > 0, None or float('inf') for no limit; wait_for_calls: seconds >= 0,
+# float('inf') to wait as long as the calls run, None for no waiting and no holding.
+# NaN and negative numbers are a ValueError.
 def load(name: str, *, timeout: float | None = None) -> ModuleType: ...
 def reload(module: ModuleType | str, *, deep: bool = False, dependents: bool = False,
            timeout: float | None = None, wait_for_calls: float | None = 1.0) -> ModuleType: ...
