@@ -158,7 +158,8 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       .def_readonly("generation", &modhost::module_info::generation,
                     "1 at first load, +1 per successful reload.")
       .def_readonly("reloadable", &modhost::module_info::reloadable,
-                    "False for built-in and extension modules (and sys, builtins, __main__).")
+                    "False for built-in and extension modules, sys, builtins, __main__, modhost\n"
+                    "and the import machinery (_frozen_importlib, zipimport, ...).")
       .def_property_readonly("fingerprint", [](const modhost::module_info& i) { return fingerprint_object(i.fingerprint); },
                              "size, mtime_ns, ctime_ns, inode, content_hash of the file whose code runs.")
       .def_property_readonly("last_error", [](const modhost::module_info& i) -> py::object {
@@ -255,8 +256,9 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "them are rolled back. What the modules acquired through modhost.acquire is\n"
       "released before their code re-runs and acquired again, exactly, if the reload\n"
       "fails (see help(modhost.acquire)). Built-in and extension modules behave as with\n"
-      "importlib.reload: nothing runs again. sys, builtins, __main__ and modhost are\n"
-      "refused with ValueError. timeout (seconds; None or inf: no limit) interrupts\n"
+      "importlib.reload: nothing runs again. sys, builtins, __main__, modhost and the\n"
+      "import machinery (_frozen_importlib, importlib._bootstrap, zipimport, _imp, ...)\n"
+      "are refused with ValueError. timeout (seconds; None or inf: no limit) interrupts\n"
       "module code that runs longer (TimeLimitExceeded) and rolls the reload back.\n\n"
       "Other threads see one version: while the module re-executes, their calls into\n"
       "it, attribute reads and writes on it and C++ handle calls wait, then run the\n"

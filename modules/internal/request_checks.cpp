@@ -27,7 +27,28 @@ void check_name(const std::string& name) {
     raise_error(PyExc_ValueError, "malformed module name '" + name + "' (relative names are not accepted here)");
 }
 
+namespace {
+
+// What every import runs through. A second copy of it (a reload re-executes
+// the frozen code; an unload lets the next import load it again) has classes
+// that sys.meta_path, sys.path_hooks and every module's __spec__ do not use:
+// reloading _frozen_importlib broke every later import, reloading zipimport
+// replaced the zipimporter class that sys.path_hooks no longer matches.
+// importlib._bootstrap and importlib._bootstrap_external are the very same
+// module objects under the names importlib gives them.
+bool is_import_machinery(const std::string& name) {
+  for (const char* machinery : {"_frozen_importlib", "_frozen_importlib_external", "importlib._bootstrap",
+                                "importlib._bootstrap_external", "zipimport", "_imp"})
+    if (name == machinery) return true;
+  return false;
+}
+
+}  // namespace
+
 const char* refusal_reason(const std::string& name) {
+  if (is_import_machinery(name))
+    return "it is part of the import machinery (sys.meta_path, sys.path_hooks and every module's __spec__ use "
+           "its classes): a second copy would break every later import";
   if (name == "sys") return "it holds the interpreter's own state (sys.modules, sys.path, hooks)";
   if (name == "builtins") return "every module's globals refer to it";
   if (name == "__main__") return "it is the running program; run the script again instead";

@@ -14,7 +14,8 @@ namespace modhost::detail {
 [[noreturn]] void raise_import_error(PyObject* type, const std::string& message, const std::string& name);
 // ValueError for an empty name, a NUL byte or a relative/malformed dotted name.
 void check_name(const std::string& name);
-// Why a reload or unload must not touch this module, or nullptr if it may.
+// Why a reload or unload must not touch this module, or nullptr if it may:
+// the interpreter's own modules, the import machinery and modhost.
 const char* refusal_reason(const std::string& name);
 
 }  // namespace modhost::detail
