@@ -50,10 +50,20 @@ std::string one_line(std::string text) {
   return text;
 }
 
-std::filesystem::path normal(const std::filesystem::path& path) {
+// A directory as coverage compares it: normal_path() with symbolic links
+// resolved, so `--watch plugins` covers the modules that sys.path finds
+// through a link to it, and the other way round.
+std::filesystem::path real_directory(const std::filesystem::path& directory) {
   std::error_code ec;
-  auto absolute = std::filesystem::absolute(path, ec);
-  return (ec ? path : absolute).lexically_normal();
+  auto real = std::filesystem::weakly_canonical(normal_path(directory), ec);
+  return ec ? normal_path(directory) : normal_path(real);
+}
+
+// A module file as coverage compares it: its directory resolved, the file
+// itself not (a plugin linked into a watched directory is under it).
+std::filesystem::path real_file(const std::filesystem::path& file) {
+  auto path = normal_path(file);
+  return real_directory(path.parent_path()) / path.filename();
 }
 
 // Writes one report line to stderr with a single write(), so it never lands
@@ -84,14 +94,14 @@ void autoreloader::refresh_roots() {
   if (stdlib_dirs_.empty()) {
     py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
     for (const char* key : {"stdlib", "platstdlib", "purelib", "platlib"})
-      if (paths.contains(key)) stdlib_dirs_.push_back(normal(py::str(paths[key]).cast<std::string>()));
+      if (paths.contains(key)) stdlib_dirs_.push_back(real_directory(py::str(paths[key]).cast<std::string>()));
   }
   roots_ = watched_dirs_;
   excluded_ = stdlib_dirs_;
   for (auto entry : path) {
     if (!py::isinstance<py::str>(entry)) continue;
     std::string dir = py::str(entry);
-    auto normalized = normal(dir.empty() ? "." : dir);
+    auto normalized = real_directory(dir.empty() ? "." : dir);
     bool installed = dir.find("site-packages") != std::string::npos || dir.find("dist-packages") != std::string::npos;
     (installed ? excluded_ : roots_).push_back(normalized);
   }
@@ -124,20 +134,21 @@ void autoreloader::unwatch(const std::string& name) {
 }
 
 void autoreloader::watch_directory(const std::filesystem::path& directory) {
-  auto dir = normal(directory);
-  watched_dirs_.push_back(dir);
-  watcher_.watch_directory(dir);
+  watched_dirs_.push_back(real_directory(directory));
+  watcher_.watch_directory(normal_path(directory));
   rescan_all();
 }
 
-bool autoreloader::covers(const std::string& name, const std::filesystem::path& path) const {
+bool autoreloader::covers(const std::string& name, const std::filesystem::path& file) const {
   if (mode_ == autoreload_mode::off || unwatched_.count(name)) return false;
   if (watched_.count(name)) return true;
+  if (file.empty()) return false;
+  const auto path = real_file(file);  // compared with directories that real_directory() made
   auto under_any = [&](const std::vector<std::filesystem::path>& dirs) {
     return std::any_of(dirs.begin(), dirs.end(), [&](const auto& dir) { return is_under(path, dir); });
   };
   if (under_any(watched_dirs_)) return true;
-  if (mode_ != autoreload_mode::all || path.empty()) return false;
+  if (mode_ != autoreload_mode::all) return false;
   // The most specific directory decides: a venv's site-packages inside a project is excluded.
   std::size_t root_depth = 0, excluded_depth = 0;
   for (const auto& dir : roots_)
@@ -159,7 +170,7 @@ void autoreloader::track_new_modules() {
     if (!scanned_.insert(name).second) continue;
     module_info info = cache_.info(name);
     if (info.path.empty() || !covers(info.name, info.path)) continue;
-    auto path = normal(info.path);
+    auto path = normal_path(info.path);
     bool new_path = path_to_name_.emplace(path, info.name).second;
     watcher_.watch_file(path);
     // Saved before the watch existed (between its import and now): no event will come.

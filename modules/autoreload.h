@@ -86,7 +86,7 @@ class autoreloader {
  private:
   void refresh_roots();
   void rescan_all();
-  bool covers(const std::string& name, const std::filesystem::path& path) const;
+  bool covers(const std::string& name, const std::filesystem::path& file) const;
   void track_new_modules();
   void apply(const std::string& name, bool reported, std::vector<std::string>& reloaded);
   void background_loop();

@@ -165,6 +165,31 @@ class AutoreloadModes(AutoreloadTestCase):
         self.assertEqual(self.check_until(name), [name])
         self.assertEqual(module.value(), 2)
 
+    def test_watch_directory_with_a_trailing_separator_or_dots_covers_its_modules(self):
+        # lexically_normal() kept a trailing separator ("dir/", "dir/.",
+        # "dir/sub/.."), and no module file was under "dir/".
+        spellings = (lambda d: d + "/", lambda d: d + "/.", lambda d: os.path.join(d, "sub", ".."),
+                     lambda d: os.path.relpath(d) + os.sep,
+                     lambda d: os.path.join(os.path.dirname(d), ".", os.path.basename(d), ""))
+        self.start("explicit")
+        for number, spell in enumerate(spellings):
+            directory = os.path.join(self.dir, "d%d" % number)  # one directory each: none covers the next
+            os.makedirs(os.path.join(directory, "sub"))  # for "d/sub/..", resolved by the kernel too
+            sys.path.insert(0, directory)
+            self.addCleanup(sys.path.remove, directory)
+            with self.subTest(directory=spell(directory)):
+                name = self.mod("spelled%d" % number)
+                with open(os.path.join(directory, name + ".py"), "w") as f:
+                    f.write(value_source(1))
+                importlib.invalidate_caches()
+                module = self.load(name)
+                modhost.watch_directory(spell(directory))
+                self.assertEqual(modhost.check(), [])
+                with open(os.path.join(directory, name + ".py"), "w") as f:
+                    f.write(value_source(2))
+                self.check_until(name)
+                self.assertEqual(module.value(), 2)
+
     def test_all_mode_reloads_modules_under_the_search_path(self):
         name = self.mod("anywhere")
         self.write(name, value_source(1))
@@ -629,9 +654,9 @@ print("live")
 class Child:
     """A running modhost process whose stdout and stderr lines are read by threads."""
 
-    def __init__(self, args, env=None):
+    def __init__(self, args, env=None, cwd=None):
         self.process = subprocess.Popen([MODHOST, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, bufsize=1, env=env)
+                                        text=True, bufsize=1, env=env, cwd=cwd)
         self.lines = {"stdout": queue.Queue(), "stderr": queue.Queue()}
         self.seen = {"stdout": [], "stderr": []}
         self.threads = [threading.Thread(target=self._read, args=(name, getattr(self.process, name)), daemon=True)
@@ -775,6 +800,65 @@ class HostAutoreload(unittest.TestCase):
         finally:
             open(self.stop, "w").close()
         self.assertEqual(child.finish(), 0, child.seen)
+
+
+class HostAutoreloadDirectorySpellings(unittest.TestCase):
+    """Every way to name a directory on the command line covers the modules
+    under it. A trailing separator (`-p plugins/`, and `.` or `--cwd-path`,
+    which normalize to one) made the directory end in an empty element that
+    no file under it matched: nothing was ever reloaded, silently."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="modhost-spellings-")
+        self.addCleanup(shutil.rmtree, self.root, True)
+        self.plugins = os.path.join(self.root, "plugins")
+        self.app = os.path.join(self.root, "app")  # the script's own directory is covered anyway: keep it apart
+        os.mkdir(self.plugins)
+        os.mkdir(self.app)
+        os.symlink(self.plugins, os.path.join(self.root, "link"))
+        self.script = os.path.join(self.app, "app.py")
+        with open(self.script, "w") as f:
+            f.write(LOOP_SCRIPT % {"prime": True, "give_up": 120.0})
+
+    def write_plugin(self, value):
+        with open(os.path.join(self.plugins, "plugin.py"), "w") as f:
+            f.write(value_source(value))
+
+    def assertEditSeen(self, options, cwd):
+        self.write_plugin(1)
+        stop = os.path.join(self.root, "stop")
+        child = Child([*options, self.script, stop], cwd=cwd)
+        self.addCleanup(child.kill)
+        try:
+            child.expect("stdout", lambda line: line == "value 1")
+            self.write_plugin(2)
+            child.expect("stdout", lambda line: line == "value 2", timeout=10)
+        finally:
+            open(stop, "w").close()
+        self.assertEqual(child.finish(), 0, child.seen)
+        os.remove(stop)
+
+    def test_search_path_spellings_under_autoreload_all(self):
+        for options, cwd in ((["-p", "."], "plugins"),
+                             (["-p", "./"], "plugins"),
+                             (["--cwd-path"], "plugins"),
+                             (["-p", "plugins/"], "."),
+                             (["-p", "app/../plugins/."], "."),
+                             (["-p", "../plugins"], "app"),
+                             (["-p", "link/"], ".")):
+            with self.subTest(options=options, cwd=cwd):
+                self.assertEditSeen(["--autoreload", "all", *options], os.path.join(self.root, cwd))
+
+    def test_watch_spellings(self):
+        for options, cwd in ((["--cwd-path", "--watch", "."], "plugins"),
+                             (["--cwd-path", "--watch", "../plugins/"], "plugins"),
+                             (["-p", "plugins", "--watch", "plugins/"], "."),
+                             (["-p", "plugins", "--watch", "./app/../plugins"], "."),
+                             # The same directory through a symbolic link on one side only.
+                             (["-p", "plugins", "--watch", "link/"], "."),
+                             (["-p", "link", "--watch", "plugins"], ".")):
+            with self.subTest(options=options, cwd=cwd):
+                self.assertEditSeen(options, os.path.join(self.root, cwd))
 
 
 if __name__ == "__main__":
