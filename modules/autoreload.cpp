@@ -2,6 +2,7 @@
 
 #include "modules/autoreload.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "interpreter/gil.h"
 #include "modules/internal/main_thread_call.h"
+#include "modules/internal/request_checks.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;
@@ -64,6 +66,14 @@ std::filesystem::path real_directory(const std::filesystem::path& directory) {
 std::filesystem::path real_file(const std::filesystem::path& file) {
   auto path = normal_path(file);
   return real_directory(path.parent_path()) / path.filename();
+}
+
+// Why `file` cannot be opened for reading (an errno), or 0 if it can.
+int open_error(const std::filesystem::path& file) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
+  if (fd < 0) return errno;
+  ::close(fd);
+  return 0;
 }
 
 // Writes one report line to stderr with a single write(), so it never lands
@@ -230,8 +240,16 @@ void autoreloader::apply(const std::string& name, bool reported, std::vector<std
   }
   auto now = take_fingerprint(info.path);
   if (!now) {
-    if (reported_.insert(name).second)
+    if (!reported_.insert(name).second) return;
+    // Gone, or there but unreadable: a chmod 000 is not a deletion, and the
+    // line says what an explicit reload raises ("PermissionError: [Errno 13] ...").
+    if (int error = open_error(info.path); error && error != ENOENT && error != ENOTDIR) {
+      auto unreadable = detail::os_error(error, info.path.string());
+      report("[modhost] reload of " + name + " failed: " + one_line(unreadable.what()) +
+             "; the old code keeps running");
+    } else {
       report("[modhost] source of " + name + " (" + info.path.string() + ") is gone; the loaded code keeps running");
+    }
     return;
   }
   reported_.erase(name);

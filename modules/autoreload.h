@@ -6,7 +6,8 @@
 // ones; the stdlib and site-packages only when watched). A changed module
 // is deep-reloaded with its dependents. A failure prints one line
 // "[modhost] reload of NAME failed: ..." to stderr, keeps the old code, and
-// is not retried until the file changes again; a deleted file and a changed
+// is not retried until the file changes again; a deleted file, an unreadable
+// one (as PermissionError, the way an explicit reload says it) and a changed
 // extension module are reported once.
 //
 // Reloads happen only at safe points: never while a module is being

@@ -2,6 +2,8 @@
 
 #include "modules/internal/request_checks.h"
 
+#include <cerrno>
+
 #include "interpreter/python_error.h"
 
 namespace py = pybind11;
@@ -18,6 +20,12 @@ void raise_import_error(PyObject* type, const std::string& message, const std::s
   py::object error = py::reinterpret_borrow<py::object>(type)(message, "name"_a = name);
   PyErr_SetObject(type, error.ptr());
   throw python_error::fetch();
+}
+
+python_error os_error(int error, const std::string& filename) {
+  errno = error;
+  PyErr_SetFromErrnoWithFilename(PyExc_OSError, filename.c_str());
+  return python_error::fetch();
 }
 
 void check_name(const std::string& name) {

@@ -6,12 +6,18 @@
 
 #include <string>
 
+#include "interpreter/python_error.h"
+
 namespace modhost::detail {
 
 // Raises `type(message)` as a python_error.
 [[noreturn]] void raise_error(PyObject* type, const std::string& message);
 // Raises `type(message, name=name)`, as importlib raises ImportError.
 [[noreturn]] void raise_import_error(PyObject* type, const std::string& message, const std::string& name);
+// OSError(error, strerror(error), filename), as Python's os functions raise
+// it: the errno picks the subclass (FileNotFoundError, NotADirectoryError,
+// PermissionError, ...). Returned, not raised, so that a report can use its text.
+python_error os_error(int error, const std::string& filename);
 // ValueError for an empty name, a NUL byte or a relative/malformed dotted name.
 void check_name(const std::string& name);
 // Why a reload or unload must not touch this module, or nullptr if it may:

@@ -589,6 +589,58 @@ class AutoreloadPollingFallback(unittest.TestCase):
         ], result.stderr)
 
 
+UNREADABLE_SCRIPT = """
+import os, sys, tempfile, time, modhost
+directory = sys.argv[1]
+sys.path.insert(0, directory)
+import unreadable_plug
+modhost.autoreload("explicit")
+modhost.watch("unreadable_plug")
+modhost.check()
+log = tempfile.TemporaryFile(dir=directory)  # what the autoreloader prints, read back here
+saved = os.dup(2)
+os.dup2(log.fileno(), 2)
+os.chmod(unreadable_plug.__file__, 0)
+deadline = time.monotonic() + %(deadline)r
+while b"[modhost]" not in os.pread(log.fileno(), 100000, 0) and time.monotonic() < deadline:
+    modhost.check()
+    time.sleep(0.002)
+os.dup2(saved, 2)
+print("autoreload:", os.pread(log.fileno(), 100000, 0).decode().strip())
+try:
+    modhost.reload(unreadable_plug)
+except Exception as e:
+    print("reload:", type(e).__name__, e)
+"""
+
+
+class AutoreloadUnreadableSource(unittest.TestCase):
+    """A source made unreadable (chmod 000) is not a deleted one: autoreload
+    says permission denied, as an explicit reload does. Root reads anything,
+    so as root the host runs as nobody (uid 65534)."""
+
+    def test_a_chmod_000_source_is_reported_as_permission_denied(self):
+        directory = tempfile.mkdtemp(prefix="modhost-unreadable-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "unreadable_plug.py")
+        with open(path, "w") as f:
+            f.write(value_source(1))
+        command = [MODHOST, "-c", UNREADABLE_SCRIPT % {"deadline": DEADLINE}, directory]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                self.skipTest("root reads a chmod 000 file, and setpriv is not there to drop root")
+            os.chown(directory, 65534, 65534)
+            os.chown(path, 65534, 65534)
+            command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=DEADLINE + 30)
+        self.assertEqual(result.returncode, 0, (result.stdout, result.stderr))
+        lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+        self.assertEqual(lines["reload"], "PermissionError [Errno 13] Permission denied: %r" % path)
+        self.assertEqual(lines["autoreload"], "[modhost] reload of unreadable_plug failed: PermissionError: "
+                         "[Errno 13] Permission denied: %r; the old code keeps running" % path)
+
+
 # ---------------------------------------------------------------------------
 # End to end: the host program applies changes to a running loop by itself.
 
