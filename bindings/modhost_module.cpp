@@ -429,13 +429,25 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "the mode in force. Changes are applied by check(), or by themselves between\n"
       "bytecodes when the host program runs with --autoreload.");
   m.def("watch", [](py::object module) { autoreload().watch(module_name_of(module)); }, "name"_a,
-        "watch(name)\n\nCover a module in 'explicit' mode (and undo unwatch).");
+        "watch(name)\n\nCover a module in 'explicit' mode (and undo unwatch). It need not be\n"
+        "imported yet; ValueError for a name no module can have ('', NUL, '..').");
   m.def("unwatch", [](py::object module) { autoreload().unwatch(module_name_of(module)); }, "name"_a,
         "unwatch(name)\n\nExclude a module from autoreload, also in 'all' mode.");
-  m.def("watch_directory", [](const std::string& directory) { autoreload().watch_directory(directory); },
-        "directory"_a,
-        "watch_directory(directory)\n\nCover every module under a directory, and make new files there\n"
-        "importable as soon as they are saved.");
+  m.def(
+      "watch_directory",
+      [](py::object directory) {
+        // A str or an os.PathLike, as os functions take; converted here rather than by
+        // pybind11's path caster, which turns a NUL into a TypeError about the signature.
+        py::object text = py::module_::import("os").attr("fspath")(directory);
+        if (!py::isinstance<py::str>(text))
+          throw py::type_error("watch_directory: directory must be a str or an os.PathLike of str");
+        autoreload().watch_directory(text.cast<std::string>());
+      },
+      "directory"_a,
+      "watch_directory(directory)\n\nCover every module under a directory (a str or os.PathLike; '.',\n"
+      "'dir/' and a symbolic link all work), and make new files there importable as\n"
+      "soon as they are saved. FileNotFoundError or NotADirectoryError if it is not an\n"
+      "existing directory.");
   m.def("check", [] { return autoreload().poll(); },
         "check() -> list[str]\n\nApply the autoreload policy now: deep-reload changed modules (and their\n"
         "dependents); returns those reloaded. A failure prints one line\n"

@@ -3,6 +3,7 @@
 #include "modules/autoreload.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -132,18 +133,28 @@ void autoreloader::set_mode(autoreload_mode mode) {
 }
 
 void autoreloader::watch(const std::string& name) {
+  detail::check_module_name(name);  // it need not be loaded yet, but it must be a name a module can have
   unwatched_.erase(name);
   watched_.insert(name);
   rescan_all();
 }
 
 void autoreloader::unwatch(const std::string& name) {
+  detail::check_module_name(name);
   watched_.erase(name);
   unwatched_.insert(name);
   rescan_all();
 }
 
 void autoreloader::watch_directory(const std::filesystem::path& directory) {
+  // A mistyped directory would otherwise be watched for ever, silently, and
+  // a NUL would cut the path short in every system call.
+  const std::string& text = directory.native();
+  if (text.find('\0') != std::string::npos)
+    detail::raise_error(PyExc_ValueError, "watch_directory: the path contains a NUL byte");
+  struct stat st {};
+  int error = text.empty() ? ENOENT : ::stat(text.c_str(), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+  if (error) throw detail::os_error(error, text);
   watched_dirs_.push_back(real_directory(directory));
   watcher_.watch_directory(normal_path(directory));
   rescan_all();

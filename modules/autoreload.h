@@ -61,12 +61,17 @@ class autoreloader {
   autoreload_mode mode() const noexcept { return mode_; }
   void set_mode(autoreload_mode mode);
 
-  // Covers a module in every mode but "off" (and undoes unwatch).
+  // Covers a module in every mode but "off" (and undoes unwatch). It need
+  // not be loaded yet; a name no module can have (empty, NUL, '..', a part
+  // longer than a file name) throws python_error (ValueError).
   void watch(const std::string& name);
-  // Excludes a module, also in "all" mode.
+  // Excludes a module, also in "all" mode. Names are checked as by watch().
   void unwatch(const std::string& name);
-  // Covers every module whose file is under `directory`, and notices new
-  // files appearing there (they become importable at once).
+  // Covers every module whose file is under `directory` (any spelling: "."
+  // "dir/", "a/../dir", a symbolic link), and notices new files appearing
+  // there (they become importable at once). Throws python_error:
+  // FileNotFoundError, NotADirectoryError (or another OSError) if it is not
+  // an existing directory, ValueError for a NUL in the path.
   void watch_directory(const std::filesystem::path& directory);
 
   // Applies the policy now; returns the modules reloaded (dependents

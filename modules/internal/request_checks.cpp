@@ -2,7 +2,9 @@
 
 #include "modules/internal/request_checks.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 
 #include "interpreter/python_error.h"
 
@@ -52,6 +54,19 @@ bool is_import_machinery(const std::string& name) {
 }
 
 }  // namespace
+
+void check_module_name(const std::string& name) {
+  check_name(name);
+  for (std::size_t start = 0; start <= name.size();) {
+    std::size_t end = std::min(name.find('.', start), name.size());
+    // The name itself is not repeated: it may be a megabyte long.
+    if (end - start > NAME_MAX)
+      raise_error(PyExc_ValueError, "module name of " + std::to_string(name.size()) + " bytes has a part of " +
+                                        std::to_string(end - start) + " bytes, longer than any file name (" +
+                                        std::to_string(NAME_MAX) + " bytes): no module can have it");
+    start = end + 1;
+  }
+}
 
 const char* refusal_reason(const std::string& name) {
   if (is_import_machinery(name))

@@ -20,6 +20,10 @@ namespace modhost::detail {
 python_error os_error(int error, const std::string& filename);
 // ValueError for an empty name, a NUL byte or a relative/malformed dotted name.
 void check_name(const std::string& name);
+// check_name(), and a ValueError for a name no module file can have: a
+// dotted part longer than a file name may be (NAME_MAX). For names that need
+// not be loaded yet (watch, unwatch), where no ImportError would catch it.
+void check_module_name(const std::string& name);
 // Why a reload or unload must not touch this module, or nullptr if it may:
 // the interpreter's own modules, the import machinery and modhost.
 const char* refusal_reason(const std::string& name);

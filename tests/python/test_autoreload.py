@@ -260,6 +260,59 @@ class AutoreloadModes(AutoreloadTestCase):
         self.assertEqual(module.value(), 1)
 
 
+class AutoreloadBadInput(AutoreloadTestCase):
+    """Names and directories that cannot be right are refused with an error
+    that says why; they used to be accepted and watched for ever, silently."""
+
+    BAD_NAMES = (("", "Empty module name"), ("plug\x00junk", "NUL byte"), ("..", "malformed module name '..'"),
+                 (".plug", "relative names are not accepted"), ("x" * 2 ** 20, "longer than any file name"),
+                 ("pkg." + "y" * 300, "has a part of 300 bytes"))
+
+    def test_watch_and_unwatch_refuse_names_no_module_can_have(self):
+        self.start("explicit")
+        for call in (modhost.watch, modhost.unwatch):
+            for bad, says in self.BAD_NAMES:
+                with self.subTest(call=call.__name__, name=bad[:20]):
+                    with self.assertRaises(ValueError) as caught:
+                        call(bad)
+                    self.assertIn(says, str(caught.exception))
+                    self.assertLess(len(str(caught.exception)), 1000)  # a 1 MB name is not repeated
+        # A module not imported yet may be watched: it is covered once it is.
+        name = self.mod("later")
+        modhost.watch(name)
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.assertEqual(modhost.check(), [])
+        self.write(name, value_source(2))
+        self.check_until(name)
+        self.assertEqual(module.value(), 2)
+
+    def test_from_imports_refuses_bad_names_and_modules_not_loaded(self):
+        for bad, says in self.BAD_NAMES:
+            with self.subTest(name=bad[:20]), self.assertRaises(ValueError) as caught:
+                modhost.from_imports(bad)
+            self.assertIn(says, str(caught.exception))
+        with self.assertRaises(ImportError) as caught:
+            modhost.from_imports(self.mod("never_imported"))
+        self.assertIn("is not loaded", str(caught.exception))
+
+    def test_watch_directory_refuses_what_is_not_a_directory(self):
+        missing = os.path.join(self.dir, "missing")
+        a_file = self.write(self.mod("file"), "")
+        for directory, error in ((missing, FileNotFoundError), ("", FileNotFoundError),
+                                 (a_file, NotADirectoryError), (os.path.join(a_file, "sub"), NotADirectoryError)):
+            with self.subTest(directory=directory), self.assertRaises(error) as caught:
+                modhost.watch_directory(directory)
+            self.assertEqual(caught.exception.filename, directory)
+        with self.assertRaisesRegex(OSError, "File name too long"):
+            modhost.watch_directory("d" * 2 ** 20)
+        with self.assertRaisesRegex(ValueError, "NUL byte"):
+            modhost.watch_directory(self.dir + "\x00junk")
+        # A pathlib.Path is a directory too.
+        import pathlib
+        modhost.watch_directory(pathlib.Path(self.dir))
+
+
 class AutoreloadCheck(AutoreloadTestCase):
     def test_check_returns_reloaded_names_and_deep_reloads(self):
         name = self.mod("plug")
@@ -900,6 +953,18 @@ class HostAutoreloadDirectorySpellings(unittest.TestCase):
                              (["-p", "link/"], ".")):
             with self.subTest(options=options, cwd=cwd):
                 self.assertEditSeen(["--autoreload", "all", *options], os.path.join(self.root, cwd))
+
+    def test_watch_of_a_missing_directory_is_a_usage_error(self):
+        # It used to be watched silently, and nothing was ever reloaded.
+        for missing in ("nowhere", os.path.join("plugins", "plugin.py")):
+            with self.subTest(watch=missing):
+                self.write_plugin(1)
+                result = subprocess.run([MODHOST, "--watch", missing, "-c", "print('ran')"], capture_output=True,
+                                        text=True, cwd=self.root, timeout=DEADLINE)
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn("--watch", result.stderr)
+                self.assertIn(missing, result.stderr)
+                self.assertNotIn("ran", result.stdout)
 
     def test_watch_spellings(self):
         for options, cwd in ((["--cwd-path", "--watch", "."], "plugins"),
