@@ -8,6 +8,10 @@
 #include <pybind11/stl.h>
 
 #include "bindings/modhost_module.h"
+
+#include <cmath>
+#include <limits>
+
 #include "interpreter/time_limit.h"
 #include "modules/acquisitions.h"
 #include "modules/autoreload.h"
@@ -50,28 +54,45 @@ std::string module_name_of(py::handle module_or_name) {
   return py::str(module_or_name.attr("__name__"));
 }
 
-// Seconds (None: no limit) as a time limit. (py::object rather than
+// Every number of seconds a script passes (a time limit, a wait) becomes a
+// duration here, and only here: a float cast to an integer past its range is
+// undefined behaviour (timeout=inf fired at once, wait_for_calls=inf gave up
+// "after waiting -9223372036854775808 ms"). inf means forever
+// (milliseconds::max(), which deadline_after() turns into "never"); anything
+// else rounds up to the next millisecond, so a positive limit never becomes
+// zero, and saturates at max(). NaN, negative numbers and (unless
+// zero_allowed) zero are a ValueError. (py::handle rather than
 // std::optional<double>: GCC 12 warns falsely about the optional caster.)
-double seconds_of(py::handle seconds, const char* parameter) {
+std::chrono::milliseconds duration_of(py::handle seconds, const char* parameter, bool zero_allowed) {
   if (!PyFloat_Check(seconds.ptr()) && !PyLong_Check(seconds.ptr()))
     throw py::type_error(std::string(parameter) + " must be a number of seconds or None, not " +
                          Py_TYPE(seconds.ptr())->tp_name);
-  return seconds.cast<double>();
+  double value = PyFloat_AsDouble(seconds.ptr());  // an int too large for a double: OverflowError
+  if (value == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  if (std::isnan(value)) throw py::value_error(std::string(parameter) + " must be a number of seconds, not nan");
+  if (value < 0 || (value == 0 && !zero_allowed))
+    throw py::value_error(std::string(parameter) + (zero_allowed ? " must not be negative" : " must be positive") +
+                          ", got " + py::repr(seconds).cast<std::string>());
+  using limit = std::numeric_limits<std::chrono::milliseconds::rep>;
+  double ms = std::ceil(value * 1000);
+  // max() as a double rounds up to 2^63, which is already out of range: compare with >=.
+  if (ms >= static_cast<double>(limit::max())) return std::chrono::milliseconds::max();
+  return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
 }
 
-std::chrono::milliseconds to_limit(py::handle seconds) {
+// timeout= / time_limit(seconds): None (where allowed) and inf are no limit,
+// which reload_options and load() spell zero.
+std::chrono::milliseconds to_limit(py::handle seconds, const char* parameter = "timeout") {
   if (seconds.is_none()) return std::chrono::milliseconds(0);
-  double value = seconds_of(seconds, "timeout");
-  if (value <= 0) throw py::value_error("timeout must be positive");
-  return std::chrono::milliseconds(std::max<long long>(1, static_cast<long long>(value * 1000)));
+  auto limit = duration_of(seconds, parameter, false);
+  return limit == std::chrono::milliseconds::max() ? std::chrono::milliseconds(0) : limit;
 }
 
-// reload(wait_for_calls=): None turns holding other threads off.
+// reload(wait_for_calls=): None turns holding other threads off; inf waits
+// for them as long as they run.
 std::optional<std::chrono::milliseconds> to_wait(py::handle seconds) {
   if (seconds.is_none()) return std::nullopt;
-  double value = seconds_of(seconds, "wait_for_calls");
-  if (value < 0) throw py::value_error("wait_for_calls must not be negative");
-  return std::chrono::milliseconds(static_cast<long long>(value * 1000));
+  return duration_of(seconds, "wait_for_calls", true);
 }
 
 // modhost.time_limit: armed by __enter__, disarmed by __exit__ (not when the
@@ -137,7 +158,8 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       .def_readonly("generation", &modhost::module_info::generation,
                     "1 at first load, +1 per successful reload.")
       .def_readonly("reloadable", &modhost::module_info::reloadable,
-                    "False for built-in and extension modules (and sys, builtins, __main__).")
+                    "False for built-in and extension modules, sys, builtins, __main__, modhost\n"
+                    "and the import machinery (_frozen_importlib, zipimport, ...).")
       .def_property_readonly("fingerprint", [](const modhost::module_info& i) { return fingerprint_object(i.fingerprint); },
                              "size, mtime_ns, ctime_ns, inode, content_hash of the file whose code runs.")
       .def_property_readonly("last_error", [](const modhost::module_info& i) -> py::object {
@@ -234,15 +256,17 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "them are rolled back. What the modules acquired through modhost.acquire is\n"
       "released before their code re-runs and acquired again, exactly, if the reload\n"
       "fails (see help(modhost.acquire)). Built-in and extension modules behave as with\n"
-      "importlib.reload: nothing runs again. sys, builtins, __main__ and modhost are\n"
-      "refused with ValueError. timeout (seconds) interrupts module code that runs\n"
-      "longer (TimeLimitExceeded) and rolls the reload back.\n\n"
+      "importlib.reload: nothing runs again. sys, builtins, __main__, modhost and the\n"
+      "import machinery (_frozen_importlib, importlib._bootstrap, zipimport, _imp, ...)\n"
+      "are refused with ValueError. timeout (seconds; None or inf: no limit) interrupts\n"
+      "module code that runs longer (TimeLimitExceeded) and rolls the reload back.\n\n"
       "Other threads see one version: while the module re-executes, their calls into\n"
       "it, attribute reads and writes on it and C++ handle calls wait, then run the\n"
       "new version (the old one if the reload rolled back). Calls already running in\n"
       "other threads are waited for up to wait_for_calls seconds; if one still runs,\n"
       "ModuleInUseError names the thread and nothing is reloaded. The calling\n"
-      "thread's own frames never count. wait_for_calls=None: no waiting, no holding."};
+      "thread's own frames never count. wait_for_calls=inf waits as long as they run;\n"
+      "wait_for_calls=None: no waiting, no holding."};
   auto reload = py::reinterpret_steal<py::object>(  // steals the new function
       PyCFunction_NewEx(&reload_def, m.ptr(), m.attr("__name__").ptr()));
   if (!reload) throw py::error_already_set();
@@ -405,13 +429,25 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "the mode in force. Changes are applied by check(), or by themselves between\n"
       "bytecodes when the host program runs with --autoreload.");
   m.def("watch", [](py::object module) { autoreload().watch(module_name_of(module)); }, "name"_a,
-        "watch(name)\n\nCover a module in 'explicit' mode (and undo unwatch).");
+        "watch(name)\n\nCover a module in 'explicit' mode (and undo unwatch). It need not be\n"
+        "imported yet; ValueError for a name no module can have ('', NUL, '..').");
   m.def("unwatch", [](py::object module) { autoreload().unwatch(module_name_of(module)); }, "name"_a,
         "unwatch(name)\n\nExclude a module from autoreload, also in 'all' mode.");
-  m.def("watch_directory", [](const std::string& directory) { autoreload().watch_directory(directory); },
-        "directory"_a,
-        "watch_directory(directory)\n\nCover every module under a directory, and make new files there\n"
-        "importable as soon as they are saved.");
+  m.def(
+      "watch_directory",
+      [](py::object directory) {
+        // A str or an os.PathLike, as os functions take; converted here rather than by
+        // pybind11's path caster, which turns a NUL into a TypeError about the signature.
+        py::object text = py::module_::import("os").attr("fspath")(directory);
+        if (!py::isinstance<py::str>(text))
+          throw py::type_error("watch_directory: directory must be a str or an os.PathLike of str");
+        autoreload().watch_directory(text.cast<std::string>());
+      },
+      "directory"_a,
+      "watch_directory(directory)\n\nCover every module under a directory (a str or os.PathLike; '.',\n"
+      "'dir/' and a symbolic link all work), and make new files there importable as\n"
+      "soon as they are saved. FileNotFoundError or NotADirectoryError if it is not an\n"
+      "existing directory.");
   m.def("check", [] { return autoreload().poll(); },
         "check() -> list[str]\n\nApply the autoreload policy now: deep-reload changed modules (and their\n"
         "dependents); returns those reloaded. A failure prints one line\n"
@@ -436,13 +472,13 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       .def(py::init([](py::object seconds) {
              if (seconds.is_none()) throw py::value_error("time_limit needs a number of seconds");
              auto scope = std::make_unique<scoped_time_limit>();
-             scope->limit = to_limit(seconds);
+             scope->limit = to_limit(seconds, "seconds");
              return scope;
            }),
            "seconds"_a)
       .def("__enter__", [](py::object self) {
         auto& scope = self.cast<scoped_time_limit&>();
-        scope.armed.emplace(scope.limit);
+        if (scope.limit.count() > 0) scope.armed.emplace(scope.limit);  // zero: inf, no limit
         return self;
       })
       .def("__exit__", [](scoped_time_limit& scope, py::args) {

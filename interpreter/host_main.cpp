@@ -102,6 +102,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"off", "explicit", "all"}));
   app.add_option("--watch", watch_dirs, "Watch DIR for changes (repeatable; implies --autoreload explicit)")
       ->type_name("DIR")
+      ->check(CLI::ExistingDirectory)  // a mistyped DIR is a usage error, not a silent no-op
       ->allow_extra_args(false);
   app.add_option("--debounce", debounce_ms, "Milliseconds a file must be quiet before it counts as saved")
       ->check(CLI::Range(0, 10000));

@@ -138,10 +138,20 @@ py::handle time_limit_exceeded() {
   return g_time_limit_exceeded.load();
 }
 
+std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds limit) noexcept {
+  using clock = std::chrono::steady_clock;
+  auto now = clock::now();
+  if (limit <= std::chrono::milliseconds::zero()) return now;
+  // Compared in milliseconds (a division, which cannot overflow) before limit is converted to nanoseconds.
+  if (limit >= std::chrono::duration_cast<std::chrono::milliseconds>(clock::time_point::max() - now))
+    return clock::time_point::max();
+  return now + limit;
+}
+
 time_limit::time_limit(std::chrono::milliseconds limit)
     : id_(0), thread_(PyThread_get_thread_ident()) {
   time_limit_exceeded();  // made now, with the GIL, so the watchdog only has to read it
-  id_ = watchdog::instance().arm(thread_, std::chrono::steady_clock::now() + limit);
+  id_ = watchdog::instance().arm(thread_, deadline_after(limit));
 }
 
 time_limit::~time_limit() {

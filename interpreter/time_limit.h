@@ -26,7 +26,8 @@ namespace modhost {
 
 class time_limit {
  public:
-  // Arms a deadline `limit` from now for the calling thread.
+  // Arms a deadline `limit` from now for the calling thread; a limit too
+  // long for the clock (milliseconds::max()) never fires.
   explicit time_limit(std::chrono::milliseconds limit);
   // Disarms it; an exception raised but not yet delivered is withdrawn, so
   // nothing reaches the code after the scope.
@@ -43,6 +44,13 @@ class time_limit {
   std::uint64_t id_;
   unsigned long thread_;
 };
+
+// `limit` from now on the steady clock, or time_point::max() (never) when the
+// sum would overflow it: steady_clock counts nanoseconds in 64 bits, so any
+// limit beyond about 292 years (milliseconds::max() among them) would wrap
+// into the past and fire at once. Every deadline made from a caller's
+// duration goes through here.
+std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds limit) noexcept;
 
 // The exception class time limits raise, `modhost.TimeLimitExceeded` in
 // scripts (the bindings export this very object): a BaseException subclass

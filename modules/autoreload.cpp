@@ -2,6 +2,8 @@
 
 #include "modules/autoreload.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 
 #include "interpreter/gil.h"
 #include "modules/internal/main_thread_call.h"
+#include "modules/internal/request_checks.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;
@@ -50,10 +53,28 @@ std::string one_line(std::string text) {
   return text;
 }
 
-std::filesystem::path normal(const std::filesystem::path& path) {
+// A directory as coverage compares it: normal_path() with symbolic links
+// resolved, so `--watch plugins` covers the modules that sys.path finds
+// through a link to it, and the other way round.
+std::filesystem::path real_directory(const std::filesystem::path& directory) {
   std::error_code ec;
-  auto absolute = std::filesystem::absolute(path, ec);
-  return (ec ? path : absolute).lexically_normal();
+  auto real = std::filesystem::weakly_canonical(normal_path(directory), ec);
+  return ec ? normal_path(directory) : normal_path(real);
+}
+
+// A module file as coverage compares it: its directory resolved, the file
+// itself not (a plugin linked into a watched directory is under it).
+std::filesystem::path real_file(const std::filesystem::path& file) {
+  auto path = normal_path(file);
+  return real_directory(path.parent_path()) / path.filename();
+}
+
+// Why `file` cannot be opened for reading (an errno), or 0 if it can.
+int open_error(const std::filesystem::path& file) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
+  if (fd < 0) return errno;
+  ::close(fd);
+  return 0;
 }
 
 // Writes one report line to stderr with a single write(), so it never lands
@@ -84,14 +105,14 @@ void autoreloader::refresh_roots() {
   if (stdlib_dirs_.empty()) {
     py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
     for (const char* key : {"stdlib", "platstdlib", "purelib", "platlib"})
-      if (paths.contains(key)) stdlib_dirs_.push_back(normal(py::str(paths[key]).cast<std::string>()));
+      if (paths.contains(key)) stdlib_dirs_.push_back(real_directory(py::str(paths[key]).cast<std::string>()));
   }
   roots_ = watched_dirs_;
   excluded_ = stdlib_dirs_;
   for (auto entry : path) {
     if (!py::isinstance<py::str>(entry)) continue;
     std::string dir = py::str(entry);
-    auto normalized = normal(dir.empty() ? "." : dir);
+    auto normalized = real_directory(dir.empty() ? "." : dir);
     bool installed = dir.find("site-packages") != std::string::npos || dir.find("dist-packages") != std::string::npos;
     (installed ? excluded_ : roots_).push_back(normalized);
   }
@@ -112,32 +133,43 @@ void autoreloader::set_mode(autoreload_mode mode) {
 }
 
 void autoreloader::watch(const std::string& name) {
+  detail::check_module_name(name);  // it need not be loaded yet, but it must be a name a module can have
   unwatched_.erase(name);
   watched_.insert(name);
   rescan_all();
 }
 
 void autoreloader::unwatch(const std::string& name) {
+  detail::check_module_name(name);
   watched_.erase(name);
   unwatched_.insert(name);
   rescan_all();
 }
 
 void autoreloader::watch_directory(const std::filesystem::path& directory) {
-  auto dir = normal(directory);
-  watched_dirs_.push_back(dir);
-  watcher_.watch_directory(dir);
+  // A mistyped directory would otherwise be watched for ever, silently, and
+  // a NUL would cut the path short in every system call.
+  const std::string& text = directory.native();
+  if (text.find('\0') != std::string::npos)
+    detail::raise_error(PyExc_ValueError, "watch_directory: the path contains a NUL byte");
+  struct stat st {};
+  int error = text.empty() ? ENOENT : ::stat(text.c_str(), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+  if (error) throw detail::os_error(error, text);
+  watched_dirs_.push_back(real_directory(directory));
+  watcher_.watch_directory(normal_path(directory));
   rescan_all();
 }
 
-bool autoreloader::covers(const std::string& name, const std::filesystem::path& path) const {
+bool autoreloader::covers(const std::string& name, const std::filesystem::path& file) const {
   if (mode_ == autoreload_mode::off || unwatched_.count(name)) return false;
   if (watched_.count(name)) return true;
+  if (file.empty()) return false;
+  const auto path = real_file(file);  // compared with directories that real_directory() made
   auto under_any = [&](const std::vector<std::filesystem::path>& dirs) {
     return std::any_of(dirs.begin(), dirs.end(), [&](const auto& dir) { return is_under(path, dir); });
   };
   if (under_any(watched_dirs_)) return true;
-  if (mode_ != autoreload_mode::all || path.empty()) return false;
+  if (mode_ != autoreload_mode::all) return false;
   // The most specific directory decides: a venv's site-packages inside a project is excluded.
   std::size_t root_depth = 0, excluded_depth = 0;
   for (const auto& dir : roots_)
@@ -159,7 +191,7 @@ void autoreloader::track_new_modules() {
     if (!scanned_.insert(name).second) continue;
     module_info info = cache_.info(name);
     if (info.path.empty() || !covers(info.name, info.path)) continue;
-    auto path = normal(info.path);
+    auto path = normal_path(info.path);
     bool new_path = path_to_name_.emplace(path, info.name).second;
     watcher_.watch_file(path);
     // Saved before the watch existed (between its import and now): no event will come.
@@ -226,8 +258,16 @@ void autoreloader::apply(const std::string& name, bool reported, std::vector<std
   }
   auto now = take_fingerprint(info.path);
   if (!now) {
-    if (reported_.insert(name).second)
+    if (!reported_.insert(name).second) return;
+    // Gone, or there but unreadable: a chmod 000 is not a deletion, and the
+    // line says what an explicit reload raises ("PermissionError: [Errno 13] ...").
+    if (int error = open_error(info.path); error && error != ENOENT && error != ENOTDIR) {
+      auto unreadable = detail::os_error(error, info.path.string());
+      report("[modhost] reload of " + name + " failed: " + one_line(unreadable.what()) +
+             "; the old code keeps running");
+    } else {
       report("[modhost] source of " + name + " (" + info.path.string() + ") is gone; the loaded code keeps running");
+    }
     return;
   }
   reported_.erase(name);

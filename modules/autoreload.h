@@ -7,7 +7,8 @@
 // is deep-reloaded with its dependents, within a time limit (10 s unless
 // set_time_limit says otherwise). A failure prints one line
 // "[modhost] reload of NAME failed: ..." to stderr, keeps the old code, and
-// is not retried until the file changes again; a deleted file and a changed
+// is not retried until the file changes again; a deleted file, an unreadable
+// one (as PermissionError, the way an explicit reload says it) and a changed
 // extension module are reported once.
 //
 // Reloads happen only at safe points: never while a module is being
@@ -61,12 +62,17 @@ class autoreloader {
   autoreload_mode mode() const noexcept { return mode_; }
   void set_mode(autoreload_mode mode);
 
-  // Covers a module in every mode but "off" (and undoes unwatch).
+  // Covers a module in every mode but "off" (and undoes unwatch). It need
+  // not be loaded yet; a name no module can have (empty, NUL, '..', a part
+  // longer than a file name) throws python_error (ValueError).
   void watch(const std::string& name);
-  // Excludes a module, also in "all" mode.
+  // Excludes a module, also in "all" mode. Names are checked as by watch().
   void unwatch(const std::string& name);
-  // Covers every module whose file is under `directory`, and notices new
-  // files appearing there (they become importable at once).
+  // Covers every module whose file is under `directory` (any spelling: "."
+  // "dir/", "a/../dir", a symbolic link), and notices new files appearing
+  // there (they become importable at once). Throws python_error:
+  // FileNotFoundError, NotADirectoryError (or another OSError) if it is not
+  // an existing directory, ValueError for a NUL in the path.
   void watch_directory(const std::filesystem::path& directory);
 
   // Applies the policy now; returns the modules reloaded (dependents
@@ -94,7 +100,7 @@ class autoreloader {
  private:
   void refresh_roots();
   void rescan_all();
-  bool covers(const std::string& name, const std::filesystem::path& path) const;
+  bool covers(const std::string& name, const std::filesystem::path& file) const;
   void track_new_modules();
   void apply(const std::string& name, bool reported, std::vector<std::string>& reloaded);
   void background_loop();

@@ -66,13 +66,15 @@ file_watcher::clock::time_point last_change(const std::filesystem::path& path,
   return now - std::chrono::duration_cast<file_watcher::clock::duration>(age);
 }
 
-std::filesystem::path normal(const std::filesystem::path& path) {
+}  // namespace
+
+std::filesystem::path normal_path(const std::filesystem::path& path) {
   std::error_code ec;
   auto absolute = std::filesystem::absolute(path, ec);
-  return (ec ? path : absolute).lexically_normal();
+  auto normal = (ec ? path : absolute).lexically_normal();
+  if (!normal.has_filename() && normal.has_relative_path()) normal = normal.parent_path();  // "/a/b/" -> "/a/b"
+  return normal;
 }
-
-}  // namespace
 
 file_watcher::file_watcher(std::chrono::milliseconds debounce, bool force_polling) : debounce_(debounce) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);  // without it, wait() just cannot be interrupted
@@ -105,14 +107,14 @@ void file_watcher::fall_back(const std::string& reason) {
 }
 
 void file_watcher::watch_file(const std::filesystem::path& file) {
-  auto path = normal(file);
+  auto path = normal_path(file);
   std::lock_guard<std::mutex> lock(mutex_);
   if (files_.insert(path).second && mode_ == mode::polling) poll_state_[path] = signature(path);
   watch_directory_events(path.parent_path());  // again too: the directory may be new or recreated
 }
 
 void file_watcher::watch_directory(const std::filesystem::path& directory) {
-  auto dir = normal(directory);
+  auto dir = normal_path(directory);
   std::lock_guard<std::mutex> lock(mutex_);
   if (!whole_dirs_.insert(dir).second) return;
   if (mode_ == mode::polling) {
@@ -138,7 +140,7 @@ void file_watcher::watch_directory_events(const std::filesystem::path& dir) {
 }
 
 bool file_watcher::is_watched_directory(const std::filesystem::path& directory) const {
-  auto dir = normal(directory);
+  auto dir = normal_path(directory);
   std::lock_guard<std::mutex> lock(mutex_);
   return watched_dirs_.count(dir) != 0;
 }
@@ -247,7 +249,7 @@ bool file_watcher::has_settled(clock::time_point now) {
 }
 
 bool file_watcher::at_rest(const std::filesystem::path& file) {
-  auto path = normal(file);
+  auto path = normal_path(file);
   std::lock_guard<std::mutex> lock(mutex_);
   if (mode_ != mode::inotify) return false;
   drain_events(clock::now());
@@ -257,7 +259,7 @@ bool file_watcher::at_rest(const std::filesystem::path& file) {
 }
 
 bool file_watcher::still_changing(const std::filesystem::path& file) {
-  auto path = normal(file);
+  auto path = normal_path(file);
   auto now = clock::now();
   std::lock_guard<std::mutex> lock(mutex_);
   if (mode_ == mode::inotify) drain_events(now);

@@ -34,6 +34,13 @@
 
 namespace modhost {
 
+// `path` absolute and lexically normal, without a trailing separator: the one
+// spelling in which the watcher and the autoreloader store and compare paths.
+// ".", "plugins/", "./plugins" and "x/../plugins" are all "/cwd/plugins"
+// (lexically_normal() alone leaves "/cwd/plugins/", whose empty last element
+// matched no file under it). Symbolic links are left as they are.
+std::filesystem::path normal_path(const std::filesystem::path& path);
+
 class file_watcher {
  public:
   using clock = std::chrono::steady_clock;

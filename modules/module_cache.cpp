@@ -189,11 +189,15 @@ std::vector<std::string> module_cache::dependents(const std::string& name) {
 }
 
 std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imports(const std::string& importer) {
-  impl_->hook.settle();
-  std::unordered_map<std::string, std::vector<std::string>> result;
-  for (const auto& [module, names] : impl_->graph.from_imports(importer))
-    result[module].assign(names.begin(), names.end());
-  return result;
+  return cache_call([&] {
+    impl_->hook.settle();
+    detail::check_module_name(importer);  // a megabyte-long name is refused without being repeated
+    impl_->modules.require(importer);     // as dependencies(): a module never imported is an error, not {}
+    std::unordered_map<std::string, std::vector<std::string>> result;
+    for (const auto& [module, names] : impl_->graph.from_imports(importer))
+      result[module].assign(names.begin(), names.end());
+    return result;
+  });
 }
 
 module_info module_cache::info(const std::string& name) {

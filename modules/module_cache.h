@@ -95,7 +95,9 @@ class module_cache {
 
   std::vector<std::string> dependencies(const std::string& name);
   std::vector<std::string> dependents(const std::string& name);
-  // For each `from x import name` that `importer` ran: x -> names.
+  // For each `from x import name` that `importer` ran: x -> names. Throws
+  // python_error: ValueError for a name no module can have (check_module_name),
+  // ImportError for a module that is not loaded, as dependencies() does.
   std::unordered_map<std::string, std::vector<std::string>> from_imports(const std::string& importer);
 
   module_info info(const std::string& name);

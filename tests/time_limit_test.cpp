@@ -107,6 +107,32 @@ TEST(TimeLimit, CodeThatFinishesInTimeRunsUndisturbed) {
   EXPECT_FALSE(limit.expired());
 }
 
+// now() + limit in nanoseconds wrapped into the past for anything beyond
+// ~292 years, and the limit fired at once.
+TEST(TimeLimit, ALimitTooLongForTheClockNeverFires) {
+  const std::chrono::milliseconds thousand_years = std::chrono::hours(24 * 365 * 1000);
+  for (auto forever : {std::chrono::milliseconds::max(), thousand_years}) {
+    time_limit limit(forever);
+    run("import time\n"
+        "end = time.monotonic() + 0.2\n"
+        "while time.monotonic() < end:\n"
+        "    pass\n"
+        "finished_forever = True\n");
+    EXPECT_TRUE(eval("finished_forever").cast<bool>());
+    EXPECT_FALSE(limit.expired());
+  }
+}
+
+TEST(TimeLimit, DeadlinesSaturateInsteadOfOverflowing) {
+  using clock = std::chrono::steady_clock;
+  EXPECT_EQ(modhost::deadline_after(std::chrono::milliseconds::max()), clock::time_point::max());
+  EXPECT_EQ(modhost::deadline_after(std::chrono::hours(24 * 365 * 1000)), clock::time_point::max());
+  auto before = clock::now();
+  auto soon = modhost::deadline_after(1s);
+  EXPECT_GE(soon, before + 1s);
+  EXPECT_LE(soon, clock::now() + 1s);
+}
+
 TEST(TimeLimit, RaisedButUndeliveredIsWithdrawnWhenTheScopeEnds) {
   {
     time_limit limit(10ms);

@@ -13,6 +13,7 @@
 #include "interpreter/error_scope.h"
 #include "interpreter/gil.h"
 #include "interpreter/reference.h"
+#include "interpreter/time_limit.h"
 #include "modules/internal/interpreter_frame.h"
 #include "modules/internal/referrers.h"
 
@@ -378,7 +379,7 @@ void closed_gate::close(const std::vector<py::object>& modules, PyObject* gated_
   }
 
   // Calls already running in other threads finish on the old version first.
-  const auto deadline = std::chrono::steady_clock::now() + wait;
+  const auto deadline = deadline_after(wait);  // milliseconds::max(): as long as they run
   for (;;) {
     busy_ = running_elsewhere(mark_);
     if (busy_.empty()) return;

@@ -103,6 +103,10 @@ unload_report unload(registry& modules, const python_helpers& helpers, const std
     raise_error(PyExc_ValueError, "cannot unload " + std::string(to_string(entry->kind)) + " module '" + name +
                                       "': its code stays in the process until it exits");
   std::vector<std::string> names = with_submodules(modules, name);
+  for (const auto& n : names)  // unload('importlib') would take importlib._bootstrap with it
+    if (const char* reason = refusal_reason(n))
+      raise_error(PyExc_ValueError,
+                  "modhost refuses to unload '" + name + "': its submodule '" + n + "' goes with it, and " + reason);
   for (const auto& n : names) {
     if (modules.reloading().count(n))
       raise_error(PyExc_RuntimeError, "cannot unload '" + n + "' while it is being reloaded");

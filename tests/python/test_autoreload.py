@@ -166,6 +166,31 @@ class AutoreloadModes(AutoreloadTestCase):
         self.assertEqual(self.check_until(name), [name])
         self.assertEqual(module.value(), 2)
 
+    def test_watch_directory_with_a_trailing_separator_or_dots_covers_its_modules(self):
+        # lexically_normal() kept a trailing separator ("dir/", "dir/.",
+        # "dir/sub/.."), and no module file was under "dir/".
+        spellings = (lambda d: d + "/", lambda d: d + "/.", lambda d: os.path.join(d, "sub", ".."),
+                     lambda d: os.path.relpath(d) + os.sep,
+                     lambda d: os.path.join(os.path.dirname(d), ".", os.path.basename(d), ""))
+        self.start("explicit")
+        for number, spell in enumerate(spellings):
+            directory = os.path.join(self.dir, "d%d" % number)  # one directory each: none covers the next
+            os.makedirs(os.path.join(directory, "sub"))  # for "d/sub/..", resolved by the kernel too
+            sys.path.insert(0, directory)
+            self.addCleanup(sys.path.remove, directory)
+            with self.subTest(directory=spell(directory)):
+                name = self.mod("spelled%d" % number)
+                with open(os.path.join(directory, name + ".py"), "w") as f:
+                    f.write(value_source(1))
+                importlib.invalidate_caches()
+                module = self.load(name)
+                modhost.watch_directory(spell(directory))
+                self.assertEqual(modhost.check(), [])
+                with open(os.path.join(directory, name + ".py"), "w") as f:
+                    f.write(value_source(2))
+                self.check_until(name)
+                self.assertEqual(module.value(), 2)
+
     def test_all_mode_reloads_modules_under_the_search_path(self):
         name = self.mod("anywhere")
         self.write(name, value_source(1))
@@ -234,6 +259,59 @@ class AutoreloadModes(AutoreloadTestCase):
             self.assertEqual(modhost.check(), [])
             time.sleep(0.005)
         self.assertEqual(module.value(), 1)
+
+
+class AutoreloadBadInput(AutoreloadTestCase):
+    """Names and directories that cannot be right are refused with an error
+    that says why; they used to be accepted and watched for ever, silently."""
+
+    BAD_NAMES = (("", "Empty module name"), ("plug\x00junk", "NUL byte"), ("..", "malformed module name '..'"),
+                 (".plug", "relative names are not accepted"), ("x" * 2 ** 20, "longer than any file name"),
+                 ("pkg." + "y" * 300, "has a part of 300 bytes"))
+
+    def test_watch_and_unwatch_refuse_names_no_module_can_have(self):
+        self.start("explicit")
+        for call in (modhost.watch, modhost.unwatch):
+            for bad, says in self.BAD_NAMES:
+                with self.subTest(call=call.__name__, name=bad[:20]):
+                    with self.assertRaises(ValueError) as caught:
+                        call(bad)
+                    self.assertIn(says, str(caught.exception))
+                    self.assertLess(len(str(caught.exception)), 1000)  # a 1 MB name is not repeated
+        # A module not imported yet may be watched: it is covered once it is.
+        name = self.mod("later")
+        modhost.watch(name)
+        self.write(name, value_source(1))
+        module = self.load(name)
+        self.assertEqual(modhost.check(), [])
+        self.write(name, value_source(2))
+        self.check_until(name)
+        self.assertEqual(module.value(), 2)
+
+    def test_from_imports_refuses_bad_names_and_modules_not_loaded(self):
+        for bad, says in self.BAD_NAMES:
+            with self.subTest(name=bad[:20]), self.assertRaises(ValueError) as caught:
+                modhost.from_imports(bad)
+            self.assertIn(says, str(caught.exception))
+        with self.assertRaises(ImportError) as caught:
+            modhost.from_imports(self.mod("never_imported"))
+        self.assertIn("is not loaded", str(caught.exception))
+
+    def test_watch_directory_refuses_what_is_not_a_directory(self):
+        missing = os.path.join(self.dir, "missing")
+        a_file = self.write(self.mod("file"), "")
+        for directory, error in ((missing, FileNotFoundError), ("", FileNotFoundError),
+                                 (a_file, NotADirectoryError), (os.path.join(a_file, "sub"), NotADirectoryError)):
+            with self.subTest(directory=directory), self.assertRaises(error) as caught:
+                modhost.watch_directory(directory)
+            self.assertEqual(caught.exception.filename, directory)
+        with self.assertRaisesRegex(OSError, "File name too long"):
+            modhost.watch_directory("d" * 2 ** 20)
+        with self.assertRaisesRegex(ValueError, "NUL byte"):
+            modhost.watch_directory(self.dir + "\x00junk")
+        # A pathlib.Path is a directory too.
+        import pathlib
+        modhost.watch_directory(pathlib.Path(self.dir))
 
 
 class AutoreloadCheck(AutoreloadTestCase):
@@ -602,6 +680,58 @@ class AutoreloadPollingFallback(unittest.TestCase):
         ], result.stderr)
 
 
+UNREADABLE_SCRIPT = """
+import os, sys, tempfile, time, modhost
+directory = sys.argv[1]
+sys.path.insert(0, directory)
+import unreadable_plug
+modhost.autoreload("explicit")
+modhost.watch("unreadable_plug")
+modhost.check()
+log = tempfile.TemporaryFile(dir=directory)  # what the autoreloader prints, read back here
+saved = os.dup(2)
+os.dup2(log.fileno(), 2)
+os.chmod(unreadable_plug.__file__, 0)
+deadline = time.monotonic() + %(deadline)r
+while b"[modhost]" not in os.pread(log.fileno(), 100000, 0) and time.monotonic() < deadline:
+    modhost.check()
+    time.sleep(0.002)
+os.dup2(saved, 2)
+print("autoreload:", os.pread(log.fileno(), 100000, 0).decode().strip())
+try:
+    modhost.reload(unreadable_plug)
+except Exception as e:
+    print("reload:", type(e).__name__, e)
+"""
+
+
+class AutoreloadUnreadableSource(unittest.TestCase):
+    """A source made unreadable (chmod 000) is not a deleted one: autoreload
+    says permission denied, as an explicit reload does. Root reads anything,
+    so as root the host runs as nobody (uid 65534)."""
+
+    def test_a_chmod_000_source_is_reported_as_permission_denied(self):
+        directory = tempfile.mkdtemp(prefix="modhost-unreadable-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "unreadable_plug.py")
+        with open(path, "w") as f:
+            f.write(value_source(1))
+        command = [MODHOST, "-c", UNREADABLE_SCRIPT % {"deadline": DEADLINE}, directory]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                self.skipTest("root reads a chmod 000 file, and setpriv is not there to drop root")
+            os.chown(directory, 65534, 65534)
+            os.chown(path, 65534, 65534)
+            command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=DEADLINE + 30)
+        self.assertEqual(result.returncode, 0, (result.stdout, result.stderr))
+        lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+        self.assertEqual(lines["reload"], "PermissionError [Errno 13] Permission denied: %r" % path)
+        self.assertEqual(lines["autoreload"], "[modhost] reload of unreadable_plug failed: PermissionError: "
+                         "[Errno 13] Permission denied: %r; the old code keeps running" % path)
+
+
 # ---------------------------------------------------------------------------
 # End to end: the host program applies changes to a running loop by itself.
 
@@ -667,9 +797,9 @@ print("live")
 class Child:
     """A running modhost process whose stdout and stderr lines are read by threads."""
 
-    def __init__(self, args, env=None):
+    def __init__(self, args, env=None, cwd=None):
         self.process = subprocess.Popen([MODHOST, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, bufsize=1, env=env)
+                                        text=True, bufsize=1, env=env, cwd=cwd)
         self.lines = {"stdout": queue.Queue(), "stderr": queue.Queue()}
         self.seen = {"stdout": [], "stderr": []}
         self.threads = [threading.Thread(target=self._read, args=(name, getattr(self.process, name)), daemon=True)
@@ -849,6 +979,77 @@ class HostAutoreload(unittest.TestCase):
         result = subprocess.run([MODHOST, "--reload-timeout", "inf", "-c", "print('ok')"], capture_output=True,
                                 text=True)
         self.assertEqual((result.returncode, result.stdout), (0, "ok\n"), result.stderr)
+
+
+class HostAutoreloadDirectorySpellings(unittest.TestCase):
+    """Every way to name a directory on the command line covers the modules
+    under it. A trailing separator (`-p plugins/`, and `.` or `--cwd-path`,
+    which normalize to one) made the directory end in an empty element that
+    no file under it matched: nothing was ever reloaded, silently."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="modhost-spellings-")
+        self.addCleanup(shutil.rmtree, self.root, True)
+        self.plugins = os.path.join(self.root, "plugins")
+        self.app = os.path.join(self.root, "app")  # the script's own directory is covered anyway: keep it apart
+        os.mkdir(self.plugins)
+        os.mkdir(self.app)
+        os.symlink(self.plugins, os.path.join(self.root, "link"))
+        self.script = os.path.join(self.app, "app.py")
+        with open(self.script, "w") as f:
+            f.write(LOOP_SCRIPT % {"prime": True, "give_up": 120.0})
+
+    def write_plugin(self, value):
+        with open(os.path.join(self.plugins, "plugin.py"), "w") as f:
+            f.write(value_source(value))
+
+    def assertEditSeen(self, options, cwd):
+        self.write_plugin(1)
+        stop = os.path.join(self.root, "stop")
+        child = Child([*options, self.script, stop], cwd=cwd)
+        self.addCleanup(child.kill)
+        try:
+            child.expect("stdout", lambda line: line == "value 1")
+            self.write_plugin(2)
+            child.expect("stdout", lambda line: line == "value 2", timeout=10)
+        finally:
+            open(stop, "w").close()
+        self.assertEqual(child.finish(), 0, child.seen)
+        os.remove(stop)
+
+    def test_search_path_spellings_under_autoreload_all(self):
+        for options, cwd in ((["-p", "."], "plugins"),
+                             (["-p", "./"], "plugins"),
+                             (["--cwd-path"], "plugins"),
+                             (["-p", "plugins/"], "."),
+                             (["-p", "app/../plugins/."], "."),
+                             (["-p", "../plugins"], "app"),
+                             (["-p", "link/"], ".")):
+            with self.subTest(options=options, cwd=cwd):
+                self.assertEditSeen(["--autoreload", "all", *options], os.path.join(self.root, cwd))
+
+    def test_watch_of_a_missing_directory_is_a_usage_error(self):
+        # It used to be watched silently, and nothing was ever reloaded.
+        for missing in ("nowhere", os.path.join("plugins", "plugin.py")):
+            with self.subTest(watch=missing):
+                self.write_plugin(1)
+                result = subprocess.run([MODHOST, "--watch", missing, "-c", "print('ran')"], capture_output=True,
+                                        text=True, cwd=self.root, timeout=DEADLINE)
+                self.assertEqual(result.returncode, 2, result)
+                self.assertIn("--watch", result.stderr)
+                self.assertIn(missing, result.stderr)
+                self.assertNotIn("ran", result.stdout)
+
+    def test_watch_spellings(self):
+        for options, cwd in ((["--cwd-path", "--watch", "."], "plugins"),
+                             (["--cwd-path", "--watch", "../plugins/"], "plugins"),
+                             (["-p", "plugins", "--watch", "plugins/"], "."),
+                             (["-p", "plugins", "--watch", "./app/../plugins"], "."),
+                             # The same directory through a symbolic link on one side only.
+                             (["-p", "plugins", "--watch", "link/"], "."),
+                             (["-p", "link", "--watch", "plugins"], ".")):
+            with self.subTest(options=options, cwd=cwd):
+                self.assertEditSeen(options, os.path.join(self.root, cwd))
 
 
 if __name__ == "__main__":

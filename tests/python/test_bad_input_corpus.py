@@ -614,6 +614,41 @@ class Interrupts(Corpus):
         with self.assertRaises(TypeError):
             modhost.reload(self.name, timeout="soon")
 
+    def test_infinite_and_huge_timeouts_are_no_limit(self):
+        # inf and anything past ~9.2e9 s went through an out-of-range
+        # float-to-int conversion: timeout=inf raised TimeLimitExceeded at
+        # once, time_limit(inf) fired after a few milliseconds.
+        slow = "import time\nVALUE = %d\nend = time.monotonic() + 0.1\nwhile time.monotonic() < end:\n    pass\n"
+        for forever in (float("inf"), 1e300, 1e10, 10 ** 20):
+            with self.subTest(timeout=forever):
+                generation = modhost.info(self.name).generation
+                self.write(self.name, slow % generation)
+                modhost.reload(self.name, timeout=forever)
+                self.assertEqual((self.module.VALUE, modhost.info(self.name).generation), (generation, generation + 1))
+                name = self.mod("loaded")
+                self.write(name, slow % 7)
+                self.assertEqual(modhost.load(name, timeout=forever).VALUE, 7)
+                with modhost.time_limit(forever) as limit:
+                    end = time.monotonic() + 0.1
+                    while time.monotonic() < end:
+                        pass
+                self.assertFalse(limit.expired)
+
+    def test_nan_and_negative_timeouts_are_value_errors_that_say_so(self):
+        nan, inf = float("nan"), float("inf")
+        calls = {"timeout": [lambda t: modhost.reload(self.name, timeout=t),
+                             lambda t: modhost.load(self.name, timeout=t)],
+                 "seconds": [lambda t: modhost.time_limit(t)]}
+        for parameter, refused in calls.items():
+            for call in refused:
+                with self.subTest(parameter=parameter, value="nan"):
+                    self.assertRefused(lambda: call(nan), ValueError, parameter + " must be a number of seconds, not nan")
+                for bad in (-inf, -1e300, -0.5):
+                    with self.subTest(parameter=parameter, value=bad):
+                        self.assertRefused(lambda: call(bad), ValueError,
+                                           parameter + " must be positive, got " + repr(bad))
+        self.assertEqual(modhost.info(self.name).generation, 1)
+
     def test_plugin_that_swallows_exceptions_in_its_loop_is_still_stopped(self):
         """`except Exception` is everyday plugin code: a loop that catches Exception must
         not turn a time limit into a hang."""

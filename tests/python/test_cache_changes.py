@@ -3,6 +3,8 @@ import importlib
 import os
 import sys
 import unittest
+import zipfile
+import zipimport
 
 from cache_fixtures import CacheTestCase, modhost
 
@@ -193,6 +195,44 @@ class NotReloadable(unittest.TestCase):
                 self.assertFalse(modhost.info(name).reloadable)
         self.assertIn("__main__", sys.modules)
         self.assertIs(sys.modules["__main__"].NotReloadable, NotReloadable)
+
+
+IMPORT_MACHINERY = ("_frozen_importlib", "_frozen_importlib_external", "importlib._bootstrap",
+                    "importlib._bootstrap_external", "zipimport", "_imp")
+
+
+class ImportMachinery(CacheTestCase):
+    def test_the_import_machinery_is_refused_and_imports_keep_working(self):
+        # reload('_frozen_importlib') ran a second import system and every
+        # later import failed; reload('zipimport') replaced the zipimporter
+        # class sys.path_hooks holds, and reported "not reloadable".
+        zipimporter = zipimport.zipimporter
+        for name in IMPORT_MACHINERY:
+            with self.subTest(name=name):
+                module = importlib.import_module(name)
+                namespace = self.snapshot(module)
+                with self.assertRaises(ValueError) as caught:
+                    modhost.reload(name)
+                self.assertIn("modhost refuses to reload '%s': it is part of the import machinery" % name,
+                              str(caught.exception))
+                with self.assertRaisesRegex(ValueError, "import machinery"):
+                    modhost.reload(module, deep=True)
+                self.assertIs(sys.modules[name], module)
+                self.assertNamespaceIs(module, namespace)
+                self.assertFalse(modhost.info(name).reloadable)
+        self.assertIs(zipimport.zipimporter, zipimporter)
+        self.assertIn(zipimporter, sys.path_hooks)
+        # Imports still work: from a directory, and from a zip file.
+        name = self.mod("after")
+        self.write(name, "VALUE = 'imported'\n")
+        self.assertEqual(self.load(name).VALUE, "imported")
+        zipped = self.mod("zipped")
+        archive = os.path.join(self.dir, "plugins.zip")
+        with zipfile.ZipFile(archive, "w") as z:
+            z.writestr(zipped + ".py", "VALUE = 'from the zip'\n")
+        sys.path.insert(0, archive)
+        self.addCleanup(lambda: sys.path.remove(archive))
+        self.assertEqual(self.load(zipped).VALUE, "from the zip")
 
 
 if __name__ == "__main__":

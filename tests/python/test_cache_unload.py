@@ -4,6 +4,7 @@ The test methods never keep the module under test in a local variable when
 they unload it or count references: a test's own frame is a holder too.
 """
 import gc
+import importlib
 import sys
 import threading
 import unittest
@@ -186,6 +187,29 @@ class Unload(CacheTestCase):
                 modhost.unload(name)
         self.assertIn("sys", sys.modules)
         self.assertIn("modhost", sys.modules)
+
+    def test_unload_refuses_the_import_machinery_and_its_package(self):
+        # An unload let the next import load a second copy of the import
+        # system; unload('importlib') took importlib._bootstrap with it.
+        for name in ("_frozen_importlib", "_frozen_importlib_external", "importlib._bootstrap",
+                     "importlib._bootstrap_external", "zipimport", "_imp"):
+            with self.subTest(name=name):
+                module = importlib.import_module(name)
+                with self.assertRaises(ValueError) as caught:
+                    modhost.unload(name)
+                self.assertIn("modhost refuses to unload '%s': it is part of the import machinery" % name,
+                              str(caught.exception))
+                self.assertIs(sys.modules[name], module)
+        package = sys.modules["importlib"]
+        with self.assertRaises(ValueError) as caught:
+            modhost.unload("importlib", force=True)
+        self.assertIn("modhost refuses to unload 'importlib': its submodule 'importlib._bootstrap", str(caught.exception))
+        self.assertIn("import machinery", str(caught.exception))
+        self.assertIs(sys.modules["importlib"], package)
+        self.assertIs(sys.modules["importlib._bootstrap"], package._bootstrap)
+        name = self.mod("after")
+        self.write(name, "VALUE = 'imported'\n")
+        self.assertEqual(importlib.import_module(name).VALUE, "imported")
 
 
 class UnloadFindsIndirectHolders(CacheTestCase):

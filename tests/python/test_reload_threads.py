@@ -165,6 +165,28 @@ class ReloadThreadsTest(CacheTestCase):
         self.assertIsNone(reload.join().error)
         self.assertEqual(self.plug.f(), ("code 2", 2))
 
+    def test_wait_for_calls_inf_waits_as_long_as_the_call_runs(self):
+        # inf went through an out-of-range float-to-int conversion and the
+        # reload gave up at once "after waiting -9223372036854775808 ms".
+        # 1e10 s fit the conversion but overflowed the clock's deadline.
+        for forever in (float("inf"), 1e300, 1e10):
+            with self.subTest(wait_for_calls=forever):
+                for event in (self.sync.inside, self.sync.leave, self.sync.started):
+                    event.clear()
+                running = ThreadResult("worker", lambda: self.plug.slow())
+                self.assertTrue(self.sync.inside.wait(30))
+                self.sync.proceed.set()
+                self.write_v2()
+                reload = ThreadResult("reloader", lambda: modhost.reload(self.plug, wait_for_calls=forever))
+                self.assertHeld(reload)
+                self.assertFalse(self.sync.started.is_set(), "the new code ran while an old call was running")
+                self.sync.leave.set()
+                self.assertEqual(running.join().value, ("code 1", 1))
+                self.assertIsNone(reload.join().error)
+                self.assertEqual(self.plug.f(), ("code 2", 2))
+                self.write(self.name, V1.replace("{sync}", self.sync_name))  # slow() waits again
+                modhost.reload(self.plug)
+
     def test_reload_refuses_while_another_thread_stays_in_the_module(self):
         generation = modhost.info(self.name).generation
         running = ThreadResult("worker-" + self.tag, lambda: self.plug.slow())
@@ -239,6 +261,10 @@ class ReloadThreadsTest(CacheTestCase):
             modhost.reload(self.plug, wait_for_calls=-1)
         with self.assertRaisesRegex(TypeError, "wait_for_calls must be a number of seconds or None"):
             modhost.reload(self.plug, wait_for_calls="1")
+        with self.assertRaisesRegex(ValueError, "wait_for_calls must be a number of seconds, not nan"):
+            modhost.reload(self.plug, wait_for_calls=float("nan"))
+        with self.assertRaisesRegex(ValueError, r"wait_for_calls must not be negative, got -inf"):
+            modhost.reload(self.plug, wait_for_calls=float("-inf"))
         self.assertEqual(self.plug.f(), ("code 1", 1))
 
 
