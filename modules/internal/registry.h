@@ -126,6 +126,7 @@ class registry {
   std::set<std::string>& reloading() noexcept { return reloading_; }
   std::vector<handle_slot*>& handles() noexcept { return handles_; }
   import_graph& graph() noexcept { return graph_; }
+  const python_helpers& helpers() const noexcept { return helpers_; }
   // Moves whenever a module starts or stops being tracked; any thread, no GIL.
   std::uint64_t tracking_revision() const noexcept { return tracking_revision_; }
   // Called whenever tracking_revision() moves (see module_cache::add_tracking_listener).
