@@ -147,7 +147,14 @@ def atexit_callbacks():
     without deferring is not seen (one that said True would be removed: no
     stdlib callable does).
     """
-    import atexit
+    atexit = sys.modules.get("atexit")
+    if atexit is None:
+        # Not imported (so nothing registered through it, unless it left
+        # sys.modules since): a private instance reads the same
+        # per-interpreter list, and asking adds no module to sys.modules.
+        import _imp
+        atexit = _imp.create_builtin(machinery.ModuleSpec("atexit", machinery.BuiltinImporter,
+                                                          origin="built-in"))
     probe = _AtexitProbe()
     atexit.unregister(probe)
     return probe.seen
