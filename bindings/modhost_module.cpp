@@ -315,8 +315,10 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "Refuses with ModuleInUseError (a RuntimeError; .referrers names the holders)\n"
       "while anything else holds the module or its code: another module's global,\n"
       "a `from plug import hook` binding, an instance of its classes, a running frame,\n"
-      "a C++ handle. force=True unloads anyway; .lingering lists what still holds old\n"
-      "code. A later import loads fresh code.");
+      "a C++ handle, or a hook the interpreter calls (a signal handler, an atexit\n"
+      "callback, an audit hook, sys.excepthook and its kind, threading.excepthook, a\n"
+      "profile or trace function). force=True unloads anyway; .lingering lists what\n"
+      "still holds old code. A later import loads fresh code.");
 
   m.def(
       "acquire",
@@ -363,7 +365,9 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   m.def("referrers", [](const std::string& name) { return cache().referrers(name); }, "name"_a,
         "referrers(name) -> list[str]\n\nWho keeps the module or its code alive, readable:\n"
         "\"module 'app' global 'plug'\", \"module 'app' global 'hook' (function plug.hook)\",\n"
-        "\"thread main frame plug.run\", \"C++ handle plug.on_event\".");
+        "\"thread main frame plug.run\", \"C++ handle plug.on_event\",\n"
+        "\"signal handler for SIGUSR1 (function plug.on_signal)\", \"atexit callback (...)\",\n"
+        "\"audit hook (...)\", \"sys.excepthook (...)\", \"trace function of thread main (...)\".");
 
   m.def("is_changed", [](py::object module) { return cache().is_changed(module_name_of(module)); },
         "name"_a,

@@ -2,6 +2,8 @@
 
 #include "interpreter/time_limit.h"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -35,17 +37,47 @@ class TimeLimitExceeded(BaseException):
 // the watchdog's read needs no reasoning about the GIL's memory ordering.
 std::atomic<PyObject*> g_time_limit_exceeded{nullptr};
 
+class watchdog;
+std::atomic<watchdog*> g_watchdog{nullptr};
+
 // One watchdog thread for the process, started on first use. It sleeps until
 // the earliest deadline and raises into the threads whose scope overran.
+//
+// fork() copies the state but not the thread, and may copy the mutex locked
+// or the condition variable with a waiter that does not exist in the child
+// (signalling it could then block forever). So the child gets a fresh
+// watchdog holding the forking thread's deadlines, whose thread starts on
+// the next arm() or, for a scope that spans the fork, in Python's
+// after-fork hook (starting it in the pthread_atfork handler could take the
+// GIL before CPython has remade it in the child).
 class watchdog {
  public:
   static watchdog& instance() {
-    static watchdog* dog = new watchdog;  // never destroyed: its thread outlives main
-    return *dog;
+    static std::once_flag made;
+    std::call_once(made, [] {
+      g_watchdog = new watchdog;  // never destroyed: its thread outlives main
+      pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child);
+    });
+    return *g_watchdog.load();
+  }
+
+  // Has Python's after-fork hook start the child's thread. Once per process;
+  // needs the GIL (which also serializes the check).
+  static void restart_in_forked_children() {
+    static bool registered = false;
+    if (registered) return;
+    registered = true;
+    try {
+      py::module_::import("os").attr("register_at_fork")(
+          py::arg("after_in_child") = py::cpp_function([] { instance().start_if_armed(); }));
+    } catch (const py::error_already_set&) {
+      // Then a scope that spans a fork waits for the child's next time_limit.
+    }
   }
 
   std::uint64_t arm(unsigned long thread, std::chrono::steady_clock::time_point deadline) {
     std::lock_guard<std::mutex> lock(mutex_);
+    start_locked();
     std::uint64_t id = next_id_++;
     deadlines_[id] = {thread, deadline, false};
     wake_.notify_all();
@@ -67,6 +99,13 @@ class watchdog {
     return it != deadlines_.end() && it->second.fired;
   }
 
+  // In a forked child: runs the thread if a scope open across the fork
+  // needs it (otherwise the next arm() starts it).
+  void start_if_armed() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!deadlines_.empty()) start_locked();
+  }
+
  private:
   struct entry {
     unsigned long thread;
@@ -74,7 +113,25 @@ class watchdog {
     bool fired;
   };
 
-  watchdog() : thread_([this] { run(); }) { thread_.detach(); }
+  watchdog() = default;
+
+  void start_locked() {
+    if (running_) return;
+    running_ = true;
+    std::thread([this] { run(); }).detach();  // waits for mutex_, which the caller holds
+  }
+
+  static void before_fork() { g_watchdog.load()->mutex_.lock(); }
+  static void after_fork_in_parent() { g_watchdog.load()->mutex_.unlock(); }
+  static void after_fork_in_child() {
+    watchdog* parent = g_watchdog.load();  // left locked, and leaked: see the class comment
+    auto* child = new watchdog;
+    child->next_id_ = parent->next_id_;  // ids of scopes still open stay valid
+    const unsigned long self = PyThread_get_thread_ident();  // the one thread that came along
+    for (const auto& [id, e] : parent->deadlines_)
+      if (e.thread == self) child->deadlines_[id] = e;
+    g_watchdog = child;
+  }
 
   void run() {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -117,7 +174,7 @@ class watchdog {
   std::condition_variable wake_;
   std::map<std::uint64_t, entry> deadlines_;
   std::uint64_t next_id_ = 1;
-  std::thread thread_;
+  bool running_ = false;
 };
 
 }  // namespace
@@ -151,6 +208,7 @@ std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds l
 time_limit::time_limit(std::chrono::milliseconds limit)
     : id_(0), thread_(PyThread_get_thread_ident()) {
   time_limit_exceeded();  // made now, with the GIL, so the watchdog only has to read it
+  watchdog::restart_in_forked_children();
   id_ = watchdog::instance().arm(thread_, deadline_after(limit));
 }
 

@@ -339,6 +339,36 @@ void autoreloader::start_background() {
     if (!woken_.exchange(true)) watcher_.interrupt();  // one write() per wait, however many imports
   });
   thread_ = std::thread([this] { background_loop(); });
+  // Once per process (the GIL serializes the check): the hook finds the
+  // autoreloader running in the background through g_background.
+  static bool fork_hook = false;
+  if (!fork_hook) {
+    fork_hook = true;
+    py::module_::import("os").attr("register_at_fork")(py::arg("after_in_child") = py::cpp_function([] {
+      if (autoreloader* self = g_background.load()) self->restart_after_fork();
+    }));
+  }
+}
+
+// In a forked child, from Python's after-fork hook (the interpreter works
+// again; the watcher got its own inotify queue inside fork() already). The
+// thread did not come along: it may have left the mutex locked, or been
+// waiting on the condition variable, which could then block a notify (or
+// its destruction) forever. So both are replaced and the old ones leaked.
+void autoreloader::restart_after_fork() {
+  if (!thread_.joinable()) return;
+  thread_.detach();  // nothing to join in this process
+  static_cast<void>(mutex_.release());
+  static_cast<void>(done_.release());
+  mutex_ = std::make_unique<std::mutex>();
+  done_ = std::make_unique<std::condition_variable>();
+  scheduled_ = false;
+  unsafe_ = false;
+  unsafe_backoff_ = std::chrono::milliseconds(1);
+  retry_at_ = file_watcher::clock::now();  // edits the parent's queue took: look at once
+  woken_ = false;
+  stop_ = false;
+  thread_ = std::thread([this] { background_loop(); });
 }
 
 void autoreloader::stop_background() {
@@ -346,7 +376,7 @@ void autoreloader::stop_background() {
   cache_.remove_tracking_listener(tracking_listener_);
   g_background = nullptr;
   stop_ = true;
-  done_.notify_all();
+  done_->notify_all();
   watcher_.interrupt();
   {
     gil_release released;  // a pending call it waits for needs the main thread to be free of us
@@ -376,7 +406,7 @@ int autoreloader::run_pending(void*) {
   }
   if (!interrupted) PyErr_Clear();  // a pending call leaves no error behind, but Ctrl-C's
   {
-    std::lock_guard<std::mutex> lock(self->mutex_);
+    std::lock_guard<std::mutex> lock(*self->mutex_);
     auto now = file_watcher::clock::now();
     self->scheduled_ = false;
     self->unsafe_ = !safe;
@@ -390,7 +420,7 @@ int autoreloader::run_pending(void*) {
       self->retry_at_ = self->due_.empty() ? file_watcher::clock::time_point::max() : now + self->watcher_.debounce();
     }
   }
-  self->done_.notify_all();
+  self->done_->notify_all();
   return interrupted ? -1 : 0;
 }
 
@@ -402,7 +432,7 @@ void autoreloader::background_loop() {
     clock::time_point retry_at;
     bool unsafe;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<std::mutex> lock(*mutex_);
       retry_at = retry_at_;
       unsafe = unsafe_;
     }
@@ -431,7 +461,7 @@ void autoreloader::background_loop() {
     // watched directory) wake us but not the main thread.
     const bool new_modules = cache_.tracking_revision() != seen_tracking_.load();
     if (!retry_due && !new_modules && !watcher_.has_settled(now)) continue;
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(*mutex_);
     scheduled_ = true;
     retry_at_ = clock::time_point::max();
     if (modhost_call_on_main_thread(&autoreloader::run_pending, nullptr) != 0) {
@@ -443,7 +473,7 @@ void autoreloader::background_loop() {
     // the flag was set and cleared it again: set it again until the call has
     // run, less and less often (the main thread may be blocked in C for long).
     auto patience = milliseconds(1);
-    while (!done_.wait_for(lock, patience, [this] { return !scheduled_ || stop_.load(); })) {
+    while (!done_->wait_for(lock, patience, [this] { return !scheduled_ || stop_.load(); })) {
       modhost_wake_main_thread();
       patience = std::min(patience * 2, milliseconds(100));
     }

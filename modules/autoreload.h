@@ -21,6 +21,11 @@
 // loop, even one that never releases the GIL, and a C++ loop calling
 // function_handles see new code without calling anything. Code blocked in
 // a C call reaches that boundary when the call returns.
+//
+// After fork() the child has a watcher of its own (see file_watcher.h), and
+// if the parent ran the background thread, the child starts its own in
+// Python's after-fork hook (os.register_at_fork): a child that only calls
+// poll() and one that relies on the thread both see their edits.
 #pragma once
 
 #include <atomic>
@@ -105,6 +110,7 @@ class autoreloader {
   void apply(const std::string& name, bool reported, std::vector<std::string>& reloaded);
   void background_loop();
   static int run_pending(void*);
+  void restart_after_fork();
 
   module_cache& cache_;
   file_watcher watcher_;
@@ -130,8 +136,9 @@ class autoreloader {
 
   // Background mode: the thread asks the main thread to poll and waits until it has.
   std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable done_;
+  // On the heap: a forked child replaces them (restart_after_fork).
+  std::unique_ptr<std::mutex> mutex_ = std::make_unique<std::mutex>();
+  std::unique_ptr<std::condition_variable> done_ = std::make_unique<std::condition_variable>();
   bool scheduled_ = false;  // a pending call is queued and has not run yet
   // Set by the pending call: when to poll again without a new event (a
   // deferred save, no safe point), and whether only that time may bring the

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -11,6 +12,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
+#include <set>
 
 namespace modhost {
 namespace {
@@ -76,7 +79,69 @@ std::filesystem::path normal_path(const std::filesystem::path& path) {
   return normal;
 }
 
+namespace {
+
+// Every live watcher, for the fork handlers (which take no argument). Never
+// destroyed: a watcher may outlive static destruction.
+std::mutex& watchers_mutex() {
+  static auto* mutex = new std::mutex;
+  return *mutex;
+}
+std::set<file_watcher*>& watchers() {
+  static auto* set = new std::set<file_watcher*>;
+  return *set;
+}
+
+}  // namespace
+
+// Around fork(): every watcher's mutex is held, so the child's copy of the
+// state is not caught half-updated by a thread that does not come along.
+// Nobody holds a watcher's mutex while waiting for anything else.
+void file_watcher::before_fork() {
+  watchers_mutex().lock();
+  for (auto* watcher : watchers()) watcher->mutex_.lock();
+}
+
+void file_watcher::after_fork_in_parent() {
+  for (auto* watcher : watchers()) watcher->mutex_.unlock();
+  watchers_mutex().unlock();
+}
+
+// The child is single-threaded here; glibc has already made malloc usable
+// again, as CPython's own after-fork code relies on.
+void file_watcher::after_fork_in_child() {
+  for (auto* watcher : watchers()) {
+    watcher->reopen_in_child();
+    watcher->mutex_.unlock();
+  }
+  watchers_mutex().unlock();
+}
+
+void file_watcher::reopen_in_child() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);  // closes the child's descriptor only
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (mode_ != mode::inotify) return;  // polling shares nothing with the parent
+  ::close(fd_);
+  fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd_ < 0) {
+    fall_back(std::string("inotify unavailable in the forked child: ") + std::strerror(errno));
+    return;
+  }
+  auto dirs = std::move(watched_dirs_);
+  watched_dirs_.clear();
+  directories_.clear();
+  for (const auto& dir : dirs) watch_directory_events(dir);
+  auto now = clock::now();
+  for (const auto& file : files_) pending_.emplace(file, now);  // see the banner
+}
+
 file_watcher::file_watcher(std::chrono::milliseconds debounce, bool force_polling) : debounce_(debounce) {
+  static std::once_flag fork_handlers;
+  std::call_once(fork_handlers, [] { pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child); });
+  {
+    std::lock_guard<std::mutex> lock(watchers_mutex());
+    watchers().insert(this);
+  }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);  // without it, wait() just cannot be interrupted
   if (force_polling) {
     fall_back("polling was requested");
@@ -87,6 +152,10 @@ file_watcher::file_watcher(std::chrono::milliseconds debounce, bool force_pollin
 }
 
 file_watcher::~file_watcher() {
+  {
+    std::lock_guard<std::mutex> lock(watchers_mutex());
+    watchers().erase(this);
+  }
   if (fd_ >= 0) ::close(fd_);
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }

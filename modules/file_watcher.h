@@ -21,6 +21,13 @@
 //
 // Thread-safe: the background thread of an autoreloader waits and asks
 // has_settled() while the main thread takes the changes.
+//
+// Fork-safe: a forked child gets an inotify queue and wake-up eventfd of its
+// own (a pthread_atfork handler), with the same watches. Shared, whichever
+// process read first took the other's events, and an interrupt() in one
+// woke the other's wait(). Events the kernel queued before the fork stay
+// with the parent, so in the child every watched file is reported once
+// (the autoreloader then compares each with what runs: a stat).
 #pragma once
 
 #include <atomic>
@@ -95,6 +102,10 @@ class file_watcher {
   std::chrono::milliseconds debounce() const noexcept { return debounce_; }
 
  private:
+  static void before_fork();
+  static void after_fork_in_parent();
+  static void after_fork_in_child();
+  void reopen_in_child();
   void watch_directory_events(const std::filesystem::path& dir);
   void read_changes(clock::time_point now);  // the kernel's queue, or a stat of everything
   void drain_events(clock::time_point now);

@@ -67,6 +67,8 @@ python_helpers python_helpers::load() {
     h.hand_over = resolve(support, file, "hand_over");
     h.call_unload_hook = resolve(support, file, "call_unload_hook");
     h.drop_bytecode_cache = resolve(support, file, "drop_bytecode_cache");
+    h.atexit_callbacks = resolve(support, file, "atexit_callbacks");
+    h.audit_hooks = resolve(support, file, "audit_hooks");
 
     file = "deep_update.py";
     py::dict given;

@@ -21,6 +21,8 @@ struct python_helpers {
   pybind11::object hand_over;              // (module, old_namespace): the new code's __reload__(old)
   pybind11::object call_unload_hook;       // (module): its __unload__(), if any
   pybind11::object drop_bytecode_cache;    // (path): removes the .pyc a same-size edit could fool
+  pybind11::object atexit_callbacks;       // () -> [callable] atexit will call (gc cannot see them)
+  pybind11::object audit_hooks;            // () -> sys.addaudithook's list of hooks, or None
   // --- deep_update.py
   pybind11::object undo;                   // Undo(): a log of changes to live objects; .rollback()
   pybind11::object deep_update;            // DeepUpdate(module, old, undo, old_code): .class_statements(), .finish(), .commit()

@@ -4,7 +4,9 @@
 
 #include <frameobject.h>
 
+#include <map>
 #include <set>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -34,6 +36,7 @@ class ownership {
       dicts_.insert(PyModule_GetDict(module.ptr()));
       names_.insert(name);
     }
+    partial_type_ = py::module_::import("functools").attr("partial");
   }
 
   bool is_examined_module(PyObject* obj) const { return modules_.count(obj) != 0; }
@@ -48,11 +51,26 @@ class ownership {
   }
 
   // "function plug.hook", "class plug.Widget", "instance of plug.Widget",
-  // "module plug", or "" when `value` is not the examined modules' code.
+  // "functools.partial of function plug.hook", "module plug", or "" when
+  // `value` is not the examined modules' code.
   std::string describe(PyObject* value) const {
     if (is_examined_module(value)) return "module " + module_name(value);
     if (PyFunction_Check(value) && is_examined_dict(PyFunction_GET_GLOBALS(value)))
       return "function " + qualified(value);
+    // A decorator's wrapper made elsewhere still names the module it wraps
+    // (functools.wraps copies __module__): read from the field, running no code.
+    if (PyFunction_Check(value)) {
+      PyObject* module = reinterpret_cast<PyFunctionObject*>(value)->func_module;  // borrowed
+      if (module && PyUnicode_Check(module) && names_.count(PyUnicode_AsUTF8(module)))
+        return "function " + qualified(value);
+    }
+    // partial's func is a read-only member (a subclass could make it run code: not looked at).
+    if (Py_TYPE(value) == reinterpret_cast<PyTypeObject*>(partial_type_.ptr())) {
+      py::object function = py::reinterpret_steal<py::object>(PyObject_GetAttrString(value, "func"));
+      if (!function) PyErr_Clear();
+      std::string inner = function ? describe(function.ptr()) : std::string();
+      if (!inner.empty()) return "functools.partial of " + inner;
+    }
     if (PyMethod_Check(value)) {
       PyObject* function = PyMethod_GET_FUNCTION(value);
       if (PyFunction_Check(function) && is_examined_dict(PyFunction_GET_GLOBALS(function)))
@@ -98,6 +116,7 @@ class ownership {
   std::unordered_map<PyObject*, std::string> modules_;
   std::unordered_set<PyObject*> dicts_;
   std::set<std::string> names_;
+  py::object partial_type_;
 };
 
 bool is_container(PyObject* obj) {
@@ -127,6 +146,78 @@ std::vector<PyObject*> pointers(const py::list& objects) {
   std::vector<PyObject*> result;
   for (py::handle obj : objects) result.push_back(obj.ptr());
   return result;
+}
+
+// What the interpreter calls through a global of sys or threading, by the
+// name a user sets it with; "" for any other global.
+std::string hook_global(const std::string& module, const std::string& global) {
+  static const std::map<std::pair<std::string, std::string>, std::string> names = {
+      {{"sys", "excepthook"}, "sys.excepthook"},
+      {{"sys", "unraisablehook"}, "sys.unraisablehook"},
+      {{"sys", "displayhook"}, "sys.displayhook"},
+      {{"sys", "breakpointhook"}, "sys.breakpointhook"},
+      {{"threading", "excepthook"}, "threading.excepthook"},
+      // threading.setprofile/settrace (and *_all_threads since 3.12) keep the
+      // function for threads started later in these globals (3.11-3.13).
+      {{"threading", "_profile_hook"}, "threading.setprofile hook"},
+      {{"threading", "_trace_hook"}, "threading.settrace hook"},
+  };
+  auto it = names.find({module, global});
+  return it == names.end() ? std::string() : it->second;
+}
+
+// Holders the interpreter itself calls and gc cannot see: signal handlers
+// (a C array of the signal module), atexit callbacks (a C array), audit
+// hooks (a list gc does not track) and each thread's profile and trace
+// functions (fields of its thread state). Unloading a module whose code one
+// of them still holds would leave the old code running when the signal
+// arrives, the process exits, or the next call is traced.
+void find_interpreter_hooks(const referrer_query& query, const ownership& owned, std::vector<std::string>& found,
+                            std::unordered_set<PyObject*>& reported) {
+  auto note = [&](py::handle hook, const std::string& holder) {
+    std::string what = owned.describe(hook.ptr());
+    if (what.empty()) return;
+    mark_with_items(hook.ptr(), reported);  // a partial in there is named here, not again by the gc scan
+    found.push_back(holder + " (" + what + ")");
+  };
+
+  // signal.getsignal reads every handler, whichever thread or module set it.
+  py::module_ signal = py::module_::import("signal");
+  py::object getsignal = signal.attr("getsignal");
+  py::object signals = signal.attr("Signals");
+  for (py::handle number : signal.attr("valid_signals")()) {
+    py::object handler = py::reinterpret_steal<py::object>(PyObject_CallOneArg(getsignal.ptr(), number.ptr()));
+    if (!handler) {
+      PyErr_Clear();
+      continue;
+    }
+    if (owned.describe(handler.ptr()).empty()) continue;
+    py::object named = py::reinterpret_steal<py::object>(PyObject_CallOneArg(signals.ptr(), number.ptr()));
+    std::string name = named ? str_attr(named, "name") : "signal " + py::str(number).cast<std::string>();
+    if (!named) PyErr_Clear();
+    note(handler, "signal handler for " + name);
+  }
+
+  if (query.atexit_callbacks)
+    for (py::handle callback : query.atexit_callbacks()) note(callback, "atexit callback");
+
+  if (query.audit_hooks) {
+    py::object hooks = query.audit_hooks();
+    if (!hooks.is_none()) {
+      reported.insert(hooks.ptr());  // the interpreter's list, should a scan ever reach it
+      for (py::handle hook : hooks) note(hook, "audit hook");
+    }
+  }
+
+  // sys.setprofile/settrace set the calling thread's functions only, so
+  // every thread state is read (the fields are public in 3.11-3.13's
+  // cpython/pystate.h; they change only under the GIL, which we hold).
+  for (PyThreadState* thread = PyInterpreterState_ThreadHead(PyInterpreterState_Get()); thread;
+       thread = PyThreadState_Next(thread)) {
+    std::string name = thread_name(static_cast<long long>(thread->thread_id));
+    if (thread->c_profileobj) note(thread->c_profileobj, "profile function of thread " + name);
+    if (thread->c_traceobj) note(thread->c_traceobj, "trace function of thread " + name);
+  }
 }
 
 }  // namespace
@@ -193,9 +284,13 @@ std::vector<std::string> find_referrers(const referrer_query& query) {
       std::string what = owned.describe_value(value, module_refs);
       if (what.empty()) continue;
       mark_with_items(value, reported);
-      found.push_back("module '" + holder + "' global '" + global + "' (" + what + ")");
+      std::string hook = hook_global(holder, global);
+      found.push_back((hook.empty() ? "module '" + holder + "' global '" + global + "'" : hook) + " (" + what + ")");
     }
   }
+
+  // 1b. What the interpreter calls: signal handlers, atexit, audit, profile and trace hooks.
+  find_interpreter_hooks(query, owned, found, reported);
 
   // 2. Frames of every thread: running the modules' code, or holding it in a local.
   py::module_ sys = py::module_::import("sys");

@@ -17,6 +17,11 @@ struct referrer_query {
   // References to each module object that the cache accounts for elsewhere
   // (sys.modules, the cache, the parent package's attribute), same order.
   std::vector<std::int64_t> accounted_refs;
+  // () -> the callables atexit will call, and () -> sys.addaudithook's hooks
+  // or None (python_helpers): the interpreter keeps both where gc cannot
+  // look. Empty: those hooks are not examined.
+  pybind11::object atexit_callbacks;
+  pybind11::object audit_hooks;
 };
 
 // Readable descriptions of every holder found outside the examined modules:
@@ -27,6 +32,11 @@ struct referrer_query {
 //   "thread worker frame app.work local 'w' (instance of plug.Widget)"
 //   "instance of plug.Widget held by a dict"
 //   "C++ handle plug.on_event"
+//   "signal handler for SIGUSR1 (function plug.on_signal)"
+//   "atexit callback (functools.partial of function plug.goodbye)"
+//   "audit hook (function plug.audit)"
+//   "sys.excepthook (function plug.hook)", "threading.setprofile hook (...)"
+//   "trace function of thread worker (method plug.Tracer.trace)"
 //   "2 other references to module 'plug' (from C++ or an object the scan does not reach)"
 // Holders inside the examined modules (their own globals, their parent
 // package's attribute for them) are not referrers. Needs the GIL.

@@ -150,6 +150,7 @@ class registry {
   bool in_call() const noexcept { return calls_ > 0; }
   std::vector<handle_slot*>& handles() noexcept { return handles_; }
   import_graph& graph() noexcept { return graph_; }
+  const python_helpers& helpers() const noexcept { return helpers_; }
   // Moves whenever a module starts or stops being tracked; any thread, no GIL.
   std::uint64_t tracking_revision() const noexcept { return tracking_revision_; }
   // Called whenever tracking_revision() moves (see module_cache::add_tracking_listener).

@@ -121,3 +121,87 @@ def drop_bytecode_cache(path):
         os.remove(cache_from_source(path))
     except (OSError, ValueError, NotImplementedError):
         pass
+
+# --- Hooks the interpreter calls, for unload's list of holders (referrers.cpp)
+
+class _AtexitProbe:
+    """Equal to nothing; remembers every object it was compared with."""
+    __hash__ = None
+
+    def __init__(self):
+        self.seen = []
+
+    def __eq__(self, other):
+        self.seen.append(other)
+        return False
+
+def atexit_callbacks():
+    """The callables atexit will call at exit, in registration order.
+
+    atexit keeps them in a C array that gc cannot see and has no function to
+    list them (3.11-3.13). atexit.unregister(x) compares each callback with
+    x, and a function's, method's or partial's own comparison answers
+    NotImplemented for an object it does not know, so Python asks x's
+    reflected __eq__: a probe that answers False sees every such callback
+    and removes none. A callable instance whose class compares itself
+    without deferring is not seen (one that said True would be removed: no
+    stdlib callable does).
+    """
+    atexit = sys.modules.get("atexit")
+    if atexit is None:
+        # Not imported (so nothing registered through it, unless it left
+        # sys.modules since): a private instance reads the same
+        # per-interpreter list, and asking adds no module to sys.modules.
+        import _imp
+        atexit = _imp.create_builtin(machinery.ModuleSpec("atexit", machinery.BuiltinImporter,
+                                                          origin="built-in"))
+    probe = _AtexitProbe()
+    atexit.unregister(probe)
+    return probe.seen
+
+_audit_hooks = None  # the interpreter's list, once found
+_audit_searched = False  # the marker is added once, found or not
+
+def _audit_marker(event, args):
+    # Runs for every audit event once added: one comparison.
+    if event == "modhost.find_audit_hooks":
+        args[0].append(_running_hook_list())
+
+def _running_hook_list():
+    """The list sys.audit is iterating right now: the list iterator it made
+    (gc-tracked, unlike the list) that refers to a list holding this marker."""
+    import gc
+    for generation in (0, None):  # the iterator is new; a collection may have aged it
+        objects = gc.get_objects() if generation is None else gc.get_objects(generation)
+        for obj in objects:
+            if type(obj).__name__ != "list_iterator":
+                continue
+            for seq in gc.get_referents(obj):
+                if type(seq) is list and any(hook is _audit_marker for hook in seq):
+                    return seq
+    return None
+
+def audit_hooks():
+    """sys.addaudithook's hooks: the interpreter's own list (do not modify), or None.
+
+    The list hangs off the interpreter state only, and CPython untracks it
+    from gc; the "sys.addaudithook" event does not pass the new hook. But
+    sys.audit iterates the list with an ordinary, gc-tracked list iterator
+    (3.8-3.13), so a marker hook of our own, called from that loop, finds the
+    list through it. The marker is added on the first call only (a process
+    that never asks pays nothing; afterwards each audit event costs one
+    Python call more), and the list is kept: it lives until finalization.
+    None when a hook vetoed adding the marker or the event, or CPython's loop
+    changed: then audit hooks are not checked (and not looked for again).
+    """
+    global _audit_hooks, _audit_searched
+    if not _audit_searched:
+        _audit_searched = True
+        sys.addaudithook(_audit_marker)  # a hook raising RuntimeError silently refuses it
+        found = []
+        try:
+            sys.audit("modhost.find_audit_hooks", found)
+        except Exception:
+            return None
+        _audit_hooks = next((hooks for hooks in found if hooks is not None), None)
+    return _audit_hooks

@@ -55,6 +55,8 @@ referrer_query query_for(registry& modules, const std::vector<std::string>& name
     // (when the parent is not examined too: then its dict counts as internal).
     query.accounted_refs.push_back(3 + (!parent_examined && parent_attribute_holds(n, entry->module.ptr()) ? 1 : 0));
   }
+  query.atexit_callbacks = modules.helpers().atexit_callbacks;
+  query.audit_hooks = modules.helpers().audit_hooks;
   for (auto* slot : modules.handles()) {
     if (!slot->function) continue;
     if (std::find(names.begin(), names.end(), slot->module) != names.end())

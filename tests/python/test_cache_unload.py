@@ -429,5 +429,156 @@ request = Proxy()
             modhost.referrers(self.mod("never"))
 
 
+
+HOOKS = """
+import signal
+
+def hook(*args):
+    return 'plug v1'
+
+def other(*args):
+    return 'other'
+
+class Tracer:
+    def trace(self, frame, event, arg):
+        return None
+"""
+
+
+class UnloadFindsInterpreterHooks(CacheTestCase):
+    """Holders the interpreter itself calls, most of them out of gc's sight.
+
+    Unloading a module one of them holds would leave its old code running when
+    the signal arrives, the process exits, an audit event or an unhandled
+    exception happens, or the next call is profiled: unload must refuse and
+    name the hook, and force=True must report it as lingering.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.plug = self.mod("plug")
+        self.write(self.plug, HOOKS)
+        self.load(self.plug)
+
+    def code(self, attribute):
+        return getattr(sys.modules[self.plug], attribute)
+
+    def assertHeldBy(self, expected):
+        """referrers() names `expected`, unload refuses naming it, force unloads and reports it."""
+        self.assertIn(expected, modhost.referrers(self.plug))
+        with self.assertRaises(modhost.ModuleInUseError) as caught:
+            modhost.unload(self.plug)
+        self.assertIn(expected, caught.exception.referrers)
+        self.assertIn(self.plug, sys.modules)
+        self.assertIn(self.plug, modhost.modules())
+
+        report = modhost.unload(self.plug, force=True)
+
+        self.assertEqual(report.unloaded, [self.plug])
+        self.assertIn(expected, report.lingering)
+
+    def test_a_signal_handler(self):
+        import signal
+        previous = signal.signal(signal.SIGUSR1, self.code("hook"))
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+
+        self.assertHeldBy(f"signal handler for SIGUSR1 (function {self.plug}.hook)")
+        # What the refusal protects: the old handler still runs on the signal.
+        self.assertIs(signal.getsignal(signal.SIGUSR1).__globals__["__name__"], self.plug)
+
+    def test_an_atexit_callback_and_a_partial_of_one(self):
+        import atexit
+        import functools
+        partial = functools.partial(self.code("other"), "bye")
+        atexit.register(self.code("hook"))
+        atexit.register(partial)
+        self.addCleanup(atexit.unregister, partial)
+        self.addCleanup(atexit.unregister, self.code("hook"))
+
+        self.assertIn(f"atexit callback (functools.partial of function {self.plug}.other)",
+                      modhost.referrers(self.plug))
+        self.assertHeldBy(f"atexit callback (function {self.plug}.hook)")
+
+    def test_once_the_atexit_callback_is_unregistered_unload_frees_it(self):
+        import atexit
+        before = atexit._ncallbacks()
+        atexit.register(self.code("hook"))
+        with self.assertRaises(modhost.ModuleInUseError):
+            modhost.unload(self.plug)
+        self.assertEqual(atexit._ncallbacks(), before + 1)  # looking removed nothing
+        atexit.unregister(self.code("hook"))
+        ref = weakref.ref(sys.modules[self.plug])
+
+        report = modhost.unload(self.plug)
+
+        self.assertEqual(list(report.lingering), [])
+        self.assertTrue(report.freed)
+        gc.collect()
+        self.assertIsNone(ref())
+
+    def test_an_audit_hook(self):
+        # Audit hooks cannot be removed: this one stays (doing nothing) for the process.
+        sys.addaudithook(self.code("hook"))
+
+        self.assertHeldBy(f"audit hook (function {self.plug}.hook)")
+
+    def test_sys_hooks(self):
+        for name in ("excepthook", "unraisablehook", "displayhook", "breakpointhook"):
+            with self.subTest(hook=name):
+                self.addCleanup(setattr, sys, name, getattr(sys, name))
+                setattr(sys, name, self.code("hook"))
+                self.assertIn(f"sys.{name} (function {self.plug}.hook)", modhost.referrers(self.plug))
+                setattr(sys, name, getattr(sys, "__%s__" % name))
+        sys.excepthook = self.code("hook")
+        self.assertHeldBy(f"sys.excepthook (function {self.plug}.hook)")
+
+    def test_threading_excepthook(self):
+        import threading
+        self.addCleanup(setattr, threading, "excepthook", threading.excepthook)
+        threading.excepthook = self.code("hook")
+
+        self.assertHeldBy(f"threading.excepthook (function {self.plug}.hook)")
+
+    def test_threading_setprofile_and_settrace(self):
+        import threading
+        self.addCleanup(threading.settrace, None)
+        self.addCleanup(threading.setprofile, None)
+        tracer = self.code("Tracer")()
+        threading.setprofile(self.code("hook"))
+        threading.settrace(tracer.trace)
+
+        self.assertIn(f"threading.settrace hook (method {self.plug}.Tracer.trace)", modhost.referrers(self.plug))
+        self.assertHeldBy(f"threading.setprofile hook (function {self.plug}.hook)")
+
+    def test_the_profile_function_of_this_thread(self):
+        self.addCleanup(sys.setprofile, None)
+        sys.setprofile(self.code("hook"))
+        try:
+            referrers = modhost.referrers(self.plug)
+        finally:
+            sys.setprofile(None)
+
+        self.assertIn(f"profile function of thread main (function {self.plug}.hook)", referrers)
+
+    def test_the_trace_function_of_another_thread(self):
+        tracing, release = threading.Event(), threading.Event()
+        trace = self.code("Tracer")().trace
+
+        def work():
+            sys.settrace(trace)
+            tracing.set()
+            release.wait(30)
+            sys.settrace(None)
+
+        thread = threading.Thread(target=work, name="traced-worker")
+        thread.start()
+        self.addCleanup(thread.join, 30)
+        self.addCleanup(release.set)
+        self.assertTrue(tracing.wait(30))
+        del trace
+
+        self.assertHeldBy(f"trace function of thread traced-worker (method {self.plug}.Tracer.trace)")
+
+
 if __name__ == "__main__":
     unittest.main()
