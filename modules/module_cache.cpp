@@ -189,7 +189,7 @@ std::vector<std::string> module_cache::dependents(const std::string& name) {
 }
 
 std::unordered_map<std::string, std::vector<std::string>> module_cache::from_imports(const std::string& importer) {
-  return cache_call([&] {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     detail::check_module_name(importer);  // a megabyte-long name is refused without being repeated
     impl_->modules.require(importer);     // as dependencies(): a module never imported is an error, not {}
