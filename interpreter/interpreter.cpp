@@ -141,6 +141,19 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
 
 interpreter::~interpreter() {
   released_.reset();  // the GIL back first: what follows needs it
+  // What python3's exit does first, done while modhost is still attached so
+  // that atexit callbacks (and the threads joined before them) can use it:
+  // join the non-daemon threads, then run the atexit callbacks, newest
+  // first, each failure printed as python3 prints it. Py_FinalizeEx finds
+  // both done (threading._shutdown returns at once the second time, and
+  // atexit forgets callbacks it ran).
+  try {
+    py::dict modules = py::reinterpret_borrow<py::dict>(PyImport_GetModuleDict());
+    if (modules.contains("threading")) modules["threading"].attr("_shutdown")();
+    py::module_::import("atexit").attr("_run_exitfuncs")();
+  } catch (py::error_already_set& e) {
+    e.discard_as_unraisable("modhost's exit");
+  }
   detach_bindings();
   autoreload_.reset();
   cache_.reset();

@@ -395,8 +395,10 @@ int autoreloader::run_pending(void*) {
       self->poll();
     } catch (const python_error& e) {  // nothing may cross into CPython's eval loop
       if (e.matches("KeyboardInterrupt")) {
+        // Raised afresh where the main thread is, as the signal handler's
+        // own would be: the rolled-back code's frames are no part of it.
         interrupted = true;
-        e.restore();  // raised where the main thread is, as a signal handler's would be
+        PyErr_SetNone(PyExc_KeyboardInterrupt);
       } else {
         report(std::string("[modhost] autoreload failed: ") + one_line(e.what()));
       }

@@ -88,6 +88,23 @@ class HostProgram(unittest.TestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn("can't open file", result.stderr)
 
+    # atexit callbacks run while modhost is still there, after the
+    # non-daemon threads were joined (as python3 orders them).
+    def test_atexit_callbacks_can_call_modhost(self):
+        result = run("-c", textwrap.dedent("""
+            import atexit, threading, time, modhost
+            import json
+            def worker():
+                time.sleep(0.2)
+                print("thread done", flush=True)
+            threading.Thread(target=worker).start()
+            atexit.register(lambda: print("first registered", flush=True))
+            atexit.register(lambda: print("tracks json:", "json" in modhost.modules(), flush=True))
+            """))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), ["thread done", "tracks json: True", "first registered"])
+        self.assertEqual(result.stderr, "")
+
     def test_path_option_prepends_in_order(self):
         result = run("-p", "/first", "--path", "/second", "-c", "import sys; print(sys.path[:2])")
         self.assertEqual(result.stdout.strip(), "['/first', '/second']")
