@@ -216,16 +216,29 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
         options.deep = deep;
         options.dependents = dependents;
         modhost::reload_report report;
-        if (py::isinstance<py::str>(module_or_name))
+        const bool several = py::isinstance<py::list>(module_or_name) || py::isinstance<py::tuple>(module_or_name);
+        if (several) {
+          std::vector<std::string> names;
+          for (py::handle item : module_or_name)
+            names.push_back(py::isinstance<py::str>(item) ? module_name_of(py::reinterpret_borrow<py::object>(item))
+                                                          : cache().name_of(item));
+          report = cache().reload(names, options);
+        } else if (py::isinstance<py::str>(module_or_name)) {
           report = cache().reload(module_name_of(module_or_name), options);
-        else
+        } else {
           report = cache().reload(module_or_name, options);
+        }
         modhost::reload_report kept = report;
         kept.module = py::object();  // the report must not keep the module alive (unload would refuse)
         py::module_::import("modhost").attr("_last_reload") = std::move(kept);
         if (report.error) {
           report.error->restore();
           throw py::error_already_set();
+        }
+        if (several) {  // the modules, in the order asked for
+          py::list modules;
+          for (const auto& name : report.targets) modules.append(cache().find(name));
+          return std::move(modules);
         }
         return report.module;
       },
@@ -266,7 +279,11 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "other threads are waited for up to wait_for_calls seconds; if one still runs,\n"
       "ModuleInUseError names the thread and nothing is reloaded. The calling\n"
       "thread's own frames never count. wait_for_calls=inf waits as long as they run;\n"
-      "wait_for_calls=None: no waiting, no holding."};
+      "wait_for_calls=None: no waiting, no holding.\n\n"
+      "reload([a, b, ...]) reloads several modules (objects or names) as one\n"
+      "transaction, dependencies first (with dependents=True, their dependents too):\n"
+      "all of them go live, or none does. It returns the modules in the order given.\n"
+      "A rename across two files needs this: neither half imports alone."};
   auto reload = py::reinterpret_steal<py::object>(  // steals the new function
       PyCFunction_NewEx(&reload_def, m.ptr(), m.attr("__name__").ptr()));
   if (!reload) throw py::error_already_set();

@@ -212,6 +212,7 @@ std::vector<std::string> autoreloader::poll() {
     explicit running(bool& f) : flag(f) { flag = true; }
     ~running() { flag = false; }
   } guard(polling_);
+  deferred_by_running_ = false;
   track_new_modules();
   auto settled = watcher_.take_settled();  // reads what the kernel queued up to now
   if (settled.empty() && due_.empty()) return reloaded;
@@ -227,25 +228,23 @@ std::vector<std::string> autoreloader::poll() {
       new_files = true;
   }
   if (new_files) py::module_::import("importlib").attr("invalidate_caches")();  // importable at once
-  for (auto it = names.begin(); it != names.end(); ++it) {
-    try {
-      apply(it->first, it->second, reloaded);
-    } catch (...) {  // interrupted (Ctrl-C): what was not looked at yet waits for the next poll
-      for (auto rest = std::next(it); rest != names.end(); ++rest) due_.insert(rest->first);
-      throw;
-    }
-  }
+  std::vector<change> changes;
+  for (auto it = names.begin(); it != names.end(); ++it)
+    if (auto found = examine(it->first, it->second)) changes.push_back(*found);
+  apply(std::move(changes), reloaded);
   return reloaded;
 }
 
-void autoreloader::apply(const std::string& name, bool reported, std::vector<std::string>& reloaded) {
-  if (std::find(reloaded.begin(), reloaded.end(), name) != reloaded.end()) return;  // a dependent already ran
-  if (!cache_.find(name)) return;  // unloaded meanwhile
+// What poll() takes of one module reported or due: nothing when it is
+// gone, unchanged, an extension (reported once) or still being written (due
+// again later).
+std::optional<autoreloader::change> autoreloader::examine(const std::string& name, bool reported) {
+  if (!cache_.find(name)) return std::nullopt;  // unloaded meanwhile
   module_info info = cache_.info(name);
   if (!cache_.is_changed(name)) {  // a touch, or written back as it was
-    failed_hash_.erase(name);
+    failed_set_.erase(name);
     reported_.erase(name);
-    return;
+    return std::nullopt;
   }
   // A save the kernel saw complete (closed by its writer, renamed into
   // place) and nobody touched since is read at once. Anything else (saved
@@ -254,11 +253,11 @@ void autoreloader::apply(const std::string& name, bool reported, std::vector<std
   const bool vouched = reported && watcher_.at_rest(info.path);
   if (!vouched && watcher_.still_changing(info.path)) {  // a save in progress (truncated, not yet written)
     due_.insert(name);
-    return;
+    return std::nullopt;
   }
   auto now = take_fingerprint(info.path);
   if (!now) {
-    if (!reported_.insert(name).second) return;
+    if (!reported_.insert(name).second) return std::nullopt;
     // Gone, or there but unreadable: a chmod 000 is not a deletion, and the
     // line says what an explicit reload raises ("PermissionError: [Errno 13] ...").
     if (int error = open_error(info.path); error && error != ENOENT && error != ENOTDIR) {
@@ -268,61 +267,156 @@ void autoreloader::apply(const std::string& name, bool reported, std::vector<std
     } else {
       report("[modhost] source of " + name + " (" + info.path.string() + ") is gone; the loaded code keeps running");
     }
-    return;
+    return std::nullopt;
   }
   reported_.erase(name);
   if (info.kind == module_kind::extension) {
     if (reported_.insert(name).second)
       report("[modhost] " + name + " changed on disk, but it is an extension module: restart required");
-    return;
+    return std::nullopt;
   }
-  auto failed = failed_hash_.find(name);
-  if (failed != failed_hash_.end() && failed->second == now->content_hash) return;  // same broken file
+  return change{name, now->content_hash, vouched};
+}
+
+// Applies the changes at hand as changesets: the changes that import one
+// another (directly or not) are one set, one transaction, deep, with the
+// dependents, all of it or none of it; unrelated ones go live (or fail) on
+// their own, in the same safe point, so the program never runs between
+// them. A set that failed is tried again, whole, together with what changed
+// since, as soon as any change touches it (a rename across two files goes
+// live at the second save); not before, since the same files would fail the
+// same way.
+void autoreloader::apply(std::vector<change> changes, std::vector<std::string>& reloaded) {
+  if (changes.empty()) return;
+  // Each module with every module that depends on it, transitively.
+  std::map<std::string, std::set<std::string>> reach;
+  auto reach_of = [&](const std::string& name) -> const std::set<std::string>& {
+    auto [it, fresh] = reach.emplace(name, std::set<std::string>{name});
+    if (!fresh) return it->second;
+    std::vector<std::string> todo{name};
+    while (!todo.empty()) {
+      std::string current = todo.back();
+      todo.pop_back();
+      if (!cache_.find(current)) continue;
+      for (const auto& importer : cache_.dependents(current))
+        if (it->second.insert(importer).second) todo.push_back(importer);
+    }
+    return it->second;
+  };
+  auto related = [&](const std::string& a, const std::string& b) {
+    return reach_of(a).count(b) || reach_of(b).count(a);
+  };
+  auto has = [&](const std::string& name) {
+    return std::any_of(changes.begin(), changes.end(), [&](const change& c) { return c.name == name; });
+  };
+  for (const auto& [name, hash] : std::map<std::string, std::uint64_t>(failed_set_)) {  // companions of a failed set
+    if (has(name)) continue;
+    bool touched = std::any_of(changes.begin(), changes.end(), [&](const change& c) { return related(c.name, name); });
+    if (touched)
+      if (auto companion = examine(name, false)) changes.push_back(*companion);
+  }
+  // Sets: connected through `related`, in the order the changes came.
+  std::vector<int> set_of(changes.size(), -1);
+  int sets = 0;
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    if (set_of[i] >= 0) continue;
+    set_of[i] = sets;
+    for (std::vector<std::size_t> todo{i}; !todo.empty();) {
+      std::size_t current = todo.back();
+      todo.pop_back();
+      for (std::size_t j = 0; j < changes.size(); ++j)
+        if (set_of[j] < 0 && related(changes[current].name, changes[j].name)) {
+          set_of[j] = sets;
+          todo.push_back(j);
+        }
+    }
+    ++sets;
+  }
+  for (int set = 0; set < sets; ++set) {
+    std::vector<change> members;
+    for (std::size_t i = 0; i < changes.size(); ++i)
+      if (set_of[i] == set) members.push_back(changes[i]);
+    try {
+      apply_set(members, reloaded);
+    } catch (...) {  // interrupted (Ctrl-C): the sets not tried yet wait for the next poll
+      for (std::size_t i = 0; i < changes.size(); ++i)
+        if (set_of[i] > set) due_.insert(changes[i].name);
+      throw;
+    }
+  }
+}
+
+void autoreloader::apply_set(const std::vector<change>& changes, std::vector<std::string>& reloaded) {
+  bool anything_new = false;
+  for (const auto& c : changes) {
+    auto failed = failed_set_.find(c.name);
+    anything_new = anything_new || failed == failed_set_.end() || failed->second != c.content_hash;
+  }
+  if (!anything_new) return;  // the same broken set
+  std::vector<std::string> names;
+  bool vouched = true;
+  for (const auto& c : changes) {
+    names.push_back(c.name);
+    vouched = vouched && c.vouched;
+  }
+  const std::string label = join(names, ", ");
 
   reload_options options;
   options.deep = true;
   options.dependents = true;
+  options.time_limit = time_limit_;  // a top level that never ends must not freeze the program
   // Never compile a file caught mid-save: either the kernel says nobody
   // wrote it between its writer's close and the read (a dependent re-run
   // with it that is not watched: quiet for the debounce), or it was quiet
   // for the debounce.
-  options.time_limit = time_limit_;  // a top level that never ends must not freeze the program
   if (vouched)
     options.source_at_rest = [this](const std::filesystem::path& path) { return !watcher_.still_changing(path); };
   else
     options.quiet_for = watcher_.debounce();
+  // Not under a running frame of the set's code on this (the main) thread,
+  // unless it never leaves it: then after main_thread_patience, said once.
+  const auto now = std::chrono::steady_clock::now();
+  options.defer_if_running = !running_since_ || now - *running_since_ < main_thread_patience;
+  auto fail = [&](const std::string& why) {
+    report("[modhost] reload of " + label + " failed: " + one_line(why) + "; the old code keeps running" +
+           (changes.size() > 1 ? " (the set is retried, whole, when any of its files changes)" : ""));
+    for (const auto& c : changes) failed_set_[c.name] = c.content_hash;
+    running_since_.reset();
+  };
   reload_report result;
   try {
-    result = cache_.reload(name, options);
+    result = cache_.reload(names, options);
   } catch (const python_error& e) {  // e.g. not reloadable any more
-    report("[modhost] reload of " + name + " failed: " + one_line(e.what()));
-    failed_hash_[name] = now->content_hash;
-    return;
+    return fail(e.what());
   } catch (const module_in_use_error& e) {  // another thread stays in its code
-    report("[modhost] reload of " + name + " failed: " + one_line(e.what()));
-    failed_hash_[name] = now->content_hash;
+    return fail(e.what());
+  }
+  if (result.outcome == reload_outcome::deferred) {  // being written, or running here: a later poll takes it
+    for (const auto& name : names) due_.insert(name);
+    if (!result.deferred_by.empty() && !running_since_) running_since_ = now;
+    deferred_by_running_ = !result.deferred_by.empty();
     return;
   }
-  if (result.outcome == reload_outcome::deferred) {  // being written: the next poll takes it
-    due_.insert(name);
-    return;
-  }
+  if (running_since_ && !options.defer_if_running)
+    report("[modhost] " + label + ": applied while the main thread still runs their code, after waiting " +
+           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(main_thread_patience).count()) +
+           " ms for it to leave");
+  running_since_.reset();
   if (!result && result.error->matches("KeyboardInterrupt")) {
     // Ctrl-C while the new code ran: it is rolled back, and the interrupt is
     // the program's, as if it had arrived a moment later (the same content
-    // is not tried again until the file changes).
-    report("[modhost] reload of " + name + " interrupted (KeyboardInterrupt); the old code keeps running");
-    failed_hash_[name] = now->content_hash;
+    // is not tried again until a file changes).
+    report("[modhost] reload of " + label + " interrupted (KeyboardInterrupt); the old code keeps running");
+    for (const auto& c : changes) failed_set_[c.name] = c.content_hash;
     throw *result.error;
   }
   if (!result) {
-    report("[modhost] reload of " + name + " failed: " + one_line(result.error->what()) +
-           (result.failed_module != name ? " (in dependent " + result.failed_module + ")" : "") +
-           "; the old code keeps running");
-    failed_hash_[name] = now->content_hash;
-    return;
+    return fail(result.error->what() +
+                (std::find(names.begin(), names.end(), result.failed_module) == names.end()
+                     ? " (in dependent " + result.failed_module + ")"
+                     : std::string(changes.size() > 1 ? " (in " + result.failed_module + ")" : "")));
   }
-  failed_hash_.erase(name);
+  for (const auto& name : names) failed_set_.erase(name);
   for (const auto& ran : result.reexecuted) reloaded.push_back(ran);
 }
 
@@ -388,11 +482,12 @@ void autoreloader::stop_background() {
 int autoreloader::run_pending(void*) {
   autoreloader* self = g_background.load();
   if (!self) return 0;
-  const bool safe = !self->polling_ && self->cache_.at_safe_point();
+  bool safe = !self->polling_ && self->cache_.at_safe_point();
   bool interrupted = false;
   if (safe) {
     try {
       self->poll();
+      safe = !self->deferred_by_running_;  // inside the changed code: a bytecode later may be outside
     } catch (const python_error& e) {  // nothing may cross into CPython's eval loop
       if (e.matches("KeyboardInterrupt")) {
         // Raised afresh where the main thread is, as the signal handler's
@@ -412,7 +507,7 @@ int autoreloader::run_pending(void*) {
     auto now = file_watcher::clock::now();
     self->scheduled_ = false;
     self->unsafe_ = !safe;
-    if (!safe) {  // an import or a reload runs: look again soon, less often the longer it takes
+    if (!safe) {  // an import or a reload runs, or the changed code: look again soon, less often the longer it takes
       self->retry_at_ = now + self->unsafe_backoff_;
       self->unsafe_backoff_ = std::min(self->unsafe_backoff_ * 2, std::max(self->watcher_.debounce(), std::chrono::milliseconds(20)));
     } else {
@@ -430,6 +525,9 @@ void autoreloader::background_loop() {
   using namespace std::chrono;
   using clock = file_watcher::clock;
   const auto debounce = watcher_.debounce();
+  // When the first complete save of the changeset at hand was seen (max:
+  // none is at hand); see changeset_gap below.
+  auto burst = clock::time_point::max();
   while (!stop_) {
     clock::time_point retry_at;
     bool unsafe;
@@ -444,6 +542,9 @@ void autoreloader::background_loop() {
     const bool polling = watcher_.current_mode() == file_watcher::mode::polling;
     auto now = clock::now();
     auto next = std::min(retry_at, watcher_.next_settle());
+    if (burst != clock::time_point::max())
+      next = std::min({retry_at, std::max(watcher_.last_event() + changeset_gap, now + milliseconds(1)),
+                       burst + changeset_limit});
     if (polling) next = std::min(next, now + std::max(debounce, milliseconds(50)));
     milliseconds timeout(1000);  // stop_background() interrupts the wait: this only bounds it
     // Modules imported before the thread started (or while the pending call
@@ -463,6 +564,16 @@ void autoreloader::background_loop() {
     // watched directory) wake us but not the main thread.
     const bool new_modules = cache_.tracking_revision() != seen_tracking_.load();
     if (!retry_due && !new_modules && !watcher_.has_settled(now)) continue;
+    // A burst of saves (git checkout, a formatter, a rename across files) is
+    // one changeset: after a complete save, the main thread is asked only
+    // once the watched files have been quiet for changeset_gap and none is
+    // still being written, at most changeset_limit after that first save.
+    if (!retry_due && !new_modules) {
+      if (burst == clock::time_point::max()) burst = now;
+      if ((now < watcher_.last_event() + changeset_gap || watcher_.busy(now)) && now < burst + changeset_limit)
+        continue;
+    }
+    burst = clock::time_point::max();
     std::unique_lock<std::mutex> lock(*mutex_);
     scheduled_ = true;
     retry_at_ = clock::time_point::max();

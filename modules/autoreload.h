@@ -3,11 +3,16 @@
 // It applies a policy to what the file watcher reports: "off", "explicit"
 // (only watched modules and modules under watched directories) or "all"
 // (every source module under the host's module search paths, plus watched
-// ones; the stdlib and site-packages only when watched). A changed module
-// is deep-reloaded with its dependents, within a time limit (10 s unless
-// set_time_limit says otherwise). A failure prints one line
-// "[modhost] reload of NAME failed: ..." to stderr, keeps the old code, and
-// is not retried until the file changes again; a deleted file, an unreadable
+// ones; the stdlib and site-packages only when watched). What changed is a
+// changeset: every complete save at hand (in background mode, every save
+// of a burst, see start_background) is deep-reloaded with the dependents as
+// one transaction, within a time limit (10 s unless set_time_limit says
+// otherwise), never under a running frame of that code on the main thread
+// (for up to 1 s). A failure prints one line
+// "[modhost] reload of NAMES failed: ..." to stderr, keeps the old code, and
+// the set is retried, whole, when any of its files changes again (together
+// with what changed then: a rename across two files goes live at the second
+// save); a deleted file, an unreadable
 // one (as PermissionError, the way an explicit reload says it) and a changed
 // extension module are reported once.
 //
@@ -107,7 +112,15 @@ class autoreloader {
   void rescan_all();
   bool covers(const std::string& name, const std::filesystem::path& file) const;
   void track_new_modules();
-  void apply(const std::string& name, bool reported, std::vector<std::string>& reloaded);
+  // A changed module poll() will apply, with the content it has now.
+  struct change {
+    std::string name;
+    std::uint64_t content_hash;
+    bool vouched;  // the kernel saw its save complete and nobody wrote it since
+  };
+  std::optional<change> examine(const std::string& name, bool reported);
+  void apply(std::vector<change> changes, std::vector<std::string>& reloaded);
+  void apply_set(const std::vector<change>& changes, std::vector<std::string>& reloaded);
   void background_loop();
   static int run_pending(void*);
   void restart_after_fork();
@@ -130,7 +143,20 @@ class autoreloader {
   // Changed but not applied yet: saved before their file was watched, or
   // caught mid-save. The next poll() takes them.
   std::set<std::string> due_;
-  std::map<std::string, std::uint64_t> failed_hash_;  // content that failed: not retried
+  // The last changeset that failed, with the content each file had: not
+  // tried again until one of them changes, and then together with it.
+  std::map<std::string, std::uint64_t> failed_set_;
+  // Since when the changes wait for the main thread to leave their code
+  // (reload_options::defer_if_running); after main_thread_patience they
+  // are applied all the same, and that is said once.
+  std::optional<std::chrono::steady_clock::time_point> running_since_;
+  static constexpr std::chrono::milliseconds main_thread_patience{1000};
+  // Background mode: a burst of saves becomes one changeset once the files
+  // were quiet this long (and none is still being written or deleted) ...
+  static constexpr std::chrono::milliseconds changeset_gap{2};
+  // ... or this long after its first complete save, whichever comes first.
+  static constexpr std::chrono::milliseconds changeset_limit{1000};
+  bool deferred_by_running_ = false;  // the last poll waited for the main thread: look again soon
   std::set<std::string> reported_;                    // deleted / extension: said once
   bool polling_ = false;  // poll() is on the stack: a pending call inside it must not poll again
 

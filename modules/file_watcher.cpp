@@ -236,6 +236,7 @@ void file_watcher::drain_events(clock::time_point now) {
       if (event->len == 0) continue;
       auto path = dir->second / event->name;
       if (!files_.count(path) && !whole_dirs_.count(dir->second)) continue;
+      last_event_ = now;
       // In the order they happened: the last one says where the file stands.
       if (event->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
         // Complete: its writer closed it, or it was written elsewhere and
@@ -269,6 +270,7 @@ void file_watcher::poll_files(clock::time_point now) {
     auto& known = poll_state_[path];
     if (known != now_signature) {
       known = now_signature;
+      last_event_ = now;
       pending_[path] = now + debounce_;  // reported once a later stat agrees, a debounce later
     }
   };
@@ -344,6 +346,17 @@ bool file_watcher::still_changing(const std::filesystem::path& file) {
 bool file_watcher::has_unsettled() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return !pending_.empty();
+}
+
+bool file_watcher::busy(clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !writing_.empty() ||
+         std::any_of(pending_.begin(), pending_.end(), [&](const auto& item) { return item.second > now; });
+}
+
+file_watcher::clock::time_point file_watcher::last_event() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return last_event_;
 }
 
 file_watcher::clock::time_point file_watcher::next_settle() const {

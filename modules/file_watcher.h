@@ -85,6 +85,11 @@ class file_watcher {
   bool still_changing(const std::filesystem::path& file);
   // Some changed file is not reported yet (waiting for its writer or the debounce).
   bool has_unsettled() const;
+  // Some changed file will not be reported before a later `now` (a writer
+  // still has it open, or its debounce runs): more of a burst is coming.
+  bool busy(clock::time_point now) const;
+  // When the last change to a watched file was read (clock epoch if none).
+  clock::time_point last_event() const;
   // When the earliest unsettled file may be reported (or clock::time_point::max()).
   clock::time_point next_settle() const;
 
@@ -124,6 +129,7 @@ class file_watcher {
   std::set<std::filesystem::path> files_;
   std::map<std::filesystem::path, clock::time_point> pending_;  // file -> when it may be reported
   std::set<std::filesystem::path> writing_;  // modified, not yet closed by its writer (inotify)
+  clock::time_point last_event_{};
   // Polling: what each file and directory looked like at the last check.
   std::map<std::filesystem::path, std::string> poll_state_;
 };

@@ -133,9 +133,14 @@ std::vector<std::vector<std::string>> components_in_dependency_order(const std::
 }  // namespace
 
 std::vector<std::vector<std::string>> import_graph::reload_order(const std::string& name) const {
-  // The affected set: name plus its transitive dependents.
-  std::set<std::string> affected{name};
-  std::vector<std::string> todo{name};
+  return reload_order(std::vector<std::string>{name}, true);
+}
+
+std::vector<std::vector<std::string>> import_graph::reload_order(const std::vector<std::string>& names,
+                                                                 bool with_dependents) const {
+  // The affected set: the names, plus their transitive dependents.
+  std::set<std::string> affected(names.begin(), names.end());
+  std::vector<std::string> todo = with_dependents ? names : std::vector<std::string>{};
   while (!todo.empty()) {
     auto current = todo.back();
     todo.pop_back();
@@ -152,7 +157,7 @@ std::vector<std::vector<std::string>> import_graph::reload_order(const std::stri
   // the package object, which exists). So a cycle runs again in the order of
   // its edges without those, which puts `pkg.core` before the `pkg` whose
   // `from .core import Err` must see the new Err. What still cycles is led by
-  // the reload's target, then by name.
+  // the first of the reload's targets in it, then by name.
   std::vector<std::vector<std::string>> result;
   for (auto& unit : order) {
     if (unit.size() > 1) {
@@ -165,7 +170,7 @@ std::vector<std::vector<std::string>> import_graph::reload_order(const std::stri
         return strong;
       };
       for (auto& part : components_in_dependency_order(members, strong_edges)) {
-        auto lead = std::find(part.begin(), part.end(), name);
+        auto lead = std::find_first_of(part.begin(), part.end(), names.begin(), names.end());
         if (lead != part.end()) std::rotate(part.begin(), lead, lead + 1);
         unit.insert(unit.end(), part.begin(), part.end());
       }

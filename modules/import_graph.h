@@ -45,6 +45,10 @@ class import_graph {
   // runs before the package it belongs to (its edge to the package is only
   // how relative imports resolve); what still cycles is led by `name`.
   std::vector<std::vector<std::string>> reload_order(const std::string& name) const;
+  // The same for several modules reloaded as one set, with or without their
+  // dependents; a cycle is led by the first of `names` in it.
+  std::vector<std::vector<std::string>> reload_order(const std::vector<std::string>& names,
+                                                     bool with_dependents) const;
 
  private:
   std::map<std::string, name_set> dependencies_;

@@ -88,9 +88,13 @@ py::object module_cache::load(const std::string& name, std::chrono::milliseconds
 }
 
 reload_report module_cache::reload(const std::string& name, reload_options options) {
+  return reload(std::vector<std::string>{name}, std::move(options));
+}
+
+reload_report module_cache::reload(const std::vector<std::string>& names, reload_options options) {
   return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
-    reload_report report = detail::reload(impl_->reload_context(), name, options);
+    reload_report report = detail::reload(impl_->reload_context(), names, options);
     if (report.outcome == reload_outcome::reloaded)
       for (auto& [id, callback] : std::map<std::uint64_t, reload_callback>(impl_->subscribers)) {
         try {
@@ -104,7 +108,11 @@ reload_report module_cache::reload(const std::string& name, reload_options optio
 }
 
 reload_report module_cache::reload(py::handle module, reload_options options) {
-  std::string name = cache_call(impl_->modules, [&] {
+  return reload(name_of(module), options);
+}
+
+std::string module_cache::name_of(py::handle module) {
+  return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     if (!module || !PyModule_Check(module.ptr()))
       detail::raise_error(PyExc_TypeError, "reload() argument must be a module");
@@ -115,7 +123,6 @@ reload_report module_cache::reload(py::handle module, reload_options options) {
       detail::raise_import_error(PyExc_ImportError, "module " + name + " not in sys.modules", name);
     return name;
   });
-  return reload(name, options);
 }
 
 unload_report module_cache::unload(const std::string& name, bool force) {

@@ -71,6 +71,13 @@ class module_cache {
   reload_report reload(const std::string& name, reload_options options = {});
   // The same for a module object; TypeError if `module` is not a module.
   reload_report reload(pybind11::handle module, reload_options options = {});
+  // Several modules as one transaction, dependencies first (with
+  // options.dependents, their dependents too): all of them commit, or all
+  // roll back. report.targets lists them; errors as for one module.
+  reload_report reload(const std::vector<std::string>& names, reload_options options = {});
+  // The name a module object is reloaded by (its spec's name); TypeError for
+  // a non-module, ImportError if it is not the one in sys.modules.
+  std::string name_of(pybind11::handle module);
 
   // Removes the module (and its loaded submodules) from sys.modules and the
   // cache. Releases what they acquired from the host first (newest first;

@@ -60,7 +60,8 @@ enum class reload_outcome {
   reloaded,        // the new code runs
   unchanged,       // deep reload of a source whose content hash did not change: nothing ran
   not_reloadable,  // built-in or extension: as importlib.reload, nothing re-ran
-  deferred,        // a source was being written (see reload_options::quiet_for): nothing changed
+  deferred,        // a source was being written (reload_options::quiet_for), or its code runs
+                   // on the calling thread (defer_if_running): nothing changed
   failed,          // the code raised; every module re-executed was rolled back
 };
 
@@ -100,12 +101,18 @@ struct reload_options {
   // thread's own frames never count (a reload from a module's own loop).
   // nullopt: no waiting, no holding (other threads may see a half-run module).
   std::optional<std::chrono::milliseconds> wait_for_calls = std::chrono::seconds(1);
+  // Defer the reload (outcome `deferred`, report.deferred_by says where) while
+  // the calling thread itself runs code of a module it would re-execute: the
+  // autoreloader, which reloads on the main thread between two bytecodes,
+  // must not change a function's module under its running frame.
+  bool defer_if_running = false;
 };
 
 // The outcome of reload(): a value, not an exception, because a failing
 // plugin is an expected event for a host.
 struct [[nodiscard]] reload_report {
-  std::string name;
+  std::string name;                  // the (first) module asked for
+  std::vector<std::string> targets;  // every module asked for (several: reloaded as one set)
   reload_outcome outcome = reload_outcome::reloaded;
   std::uint64_t generation = 0;  // the target's generation after the call
   std::chrono::nanoseconds duration{0};
@@ -125,6 +132,7 @@ struct [[nodiscard]] reload_report {
   // Type: message". Each also went to sys.unraisablehook; the others still ran.
   std::vector<std::string> acquisition_errors;
   std::string failed_module;            // which module raised, when outcome is failed
+  std::string deferred_by;              // reload_options::defer_if_running: the frame that runs their code
   std::optional<python_error> error;    // the original exception, when outcome is failed
   // The module object now in sys.modules (a module may replace itself).
   pybind11::object module;

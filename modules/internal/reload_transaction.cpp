@@ -305,64 +305,120 @@ std::optional<reload_outcome> early_outcome(const reload_context& context, cache
   return std::nullopt;
 }
 
-// The target alone, or with options.dependents every reloadable module that
-// depends on it, dependencies first, a cycle as one unit.
-std::vector<cache_entry*> plan_order(const reload_context& context, cache_entry& target,
+// The targets alone, or with options.dependents every reloadable module
+// that depends on one of them, dependencies first, a cycle as one unit.
+std::vector<cache_entry*> plan_order(const reload_context& context, const std::vector<cache_entry*>& targets,
                                      const reload_options& options) {
-  if (!options.dependents) return {&target};
+  if (!options.dependents && targets.size() == 1) return targets;
+  std::vector<std::string> names;
+  for (auto* target : targets) names.push_back(target->name);
   std::vector<cache_entry*> order;
-  for (const auto& unit : context.modules.graph().reload_order(target.name))
+  for (const auto& unit : context.modules.graph().reload_order(names, options.dependents))
     for (const auto& member : unit) {
-      cache_entry* entry = member == target.name ? &target : context.modules.lookup(member);
-      if (entry == &target || (entry && is_reloadable(entry->kind) && !refusal_reason(member) &&
-                               !context.modules.reloading().count(member) && !context.modules.unloading().count(member)))
+      auto target = std::find_if(targets.begin(), targets.end(), [&](cache_entry* t) { return t->name == member; });
+      cache_entry* entry = target != targets.end() ? *target : context.modules.lookup(member);
+      if (target != targets.end() ||
+          (entry && is_reloadable(entry->kind) && !refusal_reason(member) && !context.modules.reloading().count(member) &&
+           !context.modules.unloading().count(member)))
         order.push_back(entry);
     }
   return order;
 }
 
+// A frame of one of these modules runs on the calling thread (the main
+// thread, for the autoreloader): "plug.step (line 12)", or empty.
+std::string running_here(const std::vector<cache_entry*>& order) {
+  for (py::object frame = borrow(reinterpret_cast<PyObject*>(PyEval_GetFrame())); frame;) {
+    auto* f = reinterpret_cast<PyFrameObject*>(frame.ptr());
+    py::object globals = steal(PyFrame_GetGlobals(f));
+    for (auto* entry : order)
+      if (globals.ptr() == PyModule_GetDict(entry->module.ptr())) {
+        py::object code = steal(reinterpret_cast<PyObject*>(PyFrame_GetCode(f)));
+        return entry->name + "." + py::str(code.attr("co_qualname")).cast<std::string>() + " (line " +
+               std::to_string(PyFrame_GetLineNumber(f)) + ")";
+      }
+    frame = steal(reinterpret_cast<PyObject*>(PyFrame_GetBack(f)));
+  }
+  return {};
+}
+
 }  // namespace
 
 reload_report reload(const reload_context& context, const std::string& name, const reload_options& options) {
+  return reload(context, std::vector<std::string>{name}, options);
+}
+
+reload_report reload(const reload_context& context, const std::vector<std::string>& names,
+                     const reload_options& options) {
   auto started = std::chrono::steady_clock::now();
-  cache_entry* target = check_request(context, name);
+  if (names.empty()) raise_error(PyExc_ValueError, "reload of an empty list of modules");
+  std::vector<cache_entry*> targets;
+  for (const auto& name : names) {
+    cache_entry* target = check_request(context, name);
+    if (std::find(targets.begin(), targets.end(), target) == targets.end()) targets.push_back(target);
+  }
   // Claimed from here on: the checks below run Python code (a comparison
   // reads the source), and an unload another thread requests meanwhile must
-  // be refused rather than free the entry this reload holds.
-  reload_transaction::reloading_marks claim(context.modules, {target});
+  // be refused rather than free the entries this reload holds.
+  reload_transaction::reloading_marks claim(context.modules, targets);
+  const std::string label = join(names, ", ");
   reload_report report;
-  report.name = name;
-  if (auto outcome = early_outcome(context, *target, options, report)) {
-    report.outcome = *outcome;
-  } else {
-    reload_transaction transaction(context, name, plan_order(context, *target, options), options);
-    switch (transaction.run(report)) {
-      case reload_transaction::run_result::ran:
-        transaction.commit(report);
-        report.outcome = reload_outcome::reloaded;
-        break;
-      case reload_transaction::run_result::raised:
-        report.outcome = reload_outcome::failed;
-        report.rolled_back = true;
-        report.patched.clear();  // all undone
-        report.not_patched.clear();
-        report.instances_not_moved.clear();
-        report.rebound.clear();
-        break;
-      case reload_transaction::run_result::in_flux:  // a save in progress: nothing happened
-        report = reload_report{};
-        report.name = name;
-        report.outcome = reload_outcome::deferred;
-        break;
+  report.name = names.front();
+  report.targets = names;
+  // What needs no transaction: a single module that cannot re-run, or (deep)
+  // sources whose content did not change.
+  std::vector<cache_entry*> changed;
+  for (auto* target : targets) {
+    if (targets.size() > 1 && !is_reloadable(target->kind)) continue;  // as importlib would: nothing re-runs
+    reload_report early;
+    if (auto outcome = early_outcome(context, *target, options, early)) {
+      if (targets.size() == 1) {
+        report.outcome = *outcome;
+        report.module = early.module;
+      }
+      continue;
     }
-  }  // a transaction not committed rolls back here
+    changed.push_back(target);
+  }
+  if (changed.empty()) {
+    if (targets.size() > 1) report.outcome = reload_outcome::unchanged;
+  } else {
+    auto order = plan_order(context, changed, options);
+    std::string running = options.defer_if_running ? running_here(order) : std::string();
+    if (!running.empty()) {  // this thread is inside their code: try again once it left
+      report.outcome = reload_outcome::deferred;
+      report.deferred_by = running;
+    } else {
+      reload_transaction transaction(context, label, std::move(order), options);
+      switch (transaction.run(report)) {
+        case reload_transaction::run_result::ran:
+          transaction.commit(report);
+          report.outcome = reload_outcome::reloaded;
+          break;
+        case reload_transaction::run_result::raised:
+          report.outcome = reload_outcome::failed;
+          report.rolled_back = true;
+          report.patched.clear();  // all undone
+          report.not_patched.clear();
+          report.instances_not_moved.clear();
+          report.rebound.clear();
+          break;
+        case reload_transaction::run_result::in_flux:  // a save in progress: nothing happened
+          report = reload_report{};
+          report.name = names.front();
+          report.targets = names;
+          report.outcome = reload_outcome::deferred;
+          break;
+      }
+    }  // a transaction not committed rolls back here
+  }
   if (report.outcome == reload_outcome::failed)
     if (cache_entry* failed = context.modules.lookup(report.failed_module)) {
       failed->state = module_state::failed;
       failed->last_error = report.error->what();
     }
-  report.generation = target->generation;
-  if (!report.module) report.module = target->module;
+  report.generation = targets.front()->generation;
+  if (!report.module) report.module = targets.front()->module;
   report.duration = std::chrono::steady_clock::now() - started;
   return report;
 }

@@ -99,5 +99,10 @@ class reload_transaction {
 // transaction. Throws python_error for a bad request (see
 // module_cache::reload) and module_in_use_error for busy threads.
 reload_report reload(const reload_context& context, const std::string& name, const reload_options& options);
+// Reloads several modules (with options.dependents, their dependents too) as
+// one transaction, dependencies first: all of it commits, or all of it rolls
+// back. A bad request for any name changes nothing.
+reload_report reload(const reload_context& context, const std::vector<std::string>& names,
+                     const reload_options& options);
 
 }  // namespace modhost::detail

@@ -40,10 +40,24 @@ class BadRequests(CacheTestCase):
 
     def test_reload_of_a_non_module_is_a_type_error(self):
         before = list(sys.modules)
-        for value in (42, None, object(), b"plug", ["plug"]):
+        for value in (42, None, object(), b"plug", [42], ["json", None]):
             with self.subTest(value=value), self.assertRaises(TypeError):
                 modhost.reload(value)
         self.assertNothingElseChanged(before)
+
+    # A list is a set reloaded as one: one bad member refuses all of it.
+    def test_reload_of_a_list_with_a_module_never_imported_changes_nothing(self):
+        name = self.mod("plug")
+        self.write(name, "VALUE = 1\n")
+        module = self.load(name)
+        self.write(name, "VALUE = 2\n")
+        before = list(sys.modules)
+        for value in ([name, self.mod("never")], [], [name, ""]):
+            with self.subTest(value=value), self.assertRaises((ImportError, ValueError)):
+                modhost.reload(value)
+        self.assertNothingElseChanged(before)
+        self.assertEqual(module.VALUE, 1)
+        self.assertEqual(modhost.info(name).generation, 1)
 
     def test_reload_of_a_module_object_not_in_sys_modules_is_an_import_error(self):
         name = self.mod("plug")
