@@ -26,7 +26,7 @@ struct reload_transaction::snapshot {
   cache_entry* entry;
   py::object module;
   py::dict namespace_copy;
-  import_graph::node_state edges;
+  std::optional<import_graph::node_state> edges;  // taken when its code runs
 };
 
 struct reload_transaction::pending_commit {
@@ -85,14 +85,21 @@ reload_transaction::run_result reload_transaction::run(reload_report& report) {
   report_ = &report;
   run_result result = run_result::ran;
   try {
+    // Every namespace is copied before any code runs: a deep update rebinds
+    // the `from m import x` names of m's importers, dependents that run after
+    // m among them, and a rollback must give those back their old objects too.
     for (auto* entry : marks_.order) {
       py::dict copy = py::reinterpret_steal<py::dict>(PyDict_Copy(entry->module.attr("__dict__").ptr()));
       if (!copy) throw py::error_already_set();
-      snapshots_.push_back({entry, entry->module, copy, context_.modules.graph().take_outgoing(entry->name)});
+      snapshots_.push_back({entry, entry->module, copy, std::nullopt});
+    }
+    for (auto& before : snapshots_) {
+      cache_entry* entry = before.entry;
+      before.edges = context_.modules.graph().take_outgoing(entry->name);
       entry->state = module_state::reloading;
       report.reexecuted.push_back(entry->name);
       try {
-        commits_.push_back(run_code(*entry, snapshots_.back(), report));
+        commits_.push_back(run_code(*entry, before, report));
       } catch (...) {
         report.failed_module = entry->name;
         throw;
@@ -256,7 +263,7 @@ void reload_transaction::rollback() {
     displaced = py::object();
     PyDict_SetItemString(modules, it->entry->name.c_str(), it->module.ptr());
     it->entry->confirmed_version = registry::sys_modules_version();
-    context_.modules.graph().restore_outgoing(it->entry->name, std::move(it->edges));
+    if (it->edges) context_.modules.graph().restore_outgoing(it->entry->name, std::move(*it->edges));
   }
   for (auto* entry : marks_.order)
     if (entry->state == module_state::reloading) entry->state = module_state::loaded;
