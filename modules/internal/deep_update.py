@@ -16,10 +16,10 @@ the cache restores the namespace itself. Embedded into the library at build
 time (see CMakeLists.txt).
 """
 import builtins
-import contextlib
 import enum
 import gc
 from functools import partial
+import sys
 import types
 
 # IMPORT_DUNDERS (reload_support.py's), class_constants(body) -> {name:
@@ -84,6 +84,22 @@ def wrapped_of(obj):
     """The function a decorator stored in obj.__wrapped__ (functools.wraps), or None."""
     found = instance_dict(obj)
     return None if found is None else found.get("__wrapped__")
+
+
+class FrameBuiltins(dict):
+    """The builtins of the frames that run a deep reload's module code: the few
+    entries DeepUpdate.run_code puts in, everything else read from the
+    module's real builtins when asked, so what the code adds to builtins while
+    it runs (gettext.install's `_`) is found at once."""
+
+    __slots__ = ("real",)
+
+    def __init__(self, real):
+        super().__init__()
+        self.real = real
+
+    def __missing__(self, key):
+        return self.real[key]
 
 
 class Undo:
@@ -197,22 +213,49 @@ class DeepUpdate:
 
     # -- class statements -------------------------------------------------
 
-    @contextlib.contextmanager
-    def class_statements(self):
-        """While the new code runs, its class statements yield the existing classes.
+    def run_code(self, code):
+        """Runs the module's new code; its class statements yield the existing classes.
 
         `class Cls:` pours the new body into the old Cls and binds that, so
         whatever the new code does with the class at once (a registry, a
         singledispatch registration, instances in a list, a subclass's bases)
         already has the class that stays.
+
+        Only the frames of the module's top level and of its class bodies see
+        this: a class statement looks __build_class__ up in its frame's
+        builtins, and those frames get builtins of their own (FrameBuiltins).
+        The builtins module, the module's `__builtins__` and the functions the
+        code defines (they take their builtins from the module's globals when
+        they are made) stay as python3 has them, so the code reads the real
+        builtins.__build_class__ and nothing it keeps holds this update.
         """
-        original = builtins.__build_class__
         namespace = self.module.__dict__
+        if "__builtins__" not in namespace:
+            namespace["__builtins__"] = builtins.__dict__  # what exec() would insert
+        module_builtins = namespace["__builtins__"]
+        real = vars(module_builtins) if is_a(module_builtins, types.ModuleType) else module_builtins
+        original = real["__build_class__"]
+        frame_builtins = FrameBuiltins(real)
+
+        def with_frame_builtins(code, name=None, defaults=None, closure=None):
+            # A function takes its builtins from its globals' __builtins__ when
+            # it is made; the module's own entry is back before any code runs.
+            current = namespace.get("__builtins__", MISSING)
+            namespace["__builtins__"] = frame_builtins
+            try:
+                return types.FunctionType(code, namespace, name, defaults, closure)
+            finally:
+                if current is MISSING:
+                    del namespace["__builtins__"]
+                else:
+                    namespace["__builtins__"] = current
 
         def build_class(body, name, *bases, **keywords):
+            if type(body) is not types.FunctionType or body.__globals__ is not namespace:
+                return original(body, name, *bases, **keywords)
+            # The body runs with these builtins too: nested class statements.
+            body = with_frame_builtins(body.__code__, body.__name__, body.__defaults__, body.__closure__)
             new = original(body, name, *bases, **keywords)
-            if getattr(body, "__globals__", None) is not namespace:
-                return new  # another module's class statement (another thread)
             self.new_bodies[body.__code__.co_qualname] = body.__code__
             old = self.old_class(new.__qualname__)
             if old is None or not self.owns_class(new) or self.layout_change(old, new):
@@ -222,11 +265,17 @@ class DeepUpdate:
                 return new
             return self.update_class(old, new, f"{self.name}.{new.__qualname__}")
 
-        builtins.__build_class__ = build_class
+        frame_builtins["__build_class__"] = build_class
+        # IMPORT_NAME reads __import__ from the frame's builtins as a plain dict.
+        frame_builtins["__import__"] = real["__import__"]
+        top_level = with_frame_builtins(code)
+        sys.audit("exec", code)  # what exec() tells audit hooks
         try:
-            yield
+            # A module's code (no CO_OPTIMIZED) called as a function runs with
+            # its globals as its locals, as exec(code, namespace) runs it.
+            top_level()
         finally:
-            builtins.__build_class__ = original
+            frame_builtins.clear()  # what the code keeps of its frames holds nothing of this update
 
     def old_class(self, qualname):
         """The class the old namespace had under `qualname` (nested classes too)."""

@@ -84,7 +84,7 @@ python_helpers python_helpers::load() {
     given["holders_among"] = py::cpp_function(&holders_among);
     py::dict deep = run_helper(deep_update_source, "deep_update", given);
     h.undo = resolve(deep, file, "Undo", {"rollback"});
-    h.deep_update = resolve(deep, file, "DeepUpdate", {"class_statements", "finish", "commit"});
+    h.deep_update = resolve(deep, file, "DeepUpdate", {"run_code", "finish", "commit"});
     h.rebind_from_imports = resolve(deep, file, "rebind_from_imports");
     return h;
   });

@@ -180,13 +180,13 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
   // a deep reload removes only names that code defined and the new one does
   // not, and keeps class attributes whose initial value the edit left alone.
   py::object old_code = entry.code ? entry.code : py::none();
-  py::object around = py::none();
+  py::object run = py::none();  // how the code runs: exec(), or the deep update's run_code
   if (deep) {
     commit.deep_update = helpers.deep_update(entry.module, before.namespace_copy, undo_, old_code);
-    around = commit.deep_update.attr("class_statements")();
+    run = commit.deep_update.attr("run_code");
   }
   commit.module =
-      helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, around, old_code);
+      helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, run, old_code);
   // What the new code imports (its edges were taken before it ran; a rollback restores them).
   py::object ran = commit.code ? commit.code : context_.hook.take_reload_code(entry.name);
   if (ran) context_.hook.record_imports(entry.name, ran.ptr(), PyModule_GetDict(commit.module.ptr()));

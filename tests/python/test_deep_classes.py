@@ -5,11 +5,14 @@ whose free variables change, zero-argument super(), singledispatch, pickling,
 classes that must be replaced (bases / __slots__ changed), and the new class
 objects a module's own top-level code stores somewhere (registries, lists).
 """
+import builtins
 import dataclasses
+import gc
 import pickle
 import sys
 import textwrap
 import unittest
+import weakref
 
 from cache_fixtures import DeepReloadTestCase, modhost
 
@@ -827,6 +830,64 @@ class Shape(abc.ABC):
         self.assertIsInstance(Circle(), Shape)
         with self.assertRaises(TypeError):
             Shape()
+
+
+class ClassStatementsSeeTheRealBuiltins(DeepReloadTestCase):
+    """The new code's class statements yield the kept classes, yet the code
+    itself sees builtins exactly as python3 gives them."""
+
+    def test_module_code_sees_the_real_build_class_and_the_old_version_dies(self):
+        m = self.mod("builder")
+        body = '''
+import builtins
+BUILD_CLASS = builtins.__build_class__
+BUILTINS = __builtins__
+class Outer:
+    class Inner:
+        pass
+INNER = Outer.Inner
+'''
+        self.write(m, body + "class Gone:\n    pass\n")
+        module = self.load(m)
+        Outer, Inner, builtins_before = module.Outer, module.Outer.Inner, module.__builtins__
+        gone = weakref.ref(module.Gone)
+        self.write(m, body)
+
+        self.deep_reload(module)
+
+        self.assertIs(module.BUILD_CLASS, builtins.__build_class__)
+        self.assertIs(module.BUILTINS, builtins_before)
+        self.assertIs(module.__builtins__, builtins_before)
+        self.assertIs(module.Outer, Outer)
+        self.assertIs(module.INNER, Inner)
+        self.assertFalse(hasattr(module, "Gone"))
+        gc.collect()
+        self.assertIsNone(gone(), "the removed class of the old version is still alive")
+
+    def test_builtins_the_new_code_adds_while_it_runs_are_found(self):
+        # gettext.install() puts _ into builtins for the code that follows.
+        m = self.mod("translated")
+        name = "tr_" + self.tag
+        body = self.source('''
+import builtins
+builtins.{NAME} = str.upper
+TITLE = {NAME}("title {V}")
+class Page:
+    HEADING = {NAME}("heading")
+    def title(self):
+        return {NAME}("{V}")
+''', NAME=name)
+        self.write(m, body.replace("{V}", "v1"))
+        module = self.load(m)
+        Page = module.Page
+        self.write(m, body.replace("{V}", "v2"))
+
+        self.deep_reload(module)
+
+        self.assertEqual(module.TITLE, "TITLE V2")
+        self.assertIs(module.Page, Page)
+        self.assertEqual(Page.HEADING, "HEADING")
+        self.assertEqual(Page().title(), "V2")
 
 
 class ClassState(DeepReloadTestCase):
