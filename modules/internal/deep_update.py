@@ -407,24 +407,39 @@ class DeepUpdate:
         return True
 
     def adopt_class_cells(self, value, cls):
-        """Zero-argument super() in a function moved into `cls` must see `cls`."""
+        """Zero-argument super() in a function moved into `cls` must see `cls`.
+
+        The function may sit inside a decorator's wrapper: behind __wrapped__
+        (innermost), or only in a cell of the wrapper's closure when the
+        decorator (often another module's) kept no __wrapped__. There its
+        __class__ cell names the class the new statement made, which this
+        update discards: such cells, a few closures deep, name the kept class.
+        """
         functions = [value]
         if is_a(value, (classmethod, staticmethod)):
             functions = [value.__func__]
         elif is_a(value, property):
             functions = [value.fget, value.fset, value.fdel]
-        for function in functions:
-            function = self.innermost(function)
-            if type(function) is not types.FunctionType or not function.__closure__:
+        todo = [(self.innermost(function), 0) for function in functions]
+        seen = set()
+        while todo:
+            function, depth = todo.pop()
+            if type(function) is not types.FunctionType or not function.__closure__ or id(function) in seen:
                 continue
+            seen.add(id(function))
             for name, cell in zip(function.__code__.co_freevars, function.__closure__):
                 try:
                     content = cell.cell_contents
                 except ValueError:
                     continue
-                target = cls if name == "__class__" else self.class_map.get(content) if is_a(content, type) else None
-                if target is not None and content is not target:
-                    self.undo.setattr(cell, "cell_contents", target)
+                if is_a(content, type):
+                    # The member's own __class__ cell is cls's whatever it names;
+                    # deeper ones only when they name a class this update discards.
+                    target = cls if name == "__class__" and depth == 0 else self.class_map.get(content)
+                    if target is not None and content is not target:
+                        self.undo.setattr(cell, "cell_contents", target)
+                elif depth < 3 and type(content) is types.FunctionType:
+                    todo.append((self.innermost(content), depth + 1))
 
     # -- classes ----------------------------------------------------------
 

@@ -388,6 +388,37 @@ class Sub(Base):
         self.assertEqual(fresh.made, "v2")
         self.assertEqual(fresh.extra(), "sub extra v2 + base extra v2")
 
+    def test_zero_argument_super_in_a_method_under_a_plain_decorator_from_another_module(self):
+        # The wrapper (no __wrapped__) is another module's function: the new
+        # one goes into the class, and the method inside it must see the kept class.
+        deco, m = self.mod("deco"), self.mod("greeter")
+        self.write(deco, '''
+def logged(f):
+    def wrapper(self, *a):
+        return f(self, *a)
+    return wrapper
+''')
+        body = self.source('''
+from {D} import logged
+class Base:
+    def hello(self):
+        return "base"
+class C(Base):
+    @logged
+    def hello(self):
+        return "C+" + super().hello()
+''', D=deco)
+        self.write(m, body)
+        module = self.load(m)
+        C, old = module.C, module.C()
+        self.append(m, "EDITED = 1\n")
+
+        self.deep_reload(module)
+
+        self.assertIs(module.C, C)
+        self.assertEqual(old.hello(), "C+base")
+        self.assertEqual(module.C().hello(), "C+base")
+
     def test_singledispatch_in_another_module_registered_on_a_patched_class(self):
         m, app = self.mod("shapes"), self.mod("app")
         body = "class Cls:\n    def method(self):\n        return 'method {V}'\n"
