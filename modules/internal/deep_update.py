@@ -22,7 +22,8 @@ from functools import partial
 import sys
 import types
 
-# IMPORT_DUNDERS (reload_support.py's), class_constants(body) -> {name:
+# IMPORT_DUNDERS and defined_names(code) -> (top_level, in_functions)
+# (reload_support.py's), class_constants(body) -> {name:
 # constant} (bytecode_imports.h's constants_bound_by), uncounted_references and
 # holders_among (reference_counts.h) are handed over by python_helpers.cpp.
 # Per-class descriptors that belong to their own class object.
@@ -37,6 +38,10 @@ MISSING = object()
 IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), frozenset, range})
 # Values that nothing tells apart when equal (unlike 0.0 and -0.0).
 SAME_WHEN_EQUAL = frozenset({str, bytes, int, bool, type(None)})
+
+
+def is_dunder(name):
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 def interchangeable(a, b):
@@ -201,6 +206,7 @@ class DeepUpdate:
         # an unchanged class's old and new bodies are equal and comparing two
         # code objects walks every method's code.
         self.body_constants = {}
+        self.body_names = {}  # id(class body code) -> (the code, the names it binds)
         self.name = module.__name__
         self.old = old  # the namespace before the reload (a copy)
         self.undo = undo
@@ -511,8 +517,11 @@ class DeepUpdate:
                 continue
             self.adopt_class_cells(value, old)
             class_set(self.undo, old, key, value)
+        bound = self.bound_by_the_old_body(old)
         for key in list(old.__dict__):
             if key not in new.__dict__ and key not in CLASS_OWN and key not in ENUM_INTERNALS and key != ABC_STATE:
+                if bound is not None and key not in bound and not is_dunder(key):
+                    continue  # set at run time (a metaclass's cache, the program): it stays
                 if self.set_by_metaclass(old, key):
                     self.not_patched.append(f"attribute {where}.{key} (kept the old one: only a class "
                                             f"statement can take a {key} out of a class)")
@@ -540,6 +549,25 @@ class DeepUpdate:
         if before is MISSING or type(before) is not type(after) or before != after:
             return False  # not a constant, or the edit changed it: the new value wins
         return type(current) is not type(before) or current != before
+
+    def bound_by_the_old_body(self, old):
+        """The names the class body that made `old` binds, or None when that body
+        is not known (a module run before the cache saw its code).
+
+        Only those, and dunders, go when the new body no longer binds them: a
+        dunder is what class creation makes (type, the metaclass, a class
+        decorator such as dataclass), so it goes with the statement that made
+        it; any other attribute the body never bound was set at run time (a
+        metaclass caching per class, like pygments' LexerMeta its `_tokens`;
+        the program) and stays, as module globals set at run time do.
+        """
+        body = self.old_bodies.get(old.__qualname__)
+        if body is None:
+            return None
+        found = self.body_names.get(id(body))
+        if found is None:
+            found = self.body_names[id(body)] = (body, defined_names(body)[0])
+        return found[1]
 
     def constants_of(self, body):
         """class_constants(body), read once per body and reload (it walks the bytecode)."""

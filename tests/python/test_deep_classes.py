@@ -947,6 +947,65 @@ class Counter:
         self.assertEqual(module.Counter.LIMIT, 5)  # the edit changed this one
 
 
+    def test_attributes_set_on_a_class_at_run_time_stay_when_its_module_reruns(self):
+        # pygments' LexerMeta caches the compiled rules on each lexer class
+        # the first time one is made; a dependent re-run must not delete them.
+        meta, lexers = self.mod("meta"), self.mod("lexers")
+        self.write(meta, '''
+class Meta(type):
+    def __call__(cls, *args):
+        if "_compiled" not in cls.__dict__:
+            cls._compiled = [rule.upper() for rule in cls.rules]
+        return super().__call__(*args)
+''')
+        self.write(lexers, self.source('''
+from {META} import Meta
+class Lexer(metaclass=Meta):
+    rules = ("a", "b")
+    def lex(self):
+        return self._compiled
+    def removed(self):
+        return "removed"
+''', META=meta))
+        module = self.load(lexers)
+        Lexer = module.Lexer
+        lexer = Lexer()
+        Lexer.noted = "set by the program"
+        self.assertEqual(lexer.lex(), ["A", "B"])
+        self.append(meta, "EDITED = 1\n")
+        self.write(lexers, self.source('''
+from {META} import Meta
+class Lexer(metaclass=Meta):
+    rules = ("a", "b")
+    def lex(self):
+        return self._compiled
+''', META=meta))
+
+        report = self.deep_reload(meta, dependents=True)
+
+        self.assertEqual(list(report.reexecuted), [meta, lexers])
+        self.assertIs(module.Lexer, Lexer)
+        self.assertEqual(lexer.lex(), ["A", "B"])
+        self.assertEqual(Lexer().lex(), ["A", "B"])
+        self.assertEqual(Lexer.noted, "set by the program")
+        self.assertFalse(hasattr(Lexer, "removed"), "a method the class body no longer defines stays")
+
+    def test_pygments_lexers_keep_working_after_a_deep_reload_of_pygments_lexer(self):
+        self.copy_installed_package("pygments", "python3-pygments")
+        from pygments.lexers.python import PythonLexer
+        lexer = PythonLexer()
+        tokens = list(lexer.get_tokens("x = 1\n"))
+        self.append("pygments.lexer", "_modhost_probe = 1\n")
+
+        report = self.deep_reload("pygments.lexer", dependents=True)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertIn("pygments.lexers.python", list(report.reexecuted))
+        self.assertIs(sys.modules["pygments.lexers.python"].PythonLexer, PythonLexer)
+        self.assertEqual(list(lexer.get_tokens("x = 1\n")), tokens)
+        self.assertEqual(list(PythonLexer().get_tokens("x = 1\n")), tokens)
+
+
 class ClosuresOverConstants(DeepReloadTestCase):
     def test_a_closure_over_an_equal_constant_is_patched(self):
         # jinja2.compiler's binop visitors: closures over "//", "**"... which are
