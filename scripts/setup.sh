@@ -24,6 +24,9 @@ declare -A PROVIDES=(
   [python3-jsonschema]=/usr/lib/python3/dist-packages/jsonschema/__init__.py
   [python3-idna]=/usr/lib/python3/dist-packages/idna/__init__.py
   [python3-networkx]=/usr/lib/python3/dist-packages/networkx/__init__.py
+  # Copied by single deep-reload regression tests (tests/python/test_deep_*.py).
+  [python3-toolz]=/usr/lib/python3/dist-packages/toolz/__init__.py
+  [python3-pygments]=/usr/lib/python3/dist-packages/pygments/__init__.py
 )
 missing=()
 for package in "${!PROVIDES[@]}"; do

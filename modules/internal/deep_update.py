@@ -16,13 +16,14 @@ the cache restores the namespace itself. Embedded into the library at build
 time (see CMakeLists.txt).
 """
 import builtins
-import contextlib
 import enum
 import gc
 from functools import partial
+import sys
 import types
 
-# IMPORT_DUNDERS (reload_support.py's), class_constants(body) -> {name:
+# IMPORT_DUNDERS and defined_names(code) -> (top_level, in_functions)
+# (reload_support.py's), class_constants(body) -> {name:
 # constant} (bytecode_imports.h's constants_bound_by), uncounted_references and
 # holders_among (reference_counts.h) are handed over by python_helpers.cpp.
 # Per-class descriptors that belong to their own class object.
@@ -37,6 +38,10 @@ MISSING = object()
 IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), frozenset, range})
 # Values that nothing tells apart when equal (unlike 0.0 and -0.0).
 SAME_WHEN_EQUAL = frozenset({str, bytes, int, bool, type(None)})
+
+
+def is_dunder(name):
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 def interchangeable(a, b):
@@ -84,6 +89,22 @@ def wrapped_of(obj):
     """The function a decorator stored in obj.__wrapped__ (functools.wraps), or None."""
     found = instance_dict(obj)
     return None if found is None else found.get("__wrapped__")
+
+
+class FrameBuiltins(dict):
+    """The builtins of the frames that run a deep reload's module code: the few
+    entries DeepUpdate.run_code puts in, everything else read from the
+    module's real builtins when asked, so what the code adds to builtins while
+    it runs (gettext.install's `_`) is found at once."""
+
+    __slots__ = ("real",)
+
+    def __init__(self, real):
+        super().__init__()
+        self.real = real
+
+    def __missing__(self, key):
+        return self.real[key]
 
 
 class Undo:
@@ -185,6 +206,7 @@ class DeepUpdate:
         # an unchanged class's old and new bodies are equal and comparing two
         # code objects walks every method's code.
         self.body_constants = {}
+        self.body_names = {}  # id(class body code) -> (the code, the names it binds)
         self.name = module.__name__
         self.old = old  # the namespace before the reload (a copy)
         self.undo = undo
@@ -197,22 +219,49 @@ class DeepUpdate:
 
     # -- class statements -------------------------------------------------
 
-    @contextlib.contextmanager
-    def class_statements(self):
-        """While the new code runs, its class statements yield the existing classes.
+    def run_code(self, code):
+        """Runs the module's new code; its class statements yield the existing classes.
 
         `class Cls:` pours the new body into the old Cls and binds that, so
         whatever the new code does with the class at once (a registry, a
         singledispatch registration, instances in a list, a subclass's bases)
         already has the class that stays.
+
+        Only the frames of the module's top level and of its class bodies see
+        this: a class statement looks __build_class__ up in its frame's
+        builtins, and those frames get builtins of their own (FrameBuiltins).
+        The builtins module, the module's `__builtins__` and the functions the
+        code defines (they take their builtins from the module's globals when
+        they are made) stay as python3 has them, so the code reads the real
+        builtins.__build_class__ and nothing it keeps holds this update.
         """
-        original = builtins.__build_class__
         namespace = self.module.__dict__
+        if "__builtins__" not in namespace:
+            namespace["__builtins__"] = builtins.__dict__  # what exec() would insert
+        module_builtins = namespace["__builtins__"]
+        real = vars(module_builtins) if is_a(module_builtins, types.ModuleType) else module_builtins
+        original = real["__build_class__"]
+        frame_builtins = FrameBuiltins(real)
+
+        def with_frame_builtins(code, name=None, defaults=None, closure=None):
+            # A function takes its builtins from its globals' __builtins__ when
+            # it is made; the module's own entry is back before any code runs.
+            current = namespace.get("__builtins__", MISSING)
+            namespace["__builtins__"] = frame_builtins
+            try:
+                return types.FunctionType(code, namespace, name, defaults, closure)
+            finally:
+                if current is MISSING:
+                    del namespace["__builtins__"]
+                else:
+                    namespace["__builtins__"] = current
 
         def build_class(body, name, *bases, **keywords):
+            if type(body) is not types.FunctionType or body.__globals__ is not namespace:
+                return original(body, name, *bases, **keywords)
+            # The body runs with these builtins too: nested class statements.
+            body = with_frame_builtins(body.__code__, body.__name__, body.__defaults__, body.__closure__)
             new = original(body, name, *bases, **keywords)
-            if getattr(body, "__globals__", None) is not namespace:
-                return new  # another module's class statement (another thread)
             self.new_bodies[body.__code__.co_qualname] = body.__code__
             old = self.old_class(new.__qualname__)
             if old is None or not self.owns_class(new) or self.layout_change(old, new):
@@ -222,11 +271,17 @@ class DeepUpdate:
                 return new
             return self.update_class(old, new, f"{self.name}.{new.__qualname__}")
 
-        builtins.__build_class__ = build_class
+        frame_builtins["__build_class__"] = build_class
+        # IMPORT_NAME reads __import__ from the frame's builtins as a plain dict.
+        frame_builtins["__import__"] = real["__import__"]
+        top_level = with_frame_builtins(code)
+        sys.audit("exec", code)  # what exec() tells audit hooks
         try:
-            yield
+            # A module's code (no CO_OPTIMIZED) called as a function runs with
+            # its globals as its locals, as exec(code, namespace) runs it.
+            top_level()
         finally:
-            builtins.__build_class__ = original
+            frame_builtins.clear()  # what the code keeps of its frames holds nothing of this update
 
     def old_class(self, qualname):
         """The class the old namespace had under `qualname` (nested classes too)."""
@@ -358,24 +413,39 @@ class DeepUpdate:
         return True
 
     def adopt_class_cells(self, value, cls):
-        """Zero-argument super() in a function moved into `cls` must see `cls`."""
+        """Zero-argument super() in a function moved into `cls` must see `cls`.
+
+        The function may sit inside a decorator's wrapper: behind __wrapped__
+        (innermost), or only in a cell of the wrapper's closure when the
+        decorator (often another module's) kept no __wrapped__. There its
+        __class__ cell names the class the new statement made, which this
+        update discards: such cells, a few closures deep, name the kept class.
+        """
         functions = [value]
         if is_a(value, (classmethod, staticmethod)):
             functions = [value.__func__]
         elif is_a(value, property):
             functions = [value.fget, value.fset, value.fdel]
-        for function in functions:
-            function = self.innermost(function)
-            if type(function) is not types.FunctionType or not function.__closure__:
+        todo = [(self.innermost(function), 0) for function in functions]
+        seen = set()
+        while todo:
+            function, depth = todo.pop()
+            if type(function) is not types.FunctionType or not function.__closure__ or id(function) in seen:
                 continue
+            seen.add(id(function))
             for name, cell in zip(function.__code__.co_freevars, function.__closure__):
                 try:
                     content = cell.cell_contents
                 except ValueError:
                     continue
-                target = cls if name == "__class__" else self.class_map.get(content) if is_a(content, type) else None
-                if target is not None and content is not target:
-                    self.undo.setattr(cell, "cell_contents", target)
+                if is_a(content, type):
+                    # The member's own __class__ cell is cls's whatever it names;
+                    # deeper ones only when they name a class this update discards.
+                    target = cls if name == "__class__" and depth == 0 else self.class_map.get(content)
+                    if target is not None and content is not target:
+                        self.undo.setattr(cell, "cell_contents", target)
+                elif depth < 3 and type(content) is types.FunctionType:
+                    todo.append((self.innermost(content), depth + 1))
 
     # -- classes ----------------------------------------------------------
 
@@ -447,8 +517,11 @@ class DeepUpdate:
                 continue
             self.adopt_class_cells(value, old)
             class_set(self.undo, old, key, value)
+        bound = self.bound_by_the_old_body(old)
         for key in list(old.__dict__):
             if key not in new.__dict__ and key not in CLASS_OWN and key not in ENUM_INTERNALS and key != ABC_STATE:
+                if bound is not None and key not in bound and not is_dunder(key):
+                    continue  # set at run time (a metaclass's cache, the program): it stays
                 if self.set_by_metaclass(old, key):
                     self.not_patched.append(f"attribute {where}.{key} (kept the old one: only a class "
                                             f"statement can take a {key} out of a class)")
@@ -476,6 +549,25 @@ class DeepUpdate:
         if before is MISSING or type(before) is not type(after) or before != after:
             return False  # not a constant, or the edit changed it: the new value wins
         return type(current) is not type(before) or current != before
+
+    def bound_by_the_old_body(self, old):
+        """The names the class body that made `old` binds, or None when that body
+        is not known (a module run before the cache saw its code).
+
+        Only those, and dunders, go when the new body no longer binds them: a
+        dunder is what class creation makes (type, the metaclass, a class
+        decorator such as dataclass), so it goes with the statement that made
+        it; any other attribute the body never bound was set at run time (a
+        metaclass caching per class, like pygments' LexerMeta its `_tokens`;
+        the program) and stays, as module globals set at run time do.
+        """
+        body = self.old_bodies.get(old.__qualname__)
+        if body is None:
+            return None
+        found = self.body_names.get(id(body))
+        if found is None:
+            found = self.body_names[id(body)] = (body, defined_names(body)[0])
+        return found[1]
 
     def constants_of(self, body):
         """class_constants(body), read once per body and reload (it walks the bytecode)."""

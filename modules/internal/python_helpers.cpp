@@ -73,6 +73,8 @@ python_helpers python_helpers::load() {
     file = "deep_update.py";
     py::dict given;
     given["IMPORT_DUNDERS"] = resolve(support, "reload_support.py", "IMPORT_DUNDERS");
+    // The names a class body binds (what a deep reload may delete from the kept class).
+    given["defined_names"] = support_given["defined_names"];
     // {name: constant} of a class body's `name = constant` statements, read in C++.
     given["class_constants"] = py::cpp_function([ops = bytecode_opcodes::load()](py::handle body) {
       py::dict found;
@@ -84,7 +86,7 @@ python_helpers python_helpers::load() {
     given["holders_among"] = py::cpp_function(&holders_among);
     py::dict deep = run_helper(deep_update_source, "deep_update", given);
     h.undo = resolve(deep, file, "Undo", {"rollback"});
-    h.deep_update = resolve(deep, file, "DeepUpdate", {"class_statements", "finish", "commit"});
+    h.deep_update = resolve(deep, file, "DeepUpdate", {"run_code", "finish", "commit"});
     h.rebind_from_imports = resolve(deep, file, "rebind_from_imports");
     return h;
   });

@@ -17,7 +17,7 @@ struct python_helpers {
   pybind11::object find_spec;              // (name, module) -> spec, raising as importlib.reload does
   pybind11::object source_path;            // (spec) -> the .py file the cache compiles itself, or None
   pybind11::object read_source;            // (path) -> bytes, through io.open_code
-  pybind11::object execute;                // (name, module, spec, code, fresh, around, old_code) -> the module now in sys.modules
+  pybind11::object execute;                // (name, module, spec, code, fresh, run, old_code) -> the module now in sys.modules
   pybind11::object hand_over;              // (module, old_namespace): the new code's __reload__(old)
   pybind11::object call_unload_hook;       // (module): its __unload__(), if any
   pybind11::object drop_bytecode_cache;    // (path): removes the .pyc a same-size edit could fool
@@ -25,7 +25,7 @@ struct python_helpers {
   pybind11::object audit_hooks;            // () -> sys.addaudithook's list of hooks, or None
   // --- deep_update.py
   pybind11::object undo;                   // Undo(): a log of changes to live objects; .rollback()
-  pybind11::object deep_update;            // DeepUpdate(module, old, undo, old_code): .class_statements(), .finish(), .commit()
+  pybind11::object deep_update;            // DeepUpdate(module, old, undo, old_code): .run_code(code), .finish(), .commit()
   pybind11::object rebind_from_imports;    // (module, old, importer, names, undo) -> ["importer.name"] rebound
 
   // Runs both files and resolves every handle; throws python_error naming

@@ -8,7 +8,6 @@ no modhost frame shows in a user's tracer, profiler or debugger. Embedded
 into the library at build time (see CMakeLists.txt).
 """
 import sys
-from contextlib import nullcontext as _nothing
 from importlib import _bootstrap, machinery
 from io import open_code
 
@@ -53,8 +52,11 @@ def _is_submodule_attribute(name, key, value):
     # object (werkzeug's LocalProxy) answers by running code.
     return issubclass(type(value), type(sys)) and sys.modules.get(f"{name}.{key}") is value
 
-def execute(name, module, spec, code, fresh, around=None, old_code=None):
+def execute(name, module, spec, code, fresh, run=None, old_code=None):
     """Run `code` (or the loader) in `module`, under the module's import lock.
+
+    run(code), when given, runs the code instead of exec() (a deep reload's
+    DeepUpdate.run_code); the loader's exec_module runs as it is.
 
     fresh (a deep reload): names the running code's source defined at top
     level are removed first, so what the new source no longer defines cannot
@@ -79,11 +81,13 @@ def execute(name, module, spec, code, fresh, around=None, old_code=None):
                 if old_top is None or key in old_top:
                     del namespace[key]
         try:
-            with around if around is not None else _nothing():
-                if code is not None:
+            if code is not None:
+                if run is not None:
+                    run(code)
+                else:
                     exec(code, module.__dict__)
-                elif spec.loader is not None:
-                    spec.loader.exec_module(module)
+            elif spec.loader is not None:
+                spec.loader.exec_module(module)
             if fresh and code is not None and old_nested:
                 new_top, new_nested = defined_names(code)
                 for key in old_nested - old_top - new_top - new_nested:

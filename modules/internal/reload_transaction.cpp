@@ -26,7 +26,7 @@ struct reload_transaction::snapshot {
   cache_entry* entry;
   py::object module;
   py::dict namespace_copy;
-  import_graph::node_state edges;
+  std::optional<import_graph::node_state> edges;  // taken when its code runs
 };
 
 struct reload_transaction::pending_commit {
@@ -85,14 +85,21 @@ reload_transaction::run_result reload_transaction::run(reload_report& report) {
   report_ = &report;
   run_result result = run_result::ran;
   try {
+    // Every namespace is copied before any code runs: a deep update rebinds
+    // the `from m import x` names of m's importers, dependents that run after
+    // m among them, and a rollback must give those back their old objects too.
     for (auto* entry : marks_.order) {
       py::dict copy = py::reinterpret_steal<py::dict>(PyDict_Copy(entry->module.attr("__dict__").ptr()));
       if (!copy) throw py::error_already_set();
-      snapshots_.push_back({entry, entry->module, copy, context_.modules.graph().take_outgoing(entry->name)});
+      snapshots_.push_back({entry, entry->module, copy, std::nullopt});
+    }
+    for (auto& before : snapshots_) {
+      cache_entry* entry = before.entry;
+      before.edges = context_.modules.graph().take_outgoing(entry->name);
       entry->state = module_state::reloading;
       report.reexecuted.push_back(entry->name);
       try {
-        commits_.push_back(run_code(*entry, snapshots_.back(), report));
+        commits_.push_back(run_code(*entry, before, report));
       } catch (...) {
         report.failed_module = entry->name;
         throw;
@@ -173,13 +180,13 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
   // a deep reload removes only names that code defined and the new one does
   // not, and keeps class attributes whose initial value the edit left alone.
   py::object old_code = entry.code ? entry.code : py::none();
-  py::object around = py::none();
+  py::object run = py::none();  // how the code runs: exec(), or the deep update's run_code
   if (deep) {
     commit.deep_update = helpers.deep_update(entry.module, before.namespace_copy, undo_, old_code);
-    around = commit.deep_update.attr("class_statements")();
+    run = commit.deep_update.attr("run_code");
   }
   commit.module =
-      helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, around, old_code);
+      helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, run, old_code);
   // What the new code imports (its edges were taken before it ran; a rollback restores them).
   py::object ran = commit.code ? commit.code : context_.hook.take_reload_code(entry.name);
   if (ran) context_.hook.record_imports(entry.name, ran.ptr(), PyModule_GetDict(commit.module.ptr()));
@@ -256,7 +263,7 @@ void reload_transaction::rollback() {
     displaced = py::object();
     PyDict_SetItemString(modules, it->entry->name.c_str(), it->module.ptr());
     it->entry->confirmed_version = registry::sys_modules_version();
-    context_.modules.graph().restore_outgoing(it->entry->name, std::move(it->edges));
+    if (it->edges) context_.modules.graph().restore_outgoing(it->entry->name, std::move(*it->edges));
   }
   for (auto* entry : marks_.order)
     if (entry->state == module_state::reloading) entry->state = module_state::loaded;

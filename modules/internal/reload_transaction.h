@@ -2,8 +2,9 @@
 //
 // Constructing it takes the modules out of others' hands: they are marked
 // as reloading, other threads are held out of their code (the call gate),
-// and the time limit is armed. run() executes each module's new code in
-// order, snapshotting its namespace and import-graph edges first. commit()
+// and the time limit is armed. run() snapshots every module's namespace,
+// then executes each module's new code in order, taking its import-graph
+// edges first. commit()
 // makes the new code the cache's; if it is not called, the destructor rolls
 // every namespace, graph edge and patched object back exactly, the way
 // cr.h's cr_plugin_rollback restores the last working version.

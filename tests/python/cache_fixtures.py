@@ -86,6 +86,32 @@ class CacheTestCase(unittest.TestCase):
     def load(self, name):
         return importlib.import_module(name)
 
+    def copy_installed_package(self, top, debian_package):
+        """Copies Debian's installed package `top` into the test's directory (first on
+        sys.path), so edits never touch the installation; its modules (and their
+        cache entries) go at cleanup. Skips the test when the package is missing."""
+        source = os.path.join("/usr/lib/python3/dist-packages", top)
+        if not os.path.isfile(os.path.join(source, "__init__.py")):
+            self.skipTest("%s is not installed (scripts/setup.sh installs it)" % debian_package)
+        self.assertNotIn(top, sys.modules, "%s was imported before the test copied it" % top)
+        shutil.copytree(source, os.path.join(self.dir, top), ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        importlib.invalidate_caches()
+        self.addCleanup(self._forget_package, top)
+        return os.path.join(self.dir, top)
+
+    @staticmethod
+    def _forget_package(top):
+        for name in [n for n in list(sys.modules) if n == top or n.startswith(top + ".")]:
+            sys.modules.pop(name, None)
+
+    def append(self, name, text, package=False):
+        """Appends `text` (dedented) to module `name`'s source."""
+        path = self.path_of(name, package)
+        with open(path, "ab") as f:
+            f.write(b"\n" + textwrap.dedent(text).encode())
+        importlib.invalidate_caches()
+        return path
+
     # -- builtins as a shared log -------------------------------------------
 
     @property

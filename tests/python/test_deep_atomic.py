@@ -330,6 +330,51 @@ class Child(Base):
         self.assertEqual(app_module.VALUE, 1)
         self.assertEqual(modhost.info(m).generation, 1)
 
+    def test_failing_dependent_keeps_its_from_imports_of_the_old_objects(self):
+        # The dependency's deep update rebinds `from a import CONFIG` in the
+        # dependent before the dependent runs; its rollback must undo that too.
+        a, b = self.mod("config"), self.mod("user")
+        self.write(a, 'CONFIG = {"x": 1}\n')
+        self.write(b, self.source("from {A} import CONFIG\n", A=a))
+        b_module = self.load(b)
+        a_module = sys.modules[a]
+        old = a_module.CONFIG
+        a_snap, b_snap = self.snapshot(a_module), self.snapshot(b_module)
+        self.append(a, 'CONFIG["y"] = 2\n')
+        self.append(b, "1/0\n")
+
+        with self.assertRaises(ZeroDivisionError):
+            modhost.reload(a, dependents=True, deep=True)
+
+        report = modhost.last_reload()
+        self.assertEqual(report.outcome, "failed")
+        self.assertTrue(report.rolled_back)
+        self.assertIs(b_module.CONFIG, old)
+        self.assertEqual(b_module.CONFIG, {"x": 1})
+        self.assertNamespaceIs(a_module, a_snap)
+        self.assertNamespaceIs(b_module, b_snap)
+
+    def test_failing_dependent_in_toolz_keeps_the_curried_names_of_the_old_objects(self):
+        self.copy_installed_package("toolz", "python3-toolz")
+        import toolz.curried
+        curried, exceptions = sys.modules["toolz.curried"], sys.modules["toolz.curried.exceptions"]
+        old_merge = exceptions.merge
+        self.assertIs(curried.merge, old_merge)
+        snaps = {module: self.snapshot(module) for module in (curried, exceptions)}
+        self.append("toolz.curried.exceptions", "_modhost_probe = 1\n")
+
+        # toolz.curried cannot run twice (as with importlib.reload): its final
+        # `del exceptions` finds no submodule attribute the second time.
+        with self.assertRaises(NameError):
+            modhost.reload("toolz.curried.exceptions", dependents=True, deep=True)
+
+        self.assertTrue(modhost.last_reload().rolled_back)
+        self.assertIs(exceptions.merge, old_merge)
+        self.assertIs(curried.merge, exceptions.merge)
+        for module, snap in snaps.items():
+            self.assertNamespaceIs(module, snap)
+        self.assertEqual(curried.merge_with(sum)([{"a": 1}, {"a": 2}]), {"a": 3})
+
 
 class RunningCodeFinishesOnOldCode(DeepReloadTestCase):
     def test_suspended_generator_keeps_yielding_from_the_old_code(self):

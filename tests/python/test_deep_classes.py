@@ -5,11 +5,14 @@ whose free variables change, zero-argument super(), singledispatch, pickling,
 classes that must be replaced (bases / __slots__ changed), and the new class
 objects a module's own top-level code stores somewhere (registries, lists).
 """
+import builtins
 import dataclasses
+import gc
 import pickle
 import sys
 import textwrap
 import unittest
+import weakref
 
 from cache_fixtures import DeepReloadTestCase, modhost
 
@@ -384,6 +387,37 @@ class Sub(Base):
         fresh = module.Sub()
         self.assertEqual(fresh.made, "v2")
         self.assertEqual(fresh.extra(), "sub extra v2 + base extra v2")
+
+    def test_zero_argument_super_in_a_method_under_a_plain_decorator_from_another_module(self):
+        # The wrapper (no __wrapped__) is another module's function: the new
+        # one goes into the class, and the method inside it must see the kept class.
+        deco, m = self.mod("deco"), self.mod("greeter")
+        self.write(deco, '''
+def logged(f):
+    def wrapper(self, *a):
+        return f(self, *a)
+    return wrapper
+''')
+        body = self.source('''
+from {D} import logged
+class Base:
+    def hello(self):
+        return "base"
+class C(Base):
+    @logged
+    def hello(self):
+        return "C+" + super().hello()
+''', D=deco)
+        self.write(m, body)
+        module = self.load(m)
+        C, old = module.C, module.C()
+        self.append(m, "EDITED = 1\n")
+
+        self.deep_reload(module)
+
+        self.assertIs(module.C, C)
+        self.assertEqual(old.hello(), "C+base")
+        self.assertEqual(module.C().hello(), "C+base")
 
     def test_singledispatch_in_another_module_registered_on_a_patched_class(self):
         m, app = self.mod("shapes"), self.mod("app")
@@ -829,6 +863,64 @@ class Shape(abc.ABC):
             Shape()
 
 
+class ClassStatementsSeeTheRealBuiltins(DeepReloadTestCase):
+    """The new code's class statements yield the kept classes, yet the code
+    itself sees builtins exactly as python3 gives them."""
+
+    def test_module_code_sees_the_real_build_class_and_the_old_version_dies(self):
+        m = self.mod("builder")
+        body = '''
+import builtins
+BUILD_CLASS = builtins.__build_class__
+BUILTINS = __builtins__
+class Outer:
+    class Inner:
+        pass
+INNER = Outer.Inner
+'''
+        self.write(m, body + "class Gone:\n    pass\n")
+        module = self.load(m)
+        Outer, Inner, builtins_before = module.Outer, module.Outer.Inner, module.__builtins__
+        gone = weakref.ref(module.Gone)
+        self.write(m, body)
+
+        self.deep_reload(module)
+
+        self.assertIs(module.BUILD_CLASS, builtins.__build_class__)
+        self.assertIs(module.BUILTINS, builtins_before)
+        self.assertIs(module.__builtins__, builtins_before)
+        self.assertIs(module.Outer, Outer)
+        self.assertIs(module.INNER, Inner)
+        self.assertFalse(hasattr(module, "Gone"))
+        gc.collect()
+        self.assertIsNone(gone(), "the removed class of the old version is still alive")
+
+    def test_builtins_the_new_code_adds_while_it_runs_are_found(self):
+        # gettext.install() puts _ into builtins for the code that follows.
+        m = self.mod("translated")
+        name = "tr_" + self.tag
+        body = self.source('''
+import builtins
+builtins.{NAME} = str.upper
+TITLE = {NAME}("title {V}")
+class Page:
+    HEADING = {NAME}("heading")
+    def title(self):
+        return {NAME}("{V}")
+''', NAME=name)
+        self.write(m, body.replace("{V}", "v1"))
+        module = self.load(m)
+        Page = module.Page
+        self.write(m, body.replace("{V}", "v2"))
+
+        self.deep_reload(module)
+
+        self.assertEqual(module.TITLE, "TITLE V2")
+        self.assertIs(module.Page, Page)
+        self.assertEqual(Page.HEADING, "HEADING")
+        self.assertEqual(Page().title(), "V2")
+
+
 class ClassState(DeepReloadTestCase):
     def test_a_class_attribute_the_edit_left_alone_keeps_its_run_time_value(self):
         # networkx's argmap counts compiled functions in a class attribute;
@@ -853,6 +945,65 @@ class Counter:
 
         self.assertEqual(module.Counter.next(), ("v2", 3))
         self.assertEqual(module.Counter.LIMIT, 5)  # the edit changed this one
+
+
+    def test_attributes_set_on_a_class_at_run_time_stay_when_its_module_reruns(self):
+        # pygments' LexerMeta caches the compiled rules on each lexer class
+        # the first time one is made; a dependent re-run must not delete them.
+        meta, lexers = self.mod("meta"), self.mod("lexers")
+        self.write(meta, '''
+class Meta(type):
+    def __call__(cls, *args):
+        if "_compiled" not in cls.__dict__:
+            cls._compiled = [rule.upper() for rule in cls.rules]
+        return super().__call__(*args)
+''')
+        self.write(lexers, self.source('''
+from {META} import Meta
+class Lexer(metaclass=Meta):
+    rules = ("a", "b")
+    def lex(self):
+        return self._compiled
+    def removed(self):
+        return "removed"
+''', META=meta))
+        module = self.load(lexers)
+        Lexer = module.Lexer
+        lexer = Lexer()
+        Lexer.noted = "set by the program"
+        self.assertEqual(lexer.lex(), ["A", "B"])
+        self.append(meta, "EDITED = 1\n")
+        self.write(lexers, self.source('''
+from {META} import Meta
+class Lexer(metaclass=Meta):
+    rules = ("a", "b")
+    def lex(self):
+        return self._compiled
+''', META=meta))
+
+        report = self.deep_reload(meta, dependents=True)
+
+        self.assertEqual(list(report.reexecuted), [meta, lexers])
+        self.assertIs(module.Lexer, Lexer)
+        self.assertEqual(lexer.lex(), ["A", "B"])
+        self.assertEqual(Lexer().lex(), ["A", "B"])
+        self.assertEqual(Lexer.noted, "set by the program")
+        self.assertFalse(hasattr(Lexer, "removed"), "a method the class body no longer defines stays")
+
+    def test_pygments_lexers_keep_working_after_a_deep_reload_of_pygments_lexer(self):
+        self.copy_installed_package("pygments", "python3-pygments")
+        from pygments.lexers.python import PythonLexer
+        lexer = PythonLexer()
+        tokens = list(lexer.get_tokens("x = 1\n"))
+        self.append("pygments.lexer", "_modhost_probe = 1\n")
+
+        report = self.deep_reload("pygments.lexer", dependents=True)
+
+        self.assertEqual(report.outcome, "reloaded")
+        self.assertIn("pygments.lexers.python", list(report.reexecuted))
+        self.assertIs(sys.modules["pygments.lexers.python"].PythonLexer, PythonLexer)
+        self.assertEqual(list(lexer.get_tokens("x = 1\n")), tokens)
+        self.assertEqual(list(PythonLexer().get_tokens("x = 1\n")), tokens)
 
 
 class ClosuresOverConstants(DeepReloadTestCase):
