@@ -24,6 +24,8 @@ declare -A PROVIDES=(
   [python3-jsonschema]=/usr/lib/python3/dist-packages/jsonschema/__init__.py
   [python3-idna]=/usr/lib/python3/dist-packages/idna/__init__.py
   [python3-networkx]=/usr/lib/python3/dist-packages/networkx/__init__.py
+  # pytest's own assertion-rewriting loader (tests/python/test_cache_loaders.py).
+  [python3-pytest]=/usr/lib/python3/dist-packages/pytest/__init__.py
 )
 missing=()
 for package in "${!PROVIDES[@]}"; do
