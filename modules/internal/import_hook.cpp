@@ -203,8 +203,9 @@ void import_hook::check_load(const std::string& name, py::handle origin, const c
 
 // importlib executes a module's code through _call_with_frames_removed(exec,
 // code, module.__dict__); runpy through _run_code(code, run_globals, ...);
-// the host program runs a script from C with __main__'s globals.
-PyObject* import_hook::exec_globals(PyCodeObject* code, bool& from_runpy) const {
+// the host program runs a script from C with __main__'s globals. Any other
+// caller may be a loader of its own: see module_of_file().
+PyObject* import_hook::exec_globals(PyCodeObject* code, bool& from_runpy, bool& by_other_loader) const {
   PyFrameObject* frame = PyEval_GetFrame();  // borrowed: the frame calling exec
   if (!frame) {
     PyObject* main = PyDict_GetItemString(PyImport_GetModuleDict(), "__main__");  // borrowed
@@ -221,8 +222,11 @@ PyObject* import_hook::exec_globals(PyCodeObject* code, bool& from_runpy) const 
   } else {
     auto* caller_code = reinterpret_cast<PyCodeObject*>(caller.ptr());
     std::string file = utf8(caller_code->co_filename);
-    if (utf8(caller_code->co_name) != "_run_code" || file.size() < 8 || file.compare(file.size() - 8, 8, "runpy.py") != 0)
-      return nullptr;
+    if (utf8(caller_code->co_name) != "_run_code" || file.size() < 8 || file.compare(file.size() - 8, 8, "runpy.py") != 0) {
+      PyObject* globals = module_of_file(code->co_filename);
+      by_other_loader = globals != nullptr;
+      return globals;
+    }
     local = "run_globals";
     from_runpy = true;
   }
@@ -238,6 +242,55 @@ PyObject* import_hook::exec_globals(PyCodeObject* code, bool& from_runpy) const 
   }
   // Borrowed: the exec call running now holds the globals.
   return PyDict_Check(globals) ? globals : nullptr;
+}
+
+// A loader of its own (pytest's assertion rewriter, a plugin system's) calls
+// exec(code, module.__dict__) itself, with code compiled from the module's
+// file, from a frame modhost knows nothing of. Which namespace exec was given
+// no audit event says, and the caller's locals are not read for it (on 3.11
+// and 3.12 that would write them into the frame's f_locals, which a
+// `locals()` snapshot of the loader then shows): the module is the one whose
+// __file__ the code was compiled from that is about to run it, one being
+// reloaded, or one being imported, or one made from its spec and not run yet
+// (nothing but import attributes in its namespace: module_from_spec, then
+// loader.exec_module). The names reloading are few; sys.modules is walked
+// only for a module's code run by such a loader, or a file's code exec'ed by
+// hand, so importlib's imports pay nothing for it. Borrowed, or null.
+PyObject* import_hook::module_of_file(PyObject* filename) const {
+  if (!PyUnicode_Check(filename)) return nullptr;
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  auto file_of = [&](PyObject* module) -> PyObject* {  // its namespace, if it runs `filename`'s code
+    if (!module || !PyModule_Check(module)) return nullptr;
+    PyObject* globals = PyModule_GetDict(module);  // borrowed
+    PyObject* file = dict_item(globals, "__file__");
+    bool same = file && PyUnicode_Check(file) && PyUnicode_Compare(file, filename) == 0;
+    PyErr_Clear();
+    return same ? globals : nullptr;
+  };
+  for (const auto& name : registry_.reloading())
+    if (PyObject* globals = file_of(PyDict_GetItemString(modules, name.c_str()))) return globals;
+  std::vector<std::pair<py::object, py::object>> candidates;  // (name, module)
+  PyObject* key = nullptr;
+  PyObject* module = nullptr;
+  Py_ssize_t at = 0;
+  while (PyDict_Next(modules, &at, &key, &module))  // no Python code runs while sys.modules is walked
+    if (file_of(module))
+      candidates.emplace_back(py::reinterpret_borrow<py::object>(key), py::reinterpret_borrow<py::object>(module));
+  for (const auto& [key, candidate] : candidates) {
+    bool initializing = registry::initializing(candidate);  // reads its spec: Python code may run
+    if (PyDict_GetItem(modules, key.ptr()) != candidate.ptr()) continue;  // borrowed from here on: still held
+    PyObject* globals = file_of(candidate.ptr());
+    if (initializing) return globals;
+    bool not_run_yet = true;
+    PyObject* name = nullptr;
+    PyObject* value = nullptr;
+    for (Py_ssize_t i = 0; not_run_yet && PyDict_Next(globals, &i, &name, &value);) {
+      std::string text = utf8(name);
+      not_run_yet = text.size() > 4 && starts_with(text, "__") && text.compare(text.size() - 2, 2, "__") == 0;
+    }
+    if (not_run_yet) return globals;
+  }
+  return nullptr;
 }
 
 // The module whose top-level code is loading this one by a call (not an
@@ -285,7 +338,8 @@ int import_hook::on_exec(PyObject* code_object) {
     return 0;
   try {
     bool from_runpy = false;
-    PyObject* globals = exec_globals(code, from_runpy);
+    bool by_other_loader = false;
+    PyObject* globals = exec_globals(code, from_runpy, by_other_loader);
     if (!globals) {
       PyErr_Clear();
       return 0;
@@ -310,7 +364,12 @@ int import_hook::on_exec(PyObject* code_object) {
       refuse_if_denied(checked, file, "modhost.load");
     }
     std::string path = utf8(file);
-    if (!path.empty())
+    // What another loader ran need not be its file's source (pytest's is a
+    // rewritten AST): taken for it, a stat racing the file's last change
+    // would compare it with the source, find them different and call the
+    // module changed. Its fingerprint is taken when it is tracked, as for a
+    // module the cache found already loaded.
+    if (!path.empty() && !by_other_loader)
       if (auto stat = stat_fingerprint(path)) {  // hashed when tracked (registry::adopt)
         registry::executed_code executed;
         executed.path = path;

@@ -8,6 +8,10 @@
 // importlib.import_module, sys.meta_path, sys.path_hooks and the loaders stay
 // python3's own, and no Python frame of modhost runs during an import.
 //
+// A loader of another kind (pytest's assertion rewriter, a plugin system's)
+// that calls exec(code, module.__dict__) itself raises the same "exec"; its
+// module is found by the file the code was compiled from (module_of_file).
+//
 // At "exec", before any of the module's code runs, the hook applies the load
 // policy (`modhost.load` audit event, module roots, strict permissions:
 // raising there aborts the import as a failing module would), notes the code
@@ -83,7 +87,10 @@ class import_hook {
   int on_extension(PyObject* name, PyObject* path);
   // The globals a module code object is about to run in, from the frame
   // calling builtins.exec, or null when it is no import (user code's exec).
-  PyObject* exec_globals(PyCodeObject* code, bool& from_runpy) const;
+  PyObject* exec_globals(PyCodeObject* code, bool& from_runpy, bool& by_other_loader) const;
+  // The namespace of the module about to run code compiled from `filename`
+  // through a loader other than importlib's, or null.
+  PyObject* module_of_file(PyObject* filename) const;
   std::string importer_by_call() const;
   void refuse_if_denied(const std::string& name, PyObject* origin, const char* event) const;
 

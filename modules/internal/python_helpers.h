@@ -14,7 +14,7 @@ namespace modhost::detail {
 
 struct python_helpers {
   // --- reload_support.py
-  pybind11::object find_spec;              // (name, module) -> spec, raising as importlib.reload does
+  pybind11::object find_spec;              // (name, module, dependent) -> spec, raising as importlib.reload does
   pybind11::object source_path;            // (spec) -> the .py file the cache compiles itself, or None
   pybind11::object read_source;            // (path) -> bytes, through io.open_code
   pybind11::object execute;                // (name, module, spec, code, fresh, run, old_code) -> the module now in sys.modules

@@ -11,7 +11,15 @@ import sys
 from importlib import _bootstrap, machinery
 from io import open_code
 
-def find_spec(name, module):
+def find_spec(name, module, dependent=False):
+    """importlib.reload's spec lookup, and its errors.
+
+    dependent: the module runs again only because it imports the target. One
+    no finder finds any more (made by spec_from_file_location from a file off
+    sys.path, or by a finder since removed, such as pytest's) runs again by
+    the spec it was loaded with: failing the reload would punish recording
+    its imports, and skipping it would leave it with the old objects.
+    """
     parent_name = name.rpartition('.')[0]
     if parent_name:
         try:
@@ -22,6 +30,10 @@ def find_spec(name, module):
     else:
         pkgpath = None
     spec = _bootstrap._find_spec(name, pkgpath, module)
+    if spec is None and dependent:
+        own = vars(module).get("__spec__")
+        if own is not None and getattr(own, "loader", None) is not None:
+            return own
     if spec is None:
         raise ModuleNotFoundError(f"spec not found for the module {name!r}", name=name)
     return spec

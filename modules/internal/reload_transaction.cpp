@@ -51,7 +51,7 @@ reload_transaction::reloading_marks::~reloading_marks() {
 
 reload_transaction::reload_transaction(const reload_context& context, const std::string& target,
                                        std::vector<cache_entry*> order, const reload_options& options)
-    : context_(context), options_(options), marks_(context.modules, std::move(order)) {
+    : context_(context), options_(options), target_(target), marks_(context.modules, std::move(order)) {
   undo_ = context_.helpers.undo();
   // What the modules acquired from the host is released first, newest first:
   // a thread started through modhost.acquire stops (and frees its port)
@@ -127,7 +127,7 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
   const python_helpers& helpers = context_.helpers;
   const bool deep = options_.deep;
   pending_commit commit{&entry, entry.module, py::object(), std::nullopt, entry.kind, entry.path, py::object()};
-  py::object spec = helpers.find_spec(entry.name, entry.module);
+  py::object spec = helpers.find_spec(entry.name, entry.module, entry.name != target_);
   py::object origin = py::none();
   if (spec.attr("has_location").cast<bool>()) origin = spec.attr("origin");
   context_.hook.check_load(entry.name, origin, "modhost.reload");  // audit event, module roots, strict permissions

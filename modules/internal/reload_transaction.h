@@ -84,6 +84,7 @@ class reload_transaction {
 
   const reload_context& context_;
   reload_options options_;
+  std::string target_;  // the module asked for; the others run as its dependents
   reloading_marks marks_;
   // Before the gate: its wait must not count a thread the release stops.
   std::optional<released_acquisitions> released_;

@@ -1,4 +1,7 @@
 """modhost.reload(..., dependents=True): importers re-run too, dependencies first, all or nothing."""
+import importlib
+import importlib.util
+import os
 import sys
 import unittest
 
@@ -34,6 +37,32 @@ class ReloadWithDependents(CacheTestCase):
 
         self.assertEqual(sys.modules[b].X, "new")
         self.assertEqual(sys.modules[b].SEEN, "new")
+
+    def test_a_dependent_no_finder_finds_again_runs_by_the_spec_it_was_loaded_with(self):
+        # The plugin recipe: spec_from_file_location of a file off sys.path.
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "X = 'old'\n")
+        elsewhere = os.path.join(self.dir, "elsewhere")
+        os.makedirs(elsewhere)
+        path = os.path.join(elsewhere, b + ".py")
+        with open(path, "w") as f:
+            f.write(f"from {a} import X\nSEEN = X\n" + self.log_code())
+        spec = importlib.util.spec_from_file_location(b, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[b] = module
+        spec.loader.exec_module(module)
+        self.write(a, "X = 'new'\n")
+
+        modhost.reload(a, dependents=True)
+
+        self.assertEqual(module.SEEN, "new")
+        self.assertEqual(self.log(), [b, b])
+        self.assertEqual(modhost.info(b).generation, 2)
+        # Asked for itself, it fails as importlib.reload does.
+        with self.assertRaisesRegex(ModuleNotFoundError, "spec not found"):
+            modhost.reload(b)
+        with self.assertRaisesRegex(ModuleNotFoundError, "spec not found"):
+            importlib.reload(module)
 
     def test_without_dependents_only_the_target_runs(self):
         a, b = self.mod("a"), self.mod("b")
