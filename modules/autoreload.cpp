@@ -212,7 +212,6 @@ std::vector<std::string> autoreloader::poll() {
     explicit running(bool& f) : flag(f) { flag = true; }
     ~running() { flag = false; }
   } guard(polling_);
-  deferred_by_running_ = false;
   track_new_modules();
   auto settled = watcher_.take_settled();  // reads what the kernel queued up to now
   if (settled.empty() && due_.empty()) return reloaded;
@@ -228,6 +227,18 @@ std::vector<std::string> autoreloader::poll() {
       new_files = true;
   }
   if (new_files) py::module_::import("importlib").attr("invalidate_caches")();  // importable at once
+  // In background mode the main thread may come here long after it was
+  // asked, in the middle of another burst of saves: what settled so far is
+  // half of it. It waits as the background thread does (background_loop).
+  const auto now = file_watcher::clock::now();
+  if (thread_.joinable() && (now < watcher_.last_event() + watcher_.debounce() || watcher_.busy(now))) {
+    if (!burst_since_) burst_since_ = now;
+    if (now - *burst_since_ < changeset_limit) {
+      for (const auto& [name, reported] : names) due_.insert(name);
+      return reloaded;
+    }
+  }
+  burst_since_.reset();
   std::vector<change> changes;
   for (auto it = names.begin(); it != names.end(); ++it)
     if (auto found = examine(it->first, it->second)) changes.push_back(*found);
@@ -373,6 +384,13 @@ void autoreloader::apply_set(const std::vector<change>& changes, std::vector<std
     options.source_at_rest = [this](const std::filesystem::path& path) { return !watcher_.still_changing(path); };
   else
     options.quiet_for = watcher_.debounce();
+  // A save that arrives while the set runs may belong to it (the next file
+  // of a git checkout): the set rolls back and is collected again with it,
+  // unless saves keep coming for longer than changeset_limit.
+  const auto collected = file_watcher::clock::now();
+  if (!incomplete_since_) incomplete_since_ = collected;
+  if (collected - *incomplete_since_ < changeset_limit)
+    options.still_complete = [this, collected] { return !watcher_.changed_since(collected); };
   // Not under a running frame of the set's code on this (the main) thread,
   // unless it never leaves it: then after main_thread_patience, said once.
   const auto now = std::chrono::steady_clock::now();
@@ -382,6 +400,8 @@ void autoreloader::apply_set(const std::vector<change>& changes, std::vector<std
            (changes.size() > 1 ? " (the set is retried, whole, when any of its files changes)" : ""));
     for (const auto& c : changes) failed_set_[c.name] = c.content_hash;
     running_since_.reset();
+    waiting_for_.clear();
+    incomplete_since_.reset();
   };
   reload_report result;
   try {
@@ -393,15 +413,19 @@ void autoreloader::apply_set(const std::vector<change>& changes, std::vector<std
   }
   if (result.outcome == reload_outcome::deferred) {  // being written, or running here: a later poll takes it
     for (const auto& name : names) due_.insert(name);
+    if (!result.deferred_by.empty()) incomplete_since_.reset();  // not a save that came meanwhile
     if (!result.deferred_by.empty() && !running_since_) running_since_ = now;
-    deferred_by_running_ = !result.deferred_by.empty();
+    waiting_for_ = result.deferred_by;
     return;
   }
   if (running_since_ && !options.defer_if_running)
-    report("[modhost] " + label + ": applied while the main thread still runs their code, after waiting " +
+    report("[modhost] " + label + ": applied while the main thread still runs code of " + waiting_for_ +
+           ", after waiting " +
            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(main_thread_patience).count()) +
            " ms for it to leave");
   running_since_.reset();
+  waiting_for_.clear();
+  incomplete_since_.reset();
   if (!result && result.error->matches("KeyboardInterrupt")) {
     // Ctrl-C while the new code ran: it is rolled back, and the interrupt is
     // the program's, as if it had arrived a moment later (the same content
@@ -482,12 +506,12 @@ void autoreloader::stop_background() {
 int autoreloader::run_pending(void*) {
   autoreloader* self = g_background.load();
   if (!self) return 0;
-  bool safe = !self->polling_ && self->cache_.at_safe_point();
+  bool safe = !self->polling_ && self->cache_.at_safe_point() && !self->inside_waited_code();
   bool interrupted = false;
   if (safe) {
     try {
       self->poll();
-      safe = !self->deferred_by_running_;  // inside the changed code: a bytecode later may be outside
+      safe = self->waiting_for_.empty();  // inside the changed code: a bytecode later may be outside
     } catch (const python_error& e) {  // nothing may cross into CPython's eval loop
       if (e.matches("KeyboardInterrupt")) {
         // Raised afresh where the main thread is, as the signal handler's
@@ -507,7 +531,9 @@ int autoreloader::run_pending(void*) {
     auto now = file_watcher::clock::now();
     self->scheduled_ = false;
     self->unsafe_ = !safe;
-    if (!safe) {  // an import or a reload runs, or the changed code: look again soon, less often the longer it takes
+    if (!safe && !self->waiting_for_.empty()) {  // inside the changed code: a bytecode later may be outside
+      self->retry_at_ = now;
+    } else if (!safe) {  // an import or a reload runs: look again soon, less often the longer it takes
       self->retry_at_ = now + self->unsafe_backoff_;
       self->unsafe_backoff_ = std::min(self->unsafe_backoff_ * 2, std::max(self->watcher_.debounce(), std::chrono::milliseconds(20)));
     } else {
@@ -521,6 +547,25 @@ int autoreloader::run_pending(void*) {
   return interrupted ? -1 : 0;
 }
 
+// Still inside the code a changeset waits for (apply_set), within the
+// patience: a frame walk, so the main thread, which is inside that code at
+// most of its eval-breaker checks when a loop calls it, is asked again at
+// once without a poll's cost each time.
+bool autoreloader::inside_waited_code() {
+  if (waiting_for_.empty() || !running_since_ ||
+      std::chrono::steady_clock::now() - *running_since_ >= main_thread_patience)
+    return false;
+  py::object module = cache_.find(waiting_for_);
+  if (!module) return false;
+  PyObject* ns = PyModule_GetDict(module.ptr());  // borrowed
+  for (auto frame = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(PyEval_GetFrame())); frame;) {
+    auto* f = reinterpret_cast<PyFrameObject*>(frame.ptr());
+    if (py::reinterpret_steal<py::object>(PyFrame_GetGlobals(f)).ptr() == ns) return true;
+    frame = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyFrame_GetBack(f)));
+  }
+  return false;
+}
+
 void autoreloader::background_loop() {
   using namespace std::chrono;
   using clock = file_watcher::clock;
@@ -528,6 +573,7 @@ void autoreloader::background_loop() {
   // When the first complete save of the changeset at hand was seen (max:
   // none is at hand); see changeset_gap below.
   auto burst = clock::time_point::max();
+  const auto changeset_gap = std::max(milliseconds(1), debounce);
   while (!stop_) {
     clock::time_point retry_at;
     bool unsafe;
@@ -563,12 +609,16 @@ void autoreloader::background_loop() {
     // Events that only say a writer is busy (or concern other files in a
     // watched directory) wake us but not the main thread.
     const bool new_modules = cache_.tracking_revision() != seen_tracking_.load();
-    if (!retry_due && !new_modules && !watcher_.has_settled(now)) continue;
+    const bool settled = watcher_.has_settled(now);
+    if (!retry_due && !new_modules && !settled) continue;
     // A burst of saves (git checkout, a formatter, a rename across files) is
     // one changeset: after a complete save, the main thread is asked only
-    // once the watched files have been quiet for changeset_gap and none is
-    // still being written, at most changeset_limit after that first save.
-    if (!retry_due && !new_modules) {
+    // once the watched files have been quiet for changeset_gap (the
+    // debounce, 10 ms by default: git writes the files of a checkout 1-3 ms
+    // apart, and a loaded machine stretches that to 8 ms) and none is still
+    // being written or deleted, at most changeset_limit after that first
+    // save. A single save so goes live one debounce after its close.
+    if (!new_modules && settled) {  // a retry too: what it would take now may be half a burst
       if (burst == clock::time_point::max()) burst = now;
       if ((now < watcher_.last_event() + changeset_gap || watcher_.busy(now)) && now < burst + changeset_limit)
         continue;

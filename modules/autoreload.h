@@ -152,11 +152,18 @@ class autoreloader {
   std::optional<std::chrono::steady_clock::time_point> running_since_;
   static constexpr std::chrono::milliseconds main_thread_patience{1000};
   // Background mode: a burst of saves becomes one changeset once the files
-  // were quiet this long (and none is still being written or deleted) ...
-  static constexpr std::chrono::milliseconds changeset_gap{2};
-  // ... or this long after its first complete save, whichever comes first.
+  // were quiet for the debounce (none still being written or deleted),
+  // or this long after its first complete save, whichever comes first; a
+  // set rolled back because saves came while it ran is committed all the
+  // same once they have kept coming this long.
   static constexpr std::chrono::milliseconds changeset_limit{1000};
-  bool deferred_by_running_ = false;  // the last poll waited for the main thread: look again soon
+  std::string waiting_for_;  // the module whose running code the changes wait for, or empty
+  // Since when the changes at hand were rolled back because more saves came
+  // while they ran (reload_options::still_complete).
+  std::optional<file_watcher::clock::time_point> incomplete_since_;
+  // Since when poll() has waited for a burst of saves to end (background mode).
+  std::optional<file_watcher::clock::time_point> burst_since_;
+  bool inside_waited_code();
   std::set<std::string> reported_;                    // deleted / extension: said once
   bool polling_ = false;  // poll() is on the stack: a pending call inside it must not poll again
 

@@ -359,6 +359,12 @@ file_watcher::clock::time_point file_watcher::last_event() const {
   return last_event_;
 }
 
+bool file_watcher::changed_since(clock::time_point since) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (mode_ == mode::inotify) drain_events(clock::now());  // polling: its next round says
+  return last_event_ > since;
+}
+
 file_watcher::clock::time_point file_watcher::next_settle() const {
   std::lock_guard<std::mutex> lock(mutex_);
   auto next = clock::time_point::max();

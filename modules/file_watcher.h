@@ -90,6 +90,8 @@ class file_watcher {
   bool busy(clock::time_point now) const;
   // When the last change to a watched file was read (clock epoch if none).
   clock::time_point last_event() const;
+  // A watched file changed after `since`; reads the kernel's queue first.
+  bool changed_since(clock::time_point since);
   // When the earliest unsettled file may be reported (or clock::time_point::max()).
   clock::time_point next_settle() const;
 

@@ -82,6 +82,10 @@ struct reload_options {
   // meanwhile). With it, quiet_for can be zero and a save that just
   // completed is read at once.
   std::function<bool(const std::filesystem::path&)> source_at_rest;
+  // Called once every module's new code ran, before it commits: false rolls
+  // the reload back and defers it (the autoreloader's "no save arrived
+  // meanwhile": a set of saves still being written is not complete).
+  std::function<bool()> still_complete;
   // Interrupt the module's code (modhost.TimeLimitExceeded) if the reload
   // runs longer; it then rolls back like any failure. Zero: no limit.
   std::chrono::milliseconds time_limit{0};
@@ -101,7 +105,7 @@ struct reload_options {
   // thread's own frames never count (a reload from a module's own loop).
   // nullopt: no waiting, no holding (other threads may see a half-run module).
   std::optional<std::chrono::milliseconds> wait_for_calls = std::chrono::seconds(1);
-  // Defer the reload (outcome `deferred`, report.deferred_by says where) while
+  // Defer the reload (outcome `deferred`, report.deferred_by says which) while
   // the calling thread itself runs code of a module it would re-execute: the
   // autoreloader, which reloads on the main thread between two bytecodes,
   // must not change a function's module under its running frame.
@@ -132,7 +136,7 @@ struct [[nodiscard]] reload_report {
   // Type: message". Each also went to sys.unraisablehook; the others still ran.
   std::vector<std::string> acquisition_errors;
   std::string failed_module;            // which module raised, when outcome is failed
-  std::string deferred_by;              // reload_options::defer_if_running: the frame that runs their code
+  std::string deferred_by;              // reload_options::defer_if_running: the module whose code runs
   std::optional<python_error> error;    // the original exception, when outcome is failed
   // The module object now in sys.modules (a module may replace itself).
   pybind11::object module;

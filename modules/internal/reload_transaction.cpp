@@ -332,18 +332,14 @@ std::vector<cache_entry*> plan_order(const reload_context& context, const std::v
   return order;
 }
 
-// A frame of one of these modules runs on the calling thread (the main
-// thread, for the autoreloader): "plug.step (line 12)", or empty.
+// The module of these whose code runs on the calling thread (a frame up its
+// stack: the main thread's, for the autoreloader), or empty.
 std::string running_here(const std::vector<cache_entry*>& order) {
   for (py::object frame = borrow(reinterpret_cast<PyObject*>(PyEval_GetFrame())); frame;) {
     auto* f = reinterpret_cast<PyFrameObject*>(frame.ptr());
     py::object globals = steal(PyFrame_GetGlobals(f));
     for (auto* entry : order)
-      if (globals.ptr() == PyModule_GetDict(entry->module.ptr())) {
-        py::object code = steal(reinterpret_cast<PyObject*>(PyFrame_GetCode(f)));
-        return entry->name + "." + py::str(code.attr("co_qualname")).cast<std::string>() + " (line " +
-               std::to_string(PyFrame_GetLineNumber(f)) + ")";
-      }
+      if (globals.ptr() == PyModule_GetDict(entry->module.ptr())) return entry->name;
     frame = steal(reinterpret_cast<PyObject*>(PyFrame_GetBack(f)));
   }
   return {};
@@ -397,7 +393,10 @@ reload_report reload(const reload_context& context, const std::vector<std::strin
       report.deferred_by = running;
     } else {
       reload_transaction transaction(context, label, std::move(order), options);
-      switch (transaction.run(report)) {
+      auto result = transaction.run(report);
+      if (result == reload_transaction::run_result::ran && options.still_complete && !options.still_complete())
+        result = reload_transaction::run_result::in_flux;
+      switch (result) {
         case reload_transaction::run_result::ran:
           transaction.commit(report);
           report.outcome = reload_outcome::reloaded;
@@ -410,7 +409,7 @@ reload_report reload(const reload_context& context, const std::vector<std::strin
           report.instances_not_moved.clear();
           report.rebound.clear();
           break;
-        case reload_transaction::run_result::in_flux:  // a save in progress: nothing happened
+        case reload_transaction::run_result::in_flux:  // a save in progress: nothing happened (rolled back)
           report = reload_report{};
           report.name = names.front();
           report.targets = names;
