@@ -1,7 +1,7 @@
 """Type stub for `modhost`, the module cache seen from scripts (bindings/modhost_module.cpp)."""
 import os
 from types import ModuleType, SimpleNamespace
-from typing import Callable, TypeVar
+from typing import Callable, Literal, TypeVar
 
 __version__: str
 
@@ -44,6 +44,7 @@ class ReloadReport:
     not_patched: list[str]
     instances_not_moved: list[str]
     rebound: list[str]
+    spared: list[str]  # dependents='as_needed': dependents not re-run
     rolled_back: bool
     acquisition_errors: list[str]  # releases / re-acquisitions that raised
     failed_module: str
@@ -59,7 +60,7 @@ class UnloadReport:
 # float('inf') to wait as long as the calls run, None for no waiting and no holding.
 # NaN and negative numbers are a ValueError.
 def load(name: str, *, timeout: float | None = None) -> ModuleType: ...
-def reload(module: ModuleType | str, *, deep: bool = False, dependents: bool = False,
+def reload(module: ModuleType | str, *, deep: bool = False, dependents: bool | Literal["as_needed"] = False,
            timeout: float | None = None, wait_for_calls: float | None = 1.0) -> ModuleType: ...
 def last_reload() -> ReloadReport | None: ...
 def unload(name: str, *, force: bool = False) -> UnloadReport:

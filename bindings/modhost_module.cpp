@@ -208,13 +208,20 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   // pybind11's own signature line ("reload(module: object, ...) -> object")
   // and "method of builtins.PyCapsule instance" (its __self__).
   py::cpp_function reload_impl(
-      [](py::object module_or_name, bool deep, bool dependents, py::object timeout,
+      [](py::object module_or_name, bool deep, py::object dependents, py::object timeout,
          py::object wait_for_calls) -> py::object {
         modhost::reload_options options;
         options.time_limit = to_limit(timeout);
         options.wait_for_calls = to_wait(wait_for_calls);
         options.deep = deep;
-        options.dependents = dependents;
+        if (py::isinstance<py::str>(dependents)) {
+          if (dependents.cast<std::string>() != "as_needed")
+            throw py::value_error("dependents must be True, False or 'as_needed', not " +
+                                  py::repr(dependents).cast<std::string>());
+          options.dependents = options.dependents_as_needed = true;
+        } else {
+          options.dependents = py::bool_(dependents);
+        }
         modhost::reload_report report;
         const bool several = py::isinstance<py::list>(module_or_name) || py::isinstance<py::tuple>(module_or_name);
         if (several) {
@@ -266,7 +273,10 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "modhost.last_reload() says what was patched and what could not be.\n\n"
       "dependents=True also re-executes every loaded module that imported it,\n"
       "transitively, dependencies first, a cycle as one unit; if any fails, all of\n"
-      "them are rolled back. What the modules acquired through modhost.acquire is\n"
+      "them are rolled back. dependents='as_needed' (with deep=True, what the\n"
+      "autoreloader does) re-runs a dependent only when patching in place cannot\n"
+      "reach what its top level kept (see the README's autoreload section); the\n"
+      "others are in last_reload().spared. What the modules acquired through modhost.acquire is\n"
       "released before their code re-runs and acquired again, exactly, if the reload\n"
       "fails (see help(modhost.acquire)). Built-in and extension modules behave as with\n"
       "importlib.reload: nothing runs again. sys, builtins, __main__, modhost and the\n"
@@ -305,6 +315,8 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       .def_readonly("not_patched", &modhost::reload_report::not_patched)
       .def_readonly("instances_not_moved", &modhost::reload_report::instances_not_moved)
       .def_readonly("rebound", &modhost::reload_report::rebound)
+      .def_readonly("spared", &modhost::reload_report::spared,
+                    "dependents='as_needed': dependents left to in-place patching, not re-run.")
       .def_readonly("rolled_back", &modhost::reload_report::rolled_back)
       .def_readonly("acquisition_errors", &modhost::reload_report::acquisition_errors,
                     "Releases and re-acquisitions (modhost.acquire) that raised; the others still ran.")

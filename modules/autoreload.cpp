@@ -291,7 +291,7 @@ std::optional<autoreloader::change> autoreloader::examine(const std::string& nam
 
 // Applies the changes at hand as changesets: the changes that import one
 // another (directly or not) are one set, one transaction, deep, with the
-// dependents, all of it or none of it; unrelated ones go live (or fail) on
+// dependents that must re-run, all of it or none of it; unrelated ones go live (or fail) on
 // their own, in the same safe point, so the program never runs between
 // them. A set that failed is tried again, whole, together with what changed
 // since, as soon as any change touches it (a rename across two files goes
@@ -375,6 +375,10 @@ void autoreloader::apply_set(const std::vector<change>& changes, std::vector<std
   reload_options options;
   options.deep = true;
   options.dependents = true;
+  // A dependent re-runs only when in-place patching cannot reach what it
+  // kept: re-running them all made a save of a module many others import
+  // cost its whole package (254 modules for networkx.classes.graph).
+  options.dependents_as_needed = true;
   options.time_limit = time_limit_;  // a top level that never ends must not freeze the program
   // Never compile a file caught mid-save: either the kernel says nobody
   // wrote it between its writer's close and the read (a dependent re-run

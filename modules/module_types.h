@@ -97,6 +97,16 @@ struct reload_options {
   // Also re-execute every loaded module that depends on the target,
   // transitively, dependencies first, a cycle as one unit.
   bool dependents = false;
+  // With deep and dependents: a dependent re-runs only when in-place
+  // patching cannot reach what its top level kept, decided once the modules
+  // it imports have run: it took `from m import name` a name whose value is
+  // now another object (not a function or class deep update kept) or is
+  // gone, or star-imported such a module, or its top-level code (module
+  // level, class bodies, comprehensions; not functions) reads an attribute
+  // of that name, or calls one of m's functions while m's other values
+  // changed. A dependent that does not re-run spares its own dependents.
+  // Without deep it has no effect: every dependent re-runs.
+  bool dependents_as_needed = false;
   // Other threads see one version: while the modules re-execute, their calls
   // into them, attribute reads on them and function_handle calls wait; a
   // call that waited runs the new version. Calls already running in other
@@ -130,6 +140,9 @@ struct [[nodiscard]] reload_report {
   std::vector<std::string> not_patched;
   std::vector<std::string> instances_not_moved;
   std::vector<std::string> rebound;
+  // reload_options::dependents_as_needed: dependents left to in-place
+  // patching, their code not re-run.
+  std::vector<std::string> spared;
   bool rolled_back = false;
   // Releases and re-acquisitions of what the modules acquired from the host
   // (modules/acquisitions.h) that raised: "release of ... (reload of 'plug'):

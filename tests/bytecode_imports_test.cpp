@@ -91,3 +91,17 @@ TEST(BytecodeImports, ConstantsOfAClassBody) {
   EXPECT_EQ(found["LIMIT"].cast<int>(), 3);
   EXPECT_EQ(found["NAME"].cast<std::string>(), "x");
 }
+
+TEST(BytecodeImports, NamesReadAtTopLevelNotInFunctions) {
+  std::string source =
+      "import a\nX = a.CONST * 2\nTABLE = {k: a.table_entry for k in range(2)}\n"
+      "class C(a.Base):\n    size = a.SIZE\n    def method(self):\n        return a.in_method\n"
+      "def f():\n    return a.in_function()\ng = lambda: a.in_lambda\n";
+  for (int i = 0; i < 300; ++i) source += "n" + std::to_string(i) + " = a.far" + std::to_string(i) + "\n";
+  py::object code = py::module_::import("builtins").attr("compile")(source, "<test>", "exec");
+  auto found = modhost::detail::names_read_at_top_level(bytecode_opcodes::load(), code.ptr());
+  std::set<std::string> read(found.begin(), found.end());
+  for (const char* name : {"a", "CONST", "table_entry", "range", "Base", "SIZE", "far299"})
+    EXPECT_TRUE(read.count(name)) << name;
+  for (const char* name : {"in_method", "in_function", "in_lambda", "X", "f"}) EXPECT_FALSE(read.count(name)) << name;
+}

@@ -147,9 +147,24 @@ void released_acquisitions::release_new() {
 void released_acquisitions::restore() {
   if (settled_) return;
   settled_ = true;
+  reacquire(std::move(old_), "rolled back");
+  old_.clear();
+}
+
+void released_acquisitions::give_back(const std::vector<std::string>& modules) {
+  if (settled_ || modules.empty()) return;
+  auto given = [&](const std::string& name) { return std::find(modules.begin(), modules.end(), name) != modules.end(); };
+  std::vector<acquisition> back, kept;
+  for (auto& item : old_) (given(item.module) ? back : kept).push_back(std::move(item));
+  old_ = std::move(kept);
+  modules_.erase(std::remove_if(modules_.begin(), modules_.end(), given), modules_.end());
+  reacquire(std::move(back), "its code did not re-run");
+}
+
+void released_acquisitions::reacquire(std::vector<acquisition> items, const char* why) {
   error_scope keep;
   std::vector<acquisition> again;
-  for (auto& item : old_) {
+  for (auto& item : items) {
     bool made = true;
     run_reporting(
         [&] {
@@ -160,10 +175,9 @@ void released_acquisitions::restore() {
             throw;
           }
         },
-        "acquiring again " + item.description + " (" + during_ + ", rolled back)", errors_);
+        "acquiring again " + item.description + " (" + during_ + ", " + why + ")", errors_);
     if (made) again.push_back(std::move(item));
   }
-  old_.clear();
   ledger_.put_back(std::move(again));
 }
 

@@ -89,6 +89,10 @@ class released_acquisitions {
   // A failed reload's last step, once the old namespaces are back: acquires
   // the old acquisitions again in their original order; they are live again.
   void restore();
+  // Acquires again, in their original order, the old acquisitions of those
+  // of the modules whose code did not run after all (a dependent a reload
+  // spared); from here on they are live and this object leaves them alone.
+  void give_back(const std::vector<std::string>& modules);
   // The old acquisitions stay released for good (a committed reload, a done unload).
   void keep() noexcept;
   // "release of ... (reload of 'plug'): ValueError: boom", one per failure so far.
@@ -98,6 +102,8 @@ class released_acquisitions {
   acquisition_ledger& ledger_;
   std::vector<std::string> modules_;
   std::string during_;
+  void reacquire(std::vector<acquisition> items, const char* why);  // in order; puts back what was made
+
   std::vector<acquisition> old_;
   std::vector<std::string> errors_;
   bool new_released_ = false;

@@ -26,6 +26,12 @@ bytecode_opcodes bytecode_opcodes::load() {
     ops.delete_name = number("DELETE_NAME");
     ops.delete_global = number("DELETE_GLOBAL");
     ops.setup_annotations = number("SETUP_ANNOTATIONS");
+    auto optional = [&](const char* name) { return opmap.contains(name) ? number(name) : -1; };
+    ops.load_name = number("LOAD_NAME");
+    ops.load_global = number("LOAD_GLOBAL");
+    ops.load_attr = number("LOAD_ATTR");
+    ops.load_method = optional("LOAD_METHOD");
+    ops.load_from_dict_or_globals = optional("LOAD_FROM_DICT_OR_GLOBALS");
     return ops;
   });
 }
@@ -141,7 +147,45 @@ void collect_bound_names(const bytecode_opcodes& ops, PyCodeObject* code, bool i
   }
 }
 
+void collect_reads(const bytecode_opcodes& ops, PyCodeObject* code, std::set<std::string>& out, int depth) {
+  PyObject* names = code->co_names;  // borrowed: the code keeps them
+  for (const instruction& unit : decode(ops, code)) {
+    unsigned long index = unit.arg;
+    // Since 3.11 LOAD_GLOBAL's low bit says "push NULL too", and since 3.12
+    // LOAD_ATTR's says "a method call": the name is the rest.
+    if (unit.opcode == ops.load_global) {
+      index >>= 1;
+    } else if (unit.opcode == ops.load_attr) {
+      if (ops.load_method < 0) index >>= 1;
+    } else if (unit.opcode != ops.load_name && unit.opcode != ops.load_method &&
+               unit.opcode != ops.load_from_dict_or_globals) {
+      continue;
+    }
+    std::string name = utf8_of(tuple_item(names, index));
+    if (!name.empty()) out.insert(std::move(name));
+  }
+  PyObject* consts = code->co_consts;  // borrowed
+  if (depth > 64 || !consts || !PyTuple_Check(consts)) return;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(consts); ++i) {
+    PyObject* item = PyTuple_GET_ITEM(consts, i);
+    if (!PyCode_Check(item)) continue;
+    auto* nested = reinterpret_cast<PyCodeObject*>(item);
+    // A class body (not CO_OPTIMIZED) runs at once; so does a comprehension
+    // (a function of its own until 3.12, named "<listcomp>" and the like),
+    // while a function or a lambda runs when something calls it.
+    std::string name = utf8_of(nested->co_name);
+    bool comprehension = name.size() > 2 && name.front() == '<' && name != "<lambda>";
+    if (!(nested->co_flags & CO_OPTIMIZED) || comprehension) collect_reads(ops, nested, out, depth + 1);
+  }
+}
+
 }  // namespace
+
+std::vector<std::string> names_read_at_top_level(const bytecode_opcodes& ops, PyObject* code) {
+  std::set<std::string> found;
+  if (code && PyCode_Check(code)) collect_reads(ops, reinterpret_cast<PyCodeObject*>(code), found, 0);
+  return {found.begin(), found.end()};
+}
 
 bound_names names_bound_by(const bytecode_opcodes& ops, PyObject* code) {
   bound_names out;

@@ -34,6 +34,9 @@ struct import_statement {
 struct bytecode_opcodes {
   int import_name = -1, import_from = -1, load_const = -1, extended_arg = -1;
   int store_name = -1, store_global = -1, delete_name = -1, delete_global = -1, setup_annotations = -1;
+  // Name reads; -1 where the version has no such opcode (LOAD_METHOD went
+  // into LOAD_ATTR in 3.12, LOAD_FROM_DICT_OR_GLOBALS came in 3.12).
+  int load_name = -1, load_global = -1, load_attr = -1, load_method = -1, load_from_dict_or_globals = -1;
   // Reads them; needs the GIL; throws python_error if `opcode` lacks one.
   static bytecode_opcodes load();
 };
@@ -52,6 +55,15 @@ struct bound_names {
   std::vector<std::string> top_level, in_functions;
 };
 bound_names names_bound_by(const bytecode_opcodes& ops, PyObject* code);
+
+// The names `code`'s top-level statements read: global and local names and
+// attribute names (`a.CONST` reads "a" and "CONST"), in the module's code,
+// its class bodies and its comprehensions (they run at import), not in its
+// functions or lambdas (they run when called). Attribute names are not tied
+// to the object they are read from: a dependent reload asks "may this
+// module's top level have read CONST", and a yes that is wrong only costs a
+// re-run. Needs the GIL.
+std::vector<std::string> names_read_at_top_level(const bytecode_opcodes& ops, PyObject* code);
 
 // The `name = constant` statements of a class body (`code` itself, not what
 // it nests), names bound more than once left out: (name, the constant,

@@ -892,3 +892,49 @@ def rebind_from_imports(module, old, importer, names, undo):
             rebound.append(f"{importer.__name__}.{bound}")
     return rebound
 
+
+
+# Containers compared by value when everything in them is (an `__all__`, a
+# table of strings): a dependent holding the old copy reads the same contents.
+PLAIN_CONTAINERS = frozenset({tuple, list, frozenset, set, dict})
+
+
+def same_plain_value(a, b, depth=0):
+    """a and b are equal values of plain data: comparing them runs no one's __eq__."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind in SAME_WHEN_EQUAL:
+        return a == b
+    if kind not in PLAIN_CONTAINERS or depth > 8 or len(a) != len(b) or len(a) > 10000:
+        return False
+    if kind is dict:
+        return all(type(k) in SAME_WHEN_EQUAL and k in b and same_plain_value(v, b[k], depth + 1)
+                   for k, v in a.items())
+    if kind in (set, frozenset):
+        return all(type(x) in SAME_WHEN_EQUAL for x in a) and a == b
+    return all(same_plain_value(x, y, depth + 1) for x, y in zip(a, b))
+
+
+def changed_names(module, old):
+    """After a deep reload of `module` (old: its namespace before): what its
+    importers could hold stale.
+
+    Returns (changed, functions), frozensets of names. changed: the names
+    whose value is not the object it was (deep update keeps patched functions
+    and classes, so those are not changed), plain equal values aside, and the
+    names gone or new. functions: the names bound to plain functions, which
+    a dependent's top level may have called to compute something from the
+    module's state. The import system's attributes do not count (a new spec
+    describes the same file)."""
+    namespace = module.__dict__
+    changed = set()
+    for key in set(old) | set(namespace):
+        if key in IMPORT_DUNDERS:
+            continue
+        before, after = old.get(key, MISSING), namespace.get(key, MISSING)
+        if before is after or (before is not MISSING and after is not MISSING and same_plain_value(before, after)):
+            continue
+        changed.add(key)
+    functions = {key for key, value in namespace.items() if type(value) is types.FunctionType}
+    return frozenset(changed), frozenset(functions)

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -499,6 +500,10 @@ void import_hook::record_imports(const std::string& importer, PyObject* code, Py
     for (const auto& [what, bound] : statement.bound)
       if (!registry_.lookup(absolute + "." + what))
         graph.add_from_import(importer, absolute, what == bound ? what : what + " as " + bound);
+    // `from m import *` binds whatever m exports: recorded as "*", so a
+    // dependent reload knows the importer holds m's values (rebinding skips it).
+    if (std::find(statement.fromlist.begin(), statement.fromlist.end(), "*") != statement.fromlist.end())
+      graph.add_from_import(importer, absolute, "*");
   }
   PyErr_Clear();
 }

@@ -88,6 +88,12 @@ python_helpers python_helpers::load() {
     h.undo = resolve(deep, file, "Undo", {"rollback"});
     h.deep_update = resolve(deep, file, "DeepUpdate", {"run_code", "finish", "commit"});
     h.rebind_from_imports = resolve(deep, file, "rebind_from_imports");
+    h.changed_names = resolve(deep, file, "changed_names");
+    h.top_level_reads = py::cpp_function([ops = bytecode_opcodes::load()](py::handle code) {
+      py::set out;
+      for (const auto& name : names_read_at_top_level(ops, code.ptr())) out.add(py::str(name));
+      return py::frozenset(out);
+    });
     return h;
   });
 }

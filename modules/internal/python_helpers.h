@@ -27,6 +27,9 @@ struct python_helpers {
   pybind11::object undo;                   // Undo(): a log of changes to live objects; .rollback()
   pybind11::object deep_update;            // DeepUpdate(module, old, undo, old_code): .run_code(code), .finish(), .commit()
   pybind11::object rebind_from_imports;    // (module, old, importer, names, undo) -> ["importer.name"] rebound
+  pybind11::object changed_names;          // (module, old) -> (changed, functions) frozensets, after a deep update
+  // --- bytecode_imports.h
+  pybind11::object top_level_reads;        // (code) -> frozenset of the names its top level reads
 
   // Runs both files and resolves every handle; throws python_error naming
   // the helper that is missing. Needs the GIL.

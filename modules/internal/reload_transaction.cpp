@@ -50,8 +50,13 @@ reload_transaction::reloading_marks::~reloading_marks() {
 }
 
 reload_transaction::reload_transaction(const reload_context& context, const std::string& target,
-                                       std::vector<cache_entry*> order, const reload_options& options)
-    : context_(context), options_(options), target_(target), marks_(context.modules, std::move(order)) {
+                                       std::vector<cache_entry*> order, const reload_options& options,
+                                       std::vector<std::string> targets)
+    : context_(context),
+      options_(options),
+      target_(target),
+      targets_(std::move(targets)),
+      marks_(context.modules, std::move(order)) {
   undo_ = context_.helpers.undo();
   // What the modules acquired from the host is released first, newest first:
   // a thread started through modhost.acquire stops (and frees its port)
@@ -93,8 +98,17 @@ reload_transaction::run_result reload_transaction::run(reload_report& report) {
       if (!copy) throw py::error_already_set();
       snapshots_.push_back({entry, entry->module, copy, std::nullopt});
     }
+    const bool as_needed = options_.deep && options_.dependents_as_needed && !targets_.empty();
     for (auto& before : snapshots_) {
       cache_entry* entry = before.entry;
+      bool target = std::find(targets_.begin(), targets_.end(), entry->name) != targets_.end();
+      if (as_needed && !target && !needs_rerun(*entry)) {
+        // Its namespace snapshot stays: a rebound from-import is undone
+        // with the rest if the set rolls back.
+        spared_.push_back(entry->name);
+        report.spared.push_back(entry->name);
+        continue;
+      }
       before.edges = context_.modules.graph().take_outgoing(entry->name);
       entry->state = module_state::reloading;
       report.reexecuted.push_back(entry->name);
@@ -210,12 +224,49 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
              helpers.rebind_from_imports(commit.module, before.namespace_copy, holder->module, names, undo_));
     }
   }
+  if (deep && options_.dependents_as_needed) {
+    // After finish(): what deep update kept in place is the same object again.
+    py::tuple changed = helpers.changed_names(commit.module, before.namespace_copy);
+    changes_[entry.name] = {changed[0], changed[1]};
+  }
   helpers.hand_over(commit.module, before.namespace_copy);
   if (source.is_none()) {
     std::tie(commit.kind, commit.path) = context_.modules.classify(entry.name, commit.module);
     commit.print = has_file(commit.kind) ? take_fingerprint(commit.path) : std::nullopt;
   }
   return commit;
+}
+
+// Deep update already put the new code into the functions and classes that
+// exist and rebound the from-imports that held replaced objects; what it
+// cannot reach is a value the dependent's top level computed from the
+// module's values (`X = a.CONST * 2`, `TABLE = {k: a.f ...}`), or state it
+// put into the module's objects by calling its functions (`a.register(h)`,
+// whose registry the module's new code made empty again). So a dependent
+// re-runs when a module it imports changed a value it took or may have read
+// at top level. Reading is judged by name, not by object: a false yes only
+// costs a re-run.
+bool reload_transaction::needs_rerun(const cache_entry& entry) const {
+  import_graph& graph = context_.modules.graph();
+  py::object reads;  // read on first need: most dependents are decided by their imports
+  for (const auto& dependency : graph.dependencies(entry.name)) {
+    auto ran = changes_.find(dependency);
+    if (ran == changes_.end()) continue;  // did not run: nothing new to see
+    py::frozenset changed = ran->second.first;
+    py::frozenset functions = ran->second.second;
+    if (changed.size() == 0) continue;  // everything it has was patched in place
+    if (!entry.code) return true;       // loaded by another loader: its top level cannot be read
+    const auto& from = graph.from_imports(entry.name);
+    if (auto taken = from.find(dependency); taken != from.end())
+      for (const auto& bound : taken->second) {
+        std::string name = bound.substr(0, bound.find(" as "));
+        if (name == "*" || changed.contains(py::str(name))) return true;
+      }
+    if (!reads) reads = context_.helpers.top_level_reads(entry.code);
+    for (py::handle name : reads)
+      if (changed.contains(name) || functions.contains(name)) return true;
+  }
+  return false;
 }
 
 void reload_transaction::commit(reload_report& report) {
@@ -234,6 +285,9 @@ void reload_transaction::commit(reload_report& report) {
     if (commit.deep_update) commit.deep_update.attr("commit")();
   }
   committed_ = true;
+  // A dependent that did not run makes what it acquired again: its code,
+  // which made them, stays the code that runs.
+  released_->give_back(spared_);
   released_->keep();  // the new code's acquisitions are the live ones now
   report.acquisition_errors = released_->errors();
   const snapshot& target = snapshots_.front();
@@ -392,7 +446,9 @@ reload_report reload(const reload_context& context, const std::vector<std::strin
       report.outcome = reload_outcome::deferred;
       report.deferred_by = running;
     } else {
-      reload_transaction transaction(context, label, std::move(order), options);
+      std::vector<std::string> asked;
+      for (auto* target : changed) asked.push_back(target->name);
+      reload_transaction transaction(context, label, std::move(order), options, std::move(asked));
       auto result = transaction.run(report);
       if (result == reload_transaction::run_result::ran && options.still_complete && !options.still_complete())
         result = reload_transaction::run_result::in_flux;
@@ -408,6 +464,7 @@ reload_report reload(const reload_context& context, const std::vector<std::strin
           report.not_patched.clear();
           report.instances_not_moved.clear();
           report.rebound.clear();
+          report.spared.clear();
           break;
         case reload_transaction::run_result::in_flux:  // a save in progress: nothing happened (rolled back)
           report = reload_report{};

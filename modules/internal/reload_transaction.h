@@ -15,6 +15,7 @@
 
 #include <pybind11/pytypes.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,8 +47,10 @@ class reload_transaction {
   // closes the gate. Throws module_in_use_error naming the threads that
   // still run the modules' code after options.wait_for_calls; the
   // acquisitions are made again then and nothing has changed.
+  // `targets`: the modules asked for, which always run (with
+  // options.dependents_as_needed the others may not); empty: all of order.
   reload_transaction(const reload_context& context, const std::string& target, std::vector<cache_entry*> order,
-                     const reload_options& options);
+                     const reload_options& options, std::vector<std::string> targets = {});
   ~reload_transaction();  // rolls back unless committed
   reload_transaction(const reload_transaction&) = delete;
   reload_transaction& operator=(const reload_transaction&) = delete;
@@ -80,11 +83,19 @@ class reload_transaction {
   struct snapshot;
   struct pending_commit;
   pending_commit run_code(cache_entry& entry, const snapshot& before, reload_report& report);
+  // reload_options::dependents_as_needed: must this dependent's code run,
+  // now that the modules before it in the order ran?
+  bool needs_rerun(const cache_entry& entry) const;
   void rollback();
 
   const reload_context& context_;
   reload_options options_;
   std::string target_;  // the module asked for; the others run as its dependents
+  std::vector<std::string> targets_;
+  // Deep reloads that ran, for dependents_as_needed: module -> (names whose
+  // value changed, names of its functions), frozensets.
+  std::map<std::string, std::pair<pybind11::object, pybind11::object>> changes_;
+  std::vector<std::string> spared_;  // dependents that did not run
   reloading_marks marks_;
   // Before the gate: its wait must not count a thread the release stops.
   std::optional<released_acquisitions> released_;

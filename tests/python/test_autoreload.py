@@ -389,6 +389,42 @@ class AutoreloadCheck(AutoreloadTestCase):
         self.assertLess(reloaded.index(base), reloaded.index(user), "dependencies first")
         self.assertEqual(u.DOUBLE, 42)
 
+    def test_a_dependent_using_the_module_only_in_functions_is_not_rerun(self):
+        # Deep update puts the new code into the function b calls: re-running
+        # b would only cost time (dependents="as_needed").
+        base, user = self.mod("base"), self.mod("user")
+        self.write(base, "def f():\n    return 1\n")
+        self.write(user, "import %s as base\ndef g():\n    return base.f()\n" % base)
+        u = self.load(user)
+        self.start("all")
+        self.write(base, "def f():\n    return 2\n")
+        reloaded = self.check_until(base)
+        reloaded += self.barrier()
+        self.assertNotIn(user, reloaded)
+        self.assertEqual(u.g(), 2)
+        self.assertEqual(self.generation(user), 1)
+
+    def test_an_edit_of_networkx_graph_reruns_few_modules_and_existing_graphs_use_it(self):
+        # Re-running every dependent took 254 modules for this one save.
+        import warnings
+        warnings.filterwarnings("ignore", category=ImportWarning)  # networkx's optional dependencies
+        root = self.copy_installed_package("networkx", "python3-networkx")
+        import networkx as nx
+        graph = nx.Graph([(1, 2)])
+        directed = nx.DiGraph([(1, 2), (2, 3)])
+        self.start("all")
+        path = os.path.join(root, "classes", "graph.py")
+        with open(path) as f:
+            source = f.read()
+        self.assertIn("        return len(self._node)\n", source)
+        with open(path, "w") as f:
+            f.write(source.replace("        return len(self._node)\n", "        return len(self._node) + 1000\n"))
+        reloaded = self.check_until("networkx.classes.graph")
+        self.assertLessEqual(len(reloaded), 3, reloaded)
+        self.assertEqual(graph.number_of_nodes(), 1002)
+        self.assertEqual(directed.order(), 1003, "a subclass in another module inherits the new code")
+        self.assertEqual(nx.path_graph(3).number_of_nodes(), 1003)
+
     def test_new_module_in_a_watched_directory_is_importable_after_check(self):
         plugins = os.path.join(self.dir, "plugins_" + self.tag)
         os.makedirs(plugins)

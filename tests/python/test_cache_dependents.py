@@ -247,5 +247,145 @@ class ReloadWithDependents(CacheTestCase):
         self.assertEqual(sys.modules[a].VALUE, 2)
 
 
+class ReloadDependentsAsNeeded(CacheTestCase):
+    """dependents='as_needed' (what the autoreloader does): a dependent re-runs
+    only when deep update's in-place patching cannot reach what it kept."""
+
+    def reload(self, name):
+        modhost.reload(name, deep=True, dependents="as_needed")
+        return modhost.last_reload()
+
+    def test_a_dependent_using_the_module_only_in_functions_is_not_rerun_and_calls_the_new_code(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "LIMIT = 1\ndef f():\n    return 'old'\n")
+        self.write(b, f"import {a}\ndef g():\n    return {a}.f()\n" + self.log_code())
+        self.load(b)
+        self.write(a, "LIMIT = 1\ndef f():\n    return 'new'\n")
+
+        report = self.reload(a)
+
+        self.assertEqual(report.reexecuted, [a])
+        self.assertEqual(report.spared, [b])
+        self.assertEqual(self.log(), [b], "b's code ran again")
+        self.assertEqual(sys.modules[b].g(), "new")
+        self.assertEqual(modhost.info(b).generation, 1)
+
+    def test_a_dependent_computing_a_top_level_value_from_a_changed_constant_is_rerun(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "CONST = 1\n")
+        self.write(b, f"import {a}\nX = {a}.CONST * 2\n")
+        self.load(b)
+        self.write(a, "CONST = 21\n")
+
+        report = self.reload(a)
+
+        self.assertEqual(report.reexecuted, [a, b])
+        self.assertEqual(sys.modules[b].X, 42)
+
+    def test_a_dependent_reading_an_unchanged_constant_is_not_rerun(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "CONST = 1\nNAMES = ['x', 'y']\ndef f():\n    return 1\n")
+        self.write(b, f"import {a}\nX = {a}.CONST * 2\nN = list({a}.NAMES)\n")
+        self.load(b)
+        self.write(a, "CONST = 1\nNAMES = ['x', 'y']\ndef f():\n    return 2\n")
+
+        self.assertEqual(self.reload(a).reexecuted, [a])
+
+    def test_a_from_import_of_a_changed_value_is_rerun_not_just_rebound(self):
+        # Rebinding LIMIT alone would leave DOUBLE computed from the old value.
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "LIMIT = 1\n")
+        self.write(b, f"from {a} import LIMIT\nDOUBLE = LIMIT * 2\n")
+        self.load(b)
+        self.write(a, "LIMIT = 21\n")
+
+        report = self.reload(a)
+
+        self.assertEqual(report.reexecuted, [a, b])
+        self.assertEqual((sys.modules[b].LIMIT, sys.modules[b].DOUBLE), (21, 42))
+
+    def test_a_from_import_of_a_patched_function_is_not_rerun_and_runs_the_new_code(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "def f():\n    return 'old'\n")
+        self.write(b, f"from {a} import f\nHANDLERS = {{'go': f}}\n")
+        self.load(b)
+        self.write(a, "def f():\n    return 'new'\n")
+
+        self.assertEqual(self.reload(a).reexecuted, [a])
+        self.assertEqual(sys.modules[b].f(), "new")
+        self.assertEqual(sys.modules[b].HANDLERS["go"](), "new")
+
+    def test_a_dependent_that_registered_into_state_the_new_code_made_again_is_rerun(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "HANDLERS = []\ndef register(f):\n    HANDLERS.append(f)\n    return f\n")
+        self.write(b, f"import {a}\n@{a}.register\ndef handler():\n    return 1\n")
+        self.load(b)
+        self.write(a, "HANDLERS = []\ndef register(f):\n    HANDLERS.append(f)\n    f.registered = True\n    return f\n")
+
+        self.assertEqual(self.reload(a).reexecuted, [a, b])
+        self.assertEqual([h.__name__ for h in sys.modules[a].HANDLERS], ["handler"])
+
+    def test_a_dependent_that_is_spared_spares_its_own_dependents(self):
+        a, b, c = self.mod("a"), self.mod("b"), self.mod("c")
+        self.write(a, "CONST = 1\ndef f():\n    return 1\n")
+        self.write(b, f"import {a}\ndef g():\n    return {a}.f()\n")
+        self.write(c, f"import {b}\nfrom {b} import g\nVALUE = g\n")  # c reads b, never a
+        self.load(c)
+        self.write(a, "CONST = 2\ndef f():\n    return 2\n")
+
+        report = self.reload(a)
+
+        self.assertEqual(report.reexecuted, [a])
+        self.assertEqual(sorted(report.spared), sorted([b, c]))
+        self.assertEqual(sys.modules[c].VALUE(), 2)
+
+    def test_a_name_that_disappeared_reruns_its_importer_and_the_failure_rolls_back_both(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "LIMIT = 1\ndef f():\n    return 'old'\n")
+        self.write(b, f"from {a} import LIMIT\n")
+        self.load(b)
+        module_a = sys.modules[a]
+        old_f = module_a.f
+        self.write(a, "def f():\n    return 'new'\n")
+
+        with self.assertRaises(ImportError):
+            self.reload(a)
+
+        self.assertEqual(modhost.last_reload().failed_module, b)
+        self.assertEqual(module_a.LIMIT, 1)
+        self.assertIs(module_a.f, old_f)
+        self.assertEqual(old_f(), "old", "the set rolled back as one")
+        self.assertEqual(modhost.info(a).generation, 1)
+
+    def test_star_import_of_a_module_whose_values_changed_is_rerun(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "LIMIT = 1\n")
+        self.write(b, f"from {a} import *\n")
+        self.load(b)
+        self.write(a, "LIMIT = 2\nEXTRA = 3\n")
+
+        self.assertEqual(self.reload(a).reexecuted, [a, b])
+        self.assertEqual((sys.modules[b].LIMIT, sys.modules[b].EXTRA), (2, 3))
+
+    def test_dependents_true_still_reruns_every_dependent(self):
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "def f():\n    return 1\n")
+        self.write(b, f"import {a}\ndef g():\n    return {a}.f()\n")
+        self.load(b)
+        self.write(a, "def f():\n    return 2\n")
+
+        modhost.reload(a, deep=True, dependents=True)
+
+        self.assertEqual(modhost.last_reload().reexecuted, [a, b])
+
+    def test_a_bad_dependents_mode_is_a_value_error(self):
+        a = self.mod("a")
+        self.write(a, "X = 1\n")
+        self.load(a)
+        with self.assertRaises(ValueError):
+            modhost.reload(a, dependents="some")
+        self.assertEqual(modhost.info(a).generation, 1)
+
+
 if __name__ == "__main__":
     unittest.main()
