@@ -149,12 +149,16 @@ bool registry::adopt_executed(cache_entry& entry) {
 
 // The fingerprint of what ran: the stat taken when its code started, and
 // the content hashed now (hashing every source at import would cost python3's
-// import time what it saves by its .pyc). If the file's stat moved since,
-// or was taken too soon after a change to vouch for the bytes, its source is
-// compiled and compared with the code that ran: equal code is a touch;
-// different code, or code from a .pyc that may be stale and does
-// not match, leaves the fingerprint untrusted (taken_ns 0, no hash), so the
-// module counts as changed until a reload runs the source.
+// import time what it saves by its .pyc). If the stat was taken too soon
+// after a change to vouch for the bytes, or the code came from a .pyc that
+// may be stale, the source is compiled and compared with the code that ran:
+// equal code is a touch; different code leaves the fingerprint untrusted
+// (taken_ns 0, no hash), so the module counts as changed until a reload runs
+// the source. A file whose stat moved since its code ran (usually the edit
+// about to be reloaded: the first cache call after the imports is often that
+// reload) is left untrusted with its code, unconfirmed: compare() compiles it
+// when asked and keeps the code for the reload, which compiling it here too
+// made pay for the module's compile two more times.
 void registry::adopt(cache_entry& entry, executed_code executed) {
   if (executed.path != entry.path) {  // another file than the spec names: fingerprint the spec's
     entry.print = take_fingerprint(entry.path);
@@ -167,7 +171,7 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
   // A stat taken within a timestamp tick of the file's last change cannot
   // vouch that the bytes hashed now are the bytes that ran: compare the code.
   bool racy = !executed.print.stat_trusted();
-  if (now && executed.code && (!same_stat || racy || executed.maybe_stale)) {
+  if (now && executed.code && same_stat && (racy || executed.maybe_stale)) {
     bool equal = false;
     try {
       py::bytes source = helpers_.read_source(entry.path.string());
@@ -182,14 +186,14 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
       print.content_hash = 0;
       print.taken_ns = 0;
       // The code still is what runs (a deep reload reads from it what the
-      // running source defined). Only with an unchanged stat could a reload
+      // running source defined), but with an unchanged stat a reload could
       // mistake it for the source's code and reuse it: a stale .pyc's code goes.
-      if (same_stat) executed.code = py::object();
+      executed.code = py::object();
     }
   } else if (same_stat && !racy) {
     print.content_hash = now->content_hash;
   } else {
-    print.content_hash = 0;  // changed since it ran, and no code to compare: changed
+    print.content_hash = 0;  // changed since it ran: changed, or a touch once compare() confirms it
     print.taken_ns = 0;
   }
   entry.print = print;
@@ -224,6 +228,7 @@ cache_entry* registry::track(const std::string& name, py::handle module) {
   } else {
     ++*slot->revision;  // a different object now stands behind the name
     slot->code = py::object();
+    slot->compared_code = py::object();
   }
   // Not the map's slot from here on: classify() may run Python code, and
   // another thread's unload may forget the name meanwhile (the entry itself
@@ -312,6 +317,11 @@ file_change registry::compare(cache_entry& entry) {
       py::bytes source = helpers_.read_source(entry.path.string());
       py::object compiled = py::module_::import("builtins").attr("compile")(source, entry.path.string(), "exec", 0, true);
       equal = PyObject_RichCompareBool(compiled.ptr(), entry.code.ptr(), Py_EQ) == 1;
+      if (!equal) {  // an edit: kept for the reload (run_code checks that the bytes are still these)
+        entry.compared_code = compiled;
+        entry.compared_hash = content_hash(std::string_view(PyBytes_AS_STRING(source.ptr()),
+                                                            static_cast<std::size_t>(PyBytes_GET_SIZE(source.ptr()))));
+      }
     } catch (py::error_already_set&) {
     }
     PyErr_Clear();

@@ -42,6 +42,11 @@ struct cache_entry {
   std::optional<fingerprint> print;  // of the file whose code runs
   std::string last_error;
   pybind11::object code;  // compiled from the source `print` describes; reused while it is unchanged
+  // The source as compare() compiled it to tell an edit from a touch (an
+  // untrusted `print`), and the content hash of the bytes compiled: the
+  // reload that usually follows runs it rather than compile them again.
+  pybind11::object compared_code;
+  std::uint64_t compared_hash = 0;
   // Bumped whenever the code behind `name` may have changed (reload, replacement,
   // unload): stable handles compare it instead of looking the name up again.
   std::shared_ptr<std::uint64_t> revision = std::make_shared<std::uint64_t>(0);

@@ -185,6 +185,8 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
       commit.print->content_hash = hash;
       if (entry.code && entry.print && commit.path == entry.path && entry.print->content_hash == hash) {
         commit.code = entry.code;  // touched, not changed
+      } else if (entry.compared_code && commit.path == entry.path && entry.compared_hash == hash) {
+        commit.code = entry.compared_code;  // compiled from these very bytes to tell the edit from a touch
       } else {
         commit.code = py::module_::import("builtins").attr("compile")(bytes, source, "exec", 0, true);
       }
@@ -278,6 +280,7 @@ void reload_transaction::commit(reload_report& report) {
     entry.path = commit.path;
     entry.print = commit.print;
     entry.code = commit.code;
+    entry.compared_code = py::object();  // of a source older than what runs now, or what runs
     entry.state = module_state::loaded;
     entry.last_error.clear();
     ++entry.generation;

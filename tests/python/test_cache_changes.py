@@ -128,6 +128,40 @@ class ChangeDetectionAtFirstImport(CacheTestCase):
         self.assertTrue(module.VALUE == 2222 or modhost.is_changed(name),
                         "old code (VALUE=%r) runs and is_changed() is False" % module.VALUE)
 
+    def test_touch_before_the_first_query_is_not_a_change(self):
+        # The stat moved between the import and the cache's first look at the
+        # module: the source is compared with the code that ran when asked.
+        name = self.mod("plug")
+        path = self.write(name, "VALUE = 1\n")
+        self.load(name)
+        later = os.stat(path).st_mtime_ns + 5_000_000_000
+        os.utime(path, ns=(later, later))
+
+        self.assertFalse(modhost.is_changed(name))
+        self.assertEqual(modhost.reload(name, deep=True).VALUE, 1)
+        self.assertEqual(modhost.last_reload().outcome, "unchanged")
+
+    def test_edit_before_the_first_reload_compiles_the_source_once(self):
+        # Import, one edit, reload: the reload tells the edit from a touch by
+        # compiling the source, and runs that code rather than compiling the
+        # same bytes again (each compile of a large module costs what
+        # importlib.reload's whole run does).
+        name = self.mod("plug")
+        path = self.write(name, "VALUE = 1\n")
+        self.load(name)
+        self.append(name, "VALUE = 2\n")
+        compiled = []
+        counting = [True]
+        sys.addaudithook(lambda event, args: counting[0] and event == "compile" and args[1] == path
+                         and compiled.append(args[1]))
+        self.addCleanup(counting.__setitem__, 0, False)  # audit hooks cannot be removed
+
+        module = modhost.reload(name, deep=True)
+
+        self.assertEqual(module.VALUE, 2)
+        self.assertEqual(len(compiled), 1, compiled)
+        self.assertFalse(modhost.is_changed(name))
+
 
 def first_loaded_extension():
     for candidate in ("_json", "_decimal", "_ctypes", "_bz2", "_lzma", "_hashlib", "_ssl", "_asyncio"):
