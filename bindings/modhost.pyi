@@ -34,6 +34,7 @@ class ModuleInfo:
 
 class ReloadReport:
     name: str
+    targets: list[str]  # every module asked for (several: reloaded as one set)
     outcome: str  # 'reloaded', 'unchanged', 'not reloadable', 'deferred', 'failed'
     generation: int
     duration: float  # seconds
@@ -60,8 +61,10 @@ class UnloadReport:
 # float('inf') to wait as long as the calls run, None for no waiting and no holding.
 # NaN and negative numbers are a ValueError.
 def load(name: str, *, timeout: float | None = None) -> ModuleType: ...
-def reload(module: ModuleType | str, *, deep: bool = False, dependents: bool | Literal["as_needed"] = False,
-           timeout: float | None = None, wait_for_calls: float | None = 1.0) -> ModuleType: ...
+# reload([a, b, ...]) reloads several modules as one transaction and returns them in that order.
+def reload(module: ModuleType | str | list[ModuleType | str], *, deep: bool = False,
+           dependents: bool | Literal["as_needed"] = False, timeout: float | None = None,
+           wait_for_calls: float | None = 1.0) -> ModuleType | list[ModuleType]: ...
 def last_reload() -> ReloadReport | None: ...
 def unload(name: str, *, force: bool = False) -> UnloadReport:
     """Refuses (ModuleInUseError) while anything holds the module or its code, also a

@@ -302,6 +302,7 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   py::class_<modhost::reload_report>(m, "ReloadReport",
                                      "What the last reload did: outcome, generation, what ran, what was patched.")
       .def_readonly("name", &modhost::reload_report::name)
+      .def_readonly("targets", &modhost::reload_report::targets, "Every module asked for (several: reloaded as one set).")
       .def_property_readonly("outcome", [](const modhost::reload_report& r) { return modhost::to_string(r.outcome); },
                              "'reloaded', 'unchanged' (deep, same content), 'not reloadable', 'deferred' or 'failed'.")
       .def_readonly("generation", &modhost::reload_report::generation)

@@ -8,10 +8,10 @@ and ends the process if a test hangs (a deadlock is the failure looked for).
 """
 import faulthandler
 import sys
-import threading
 import unittest
 
 from cache_fixtures import CacheTestCase, modhost
+from test_reload_threads import ThreadResult
 
 SYNC = """
 import threading
@@ -21,26 +21,6 @@ reloading = threading.Event() # the new version's top level is running
 """
 
 HANG_LIMIT = 60  # seconds: far beyond any of these tests' own run time
-
-
-class ThreadResult:
-    """Runs fn in a named thread and keeps its result or exception."""
-
-    def __init__(self, name, fn):
-        self.value = self.error = None
-        self.thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self, fn):
-        try:
-            self.value = fn()
-        except BaseException as e:  # the test inspects it
-            self.error = e
-
-    def join(self):
-        self.thread.join(HANG_LIMIT)
-        assert not self.thread.is_alive(), "thread %s is stuck" % self.thread.name
-        return self
 
 
 class RacesTest(CacheTestCase):
@@ -53,10 +33,8 @@ class RacesTest(CacheTestCase):
         self.sync = self.load(self.sync_name)
         self.plug = self.mod("plug")
 
-    def test_a_reload_requested_while_an_unload_runs_is_refused(self):
-        # The unload has checked that nobody reloads the module and runs
-        # Python code (its __unload__) when the reload arrives: before the
-        # fix the reload went on with the entry the unload then freed.
+    def start_an_unload_that_waits_in_unload_hook(self):
+        """Another thread unloads plug and waits in its __unload__ until proceed is set."""
         self.write(self.plug, f"""
             import {self.sync_name} as sync
             def __unload__():
@@ -66,6 +44,13 @@ class RacesTest(CacheTestCase):
         self.load(self.plug)
         unloader = ThreadResult("unloader", lambda: modhost.unload(self.plug))
         self.assertTrue(self.sync.entered.wait(30))
+        return unloader
+
+    def test_a_reload_requested_while_an_unload_runs_is_refused(self):
+        # The unload has checked that nobody reloads the module and runs
+        # Python code (its __unload__) when the reload arrives: before the
+        # fix the reload went on with the entry the unload then freed.
+        unloader = self.start_an_unload_that_waits_in_unload_hook()
         with self.assertRaises(RuntimeError) as caught:
             modhost.reload(self.plug)
         self.assertIn("being unloaded", str(caught.exception))
@@ -81,20 +66,13 @@ class RacesTest(CacheTestCase):
         self.assertEqual(modhost.info(self.plug).generation, 1)
 
     def test_an_unload_requested_while_an_unload_runs_is_refused(self):
-        self.write(self.plug, f"""
-            import {self.sync_name} as sync
-            def __unload__():
-                sync.entered.set()
-                sync.proceed.wait(30)
-            """)
-        self.load(self.plug)
-        unloader = ThreadResult("unloader", lambda: modhost.unload(self.plug))
-        self.assertTrue(self.sync.entered.wait(30))
+        unloader = self.start_an_unload_that_waits_in_unload_hook()
         with self.assertRaises(RuntimeError) as caught:
             modhost.unload(self.plug)
         self.assertIn("being unloaded", str(caught.exception))
         self.sync.proceed.set()
-        self.assertIsNone(unloader.join().error)
+        unloader.join()
+        self.assertIsNone(unloader.error)
         self.assertNotIn(self.plug, modhost.modules())
 
     def test_an_unload_requested_while_a_reload_runs_is_refused(self):
@@ -112,7 +90,8 @@ class RacesTest(CacheTestCase):
             modhost.unload(self.plug)
         self.assertIn("being reloaded", str(caught.exception))
         self.sync.proceed.set()
-        self.assertIsNone(reloader.join().error)
+        reloader.join()
+        self.assertIsNone(reloader.error)
         self.assertEqual(sys.modules[self.plug].VERSION, 2)
         self.assertEqual(modhost.info(self.plug).generation, 2)
 
