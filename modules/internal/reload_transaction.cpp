@@ -381,9 +381,11 @@ std::vector<cache_entry*> plan_order(const reload_context& context, const std::v
     for (const auto& member : unit) {
       auto target = std::find_if(targets.begin(), targets.end(), [&](cache_entry* t) { return t->name == member; });
       cache_entry* entry = target != targets.end() ? *target : context.modules.lookup(member);
+      // A dependent still being imported (by another thread: the gate holds
+      // it) is not re-run under its import; it runs the new code when it goes on.
       if (target != targets.end() ||
           (entry && is_reloadable(entry->kind) && !refusal_reason(member) && !context.modules.reloading().count(member) &&
-           !context.modules.unloading().count(member)))
+           !context.modules.unloading().count(member) && !registry::initializing(entry->module)))
         order.push_back(entry);
     }
   return order;

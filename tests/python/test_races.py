@@ -127,6 +127,34 @@ class RacesTest(CacheTestCase):
         self.assertEqual(sys.modules[x].f(), 1)
         self.assertEqual(modhost.info(self.plug).state, "loaded")
 
+    def test_a_dependent_another_thread_is_still_importing_is_not_rerun_under_its_import(self):
+        # dep's import has begun (its edges are known) when plug is reloaded
+        # with its dependents: re-running dep then would run its top level a
+        # second time, at once, in the namespace its import is filling (the
+        # race harness saw the import come back without its globals).
+        dep = self.mod("dep")
+        self.write(self.plug, "def f():\n    return 1\n")
+        self.load(self.plug)
+        self.write(dep, f"""
+            import {self.sync_name} as sync
+            sync.runs = getattr(sync, "runs", 0) + 1
+            if sync.runs == 1:
+                sync.entered.set()
+                sync.proceed.wait(30)
+            from {self.plug} import f
+            RESULT = f()
+            """)
+        importer = ThreadResult("importer", lambda: __import__(dep))
+        self.assertTrue(self.sync.entered.wait(30))
+        self.write(self.plug, "def f():\n    return 2\n")
+        modhost.reload(self.plug, deep=True, dependents=True)
+        self.assertEqual(modhost.last_reload().reexecuted, [self.plug])
+        self.sync.proceed.set()
+        importer.join()
+        self.assertIsNone(importer.error)
+        self.assertEqual(self.sync.runs, 1)
+        self.assertEqual(sys.modules[dep].RESULT, 2)
+
 
 if __name__ == "__main__":
     unittest.main()
