@@ -39,11 +39,16 @@ class CacheTestCase(unittest.TestCase):
             sys.modules.pop(name, None)
         for name in [n for n in list(vars(builtins)) if self.tag in n]:
             delattr(builtins, name)
-        # Make everything removable again (a test may have chmod-ed a file).
+        # Make everything removable again (a test may have chmod-ed a file),
+        # but never through a symbolic link: chmod follows it, and a test's
+        # link to /dev/null made /dev/null unusable for everyone but root.
         for root, dirs, files in os.walk(self.dir):
             for entry in dirs + files:
+                path = os.path.join(root, entry)
+                if os.path.islink(path):
+                    continue
                 try:
-                    os.chmod(os.path.join(root, entry), stat.S_IRWXU)
+                    os.chmod(path, stat.S_IRWXU)
                 except OSError:
                     pass
         shutil.rmtree(self.dir, ignore_errors=True)
