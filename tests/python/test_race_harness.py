@@ -64,12 +64,13 @@ def version():
 """
 
 # Saves the edited module as editors do, alternating in-place writes and
-# atomic renames, until the stop file appears.
+# atomic renames, until the stop file appears or the harness is gone.
 EDITOR = """
 import os, sys, time
 path, stop = sys.argv[1], sys.argv[2]
+harness = os.getppid()
 version = 1
-while not os.path.exists(stop):
+while not os.path.exists(stop) and os.getppid() == harness:
     version += 1
     text = "def version():\\n    return %d\\n" % version
     if version % 2:
