@@ -157,6 +157,7 @@ def f():
 ONE_VERSION_APP = """
 import os, sys
 import plugin
+print("started", flush=True)
 stop = sys.argv[1]
 calls = mixed = 0
 while not os.path.exists(stop):
@@ -247,12 +248,12 @@ class HostChangesets(unittest.TestCase):
     def test_each_call_on_the_main_thread_runs_one_version(self):
         self.write("plugin.py", ONE_VERSION_PLUGIN.format(version=0))
         child = self.run_host(ONE_VERSION_APP, "--autoreload", "all")
-        time.sleep(0.3)
+        child.expect("stdout", lambda line: line == "started")  # imported: the saves may begin
         saves = 1000
         for version in range(1, saves + 1):
             self.write("plugin.py", ONE_VERSION_PLUGIN.format(version=version))
             time.sleep(0.001)
-        time.sleep(1.5)  # the last save goes live
+        time.sleep(3)  # the last save goes live (a sanitizer build is slow)
         open(self.stop, "w").close()
         self.assertEqual(child.finish(), 0, child.seen)
         result = child.seen["stdout"][-1].split()
