@@ -26,7 +26,13 @@ bytecode_opcodes bytecode_opcodes::load() {
     ops.delete_name = number("DELETE_NAME");
     ops.delete_global = number("DELETE_GLOBAL");
     ops.setup_annotations = number("SETUP_ANNOTATIONS");
-    auto optional = [&](const char* name) { return opmap.contains(name) ? number(name) : -1; };
+    // Opcodes that are real instructions in this version; since 3.12 opmap
+    // also lists pseudo-instructions (LOAD_METHOD among them), numbered from
+    // 256, which never appear in co_code.
+    auto optional = [&](const char* name) {
+      int op = opmap.contains(name) ? number(name) : -1;
+      return op < 256 ? op : -1;
+    };
     ops.load_name = number("LOAD_NAME");
     ops.load_global = number("LOAD_GLOBAL");
     ops.load_attr = number("LOAD_ATTR");
