@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
             double seconds = std::strtod(text.c_str(), nullptr);
             return seconds > 0 ? std::string() : std::string("must be a positive number of seconds, or inf");
           },
-          "SECONDS"));
+          ""));  // no description: --help shows the type name once
   std::vector<std::string> roots;
   bool strict = false;
   std::string audit_log;
