@@ -231,7 +231,7 @@ std::vector<std::string> autoreloader::poll() {
   // asked, in the middle of another burst of saves: what settled so far is
   // half of it. It waits as the background thread does (background_loop).
   const auto now = file_watcher::clock::now();
-  if (thread_.joinable() && (now < watcher_.last_event() + watcher_.debounce() || watcher_.busy(now))) {
+  if (thread_.joinable() && in_burst(now)) {
     if (!burst_since_) burst_since_ = now;
     if (now - *burst_since_ < changeset_limit) {
       for (const auto& [name, reported] : names) due_.insert(name);
@@ -570,6 +570,12 @@ bool autoreloader::inside_waited_code() {
   return false;
 }
 
+// More saves of the burst at hand may come: a watched file changed less
+// than changeset_gap() ago, or one is still being written or deleted.
+bool autoreloader::in_burst(file_watcher::clock::time_point now) const {
+  return now < watcher_.last_event() + changeset_gap() || watcher_.busy(now);
+}
+
 void autoreloader::background_loop() {
   using namespace std::chrono;
   using clock = file_watcher::clock;
@@ -577,7 +583,6 @@ void autoreloader::background_loop() {
   // When the first complete save of the changeset at hand was seen (max:
   // none is at hand); see changeset_gap below.
   auto burst = clock::time_point::max();
-  const auto changeset_gap = std::max(milliseconds(1), debounce);
   while (!stop_) {
     clock::time_point retry_at;
     bool unsafe;
@@ -593,7 +598,7 @@ void autoreloader::background_loop() {
     auto now = clock::now();
     auto next = std::min(retry_at, watcher_.next_settle());
     if (burst != clock::time_point::max())
-      next = std::min({retry_at, std::max(watcher_.last_event() + changeset_gap, now + milliseconds(1)),
+      next = std::min({retry_at, std::max(watcher_.last_event() + changeset_gap(), now + milliseconds(1)),
                        burst + changeset_limit});
     if (polling) next = std::min(next, now + std::max(debounce, milliseconds(50)));
     milliseconds timeout(1000);  // stop_background() interrupts the wait: this only bounds it
@@ -624,7 +629,7 @@ void autoreloader::background_loop() {
     // save. A single save so goes live one debounce after its close.
     if (!new_modules && settled) {  // a retry too: what it would take now may be half a burst
       if (burst == clock::time_point::max()) burst = now;
-      if ((now < watcher_.last_event() + changeset_gap || watcher_.busy(now)) && now < burst + changeset_limit)
+      if (in_burst(now) && now < burst + changeset_limit)
         continue;
     }
     burst = clock::time_point::max();

@@ -33,6 +33,7 @@
 // poll() and one that relies on the thread both see their edits.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -164,6 +165,9 @@ class autoreloader {
   // Since when poll() has waited for a burst of saves to end (background mode).
   std::optional<file_watcher::clock::time_point> burst_since_;
   bool inside_waited_code();
+  // The quiet that ends a burst of saves: the debounce (see background_loop).
+  std::chrono::milliseconds changeset_gap() const { return std::max(std::chrono::milliseconds(1), watcher_.debounce()); }
+  bool in_burst(file_watcher::clock::time_point now) const;
   std::set<std::string> reported_;                    // deleted / extension: said once
   bool polling_ = false;  // poll() is on the stack: a pending call inside it must not poll again
 
