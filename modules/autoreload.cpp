@@ -213,7 +213,11 @@ std::vector<std::string> autoreloader::poll() {
     ~running() { flag = false; }
   } guard(polling_);
   track_new_modules();
-  auto settled = watcher_.take_settled();  // reads what the kernel queued up to now
+  // What the kernel queued up to now. A save read after this instant, even
+  // while examine() looks at the files, is one that the changesets at hand
+  // may be half of (apply_set's still_complete).
+  const auto collected = file_watcher::clock::now();
+  auto settled = watcher_.take_settled(collected);
   if (settled.empty() && due_.empty()) return reloaded;
   bool new_files = false;
   std::map<std::string, bool> names;  // name -> the watcher reported its save complete
@@ -242,7 +246,7 @@ std::vector<std::string> autoreloader::poll() {
   std::vector<change> changes;
   for (auto it = names.begin(); it != names.end(); ++it)
     if (auto found = examine(it->first, it->second)) changes.push_back(*found);
-  apply(std::move(changes), reloaded);
+  apply(std::move(changes), collected, reloaded);
   return reloaded;
 }
 
@@ -297,7 +301,8 @@ std::optional<autoreloader::change> autoreloader::examine(const std::string& nam
 // since, as soon as any change touches it (a rename across two files goes
 // live at the second save); not before, since the same files would fail the
 // same way.
-void autoreloader::apply(std::vector<change> changes, std::vector<std::string>& reloaded) {
+void autoreloader::apply(std::vector<change> changes, file_watcher::clock::time_point collected,
+                         std::vector<std::string>& reloaded) {
   if (changes.empty()) return;
   // Each module with every module that depends on it, transitively.
   std::map<std::string, std::set<std::string>> reach;
@@ -348,7 +353,7 @@ void autoreloader::apply(std::vector<change> changes, std::vector<std::string>& 
     for (std::size_t i = 0; i < changes.size(); ++i)
       if (set_of[i] == set) members.push_back(changes[i]);
     try {
-      apply_set(members, reloaded);
+      apply_set(members, collected, reloaded);
     } catch (...) {  // interrupted (Ctrl-C): the sets not tried yet wait for the next poll
       for (std::size_t i = 0; i < changes.size(); ++i)
         if (set_of[i] > set) due_.insert(changes[i].name);
@@ -357,7 +362,8 @@ void autoreloader::apply(std::vector<change> changes, std::vector<std::string>& 
   }
 }
 
-void autoreloader::apply_set(const std::vector<change>& changes, std::vector<std::string>& reloaded) {
+void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::clock::time_point collected,
+                             std::vector<std::string>& reloaded) {
   bool anything_new = false;
   for (const auto& c : changes) {
     auto failed = failed_set_.find(c.name);
@@ -388,10 +394,9 @@ void autoreloader::apply_set(const std::vector<change>& changes, std::vector<std
     options.source_at_rest = [this](const std::filesystem::path& path) { return !watcher_.still_changing(path); };
   else
     options.quiet_for = watcher_.debounce();
-  // A save that arrives while the set runs may belong to it (the next file
+  // A save that arrives after the set was collected may belong to it (the next file
   // of a git checkout): the set rolls back and is collected again with it,
   // unless saves keep coming for longer than changeset_limit.
-  const auto collected = file_watcher::clock::now();
   if (!incomplete_since_) incomplete_since_ = collected;
   if (collected - *incomplete_since_ < changeset_limit)
     options.still_complete = [this, collected] { return !watcher_.changed_since(collected); };
@@ -567,6 +572,9 @@ bool autoreloader::inside_waited_code() {
     if (py::reinterpret_steal<py::object>(PyFrame_GetGlobals(f)).ptr() == ns) return true;
     frame = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyFrame_GetBack(f)));
   }
+  // Seen outside it: the patience is for code that never leaves, not the
+  // sum of the waits of a stream of saves (each one caught inside a call).
+  running_since_.reset();
   return false;
 }
 

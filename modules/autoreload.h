@@ -120,8 +120,10 @@ class autoreloader {
     bool vouched;  // the kernel saw its save complete and nobody wrote it since
   };
   std::optional<change> examine(const std::string& name, bool reported);
-  void apply(std::vector<change> changes, std::vector<std::string>& reloaded);
-  void apply_set(const std::vector<change>& changes, std::vector<std::string>& reloaded);
+  // `collected`: when poll() read the saves that `changes` come from.
+  void apply(std::vector<change> changes, file_watcher::clock::time_point collected, std::vector<std::string>& reloaded);
+  void apply_set(const std::vector<change>& changes, file_watcher::clock::time_point collected,
+                 std::vector<std::string>& reloaded);
   void background_loop();
   static int run_pending(void*);
   void restart_after_fork();
