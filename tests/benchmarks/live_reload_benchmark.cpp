@@ -34,6 +34,13 @@
 //                    thread never calls poll(): see section 3.
 //   live_background/first_save_after_import
 //                    a module's first save right after its first import.
+//   live_background/checkout/N
+//                    a git-style checkout (unlink, create, write; one file every
+//                    2.5 ms) of N chained modules (m_i imports m_{i-1}), 30 times,
+//                    while the main thread spins through a function_handle of the
+//                    last one: from the last file's close to the first call that
+//                    sees every module on the new version; `mixed` counts calls
+//                    that saw two versions (0: each checkout switched whole).
 #include <pybind11/embed.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -699,6 +706,105 @@ void first_save_after_import(benchmark::State& state) {
   state.counters["min_ms"] = percentile(latency, 0);
 }
 
+// A git-style checkout of `count` chained modules, 30 times (see the header).
+void checkout_latency(benchmark::State& state) {
+  using namespace std::chrono;
+  const int count = static_cast<int>(state.range(0));
+  constexpr int kCheckouts = 30;
+  auto& reloader = modhost::interpreter::current()->autoreload();
+  const auto dir = g_dir->path() / ("checkout_" + std::to_string(count));
+  std::filesystem::create_directories(dir);
+  py::list sys_path = py::module_::import("sys").attr("path");
+  if (!sys_path.contains(py::str(dir.string()))) sys_path.append(dir.string());
+  auto name_of = [&](int i) { return "bench_co" + std::to_string(count) + "_" + std::to_string(i); };
+  // chain() returns every module's version, root first: one version when whole.
+  auto source = [&](int i, std::int64_t version) {
+    std::string text = "VERSION = " + std::to_string(version) + "\n";
+    if (i == 0) return text + "def chain():\n    return [VERSION]\n";
+    return "import " + name_of(i - 1) + "\n" + text + "def chain():\n    return " + name_of(i - 1) +
+           ".chain() + [VERSION]\n";
+  };
+  auto write = [&](int i, std::int64_t version) {  // as git does: unlink, create, write
+    auto file = dir / (name_of(i) + ".py");
+    std::filesystem::remove(file);
+    save_file(file, source(i, version), false);
+  };
+  std::int64_t version = ++g_live_version;
+  for (int i = 0; i < count; ++i) write(i, version);
+  py::module_::import("importlib").attr("invalidate_caches")();
+  for (int i = 0; i < count; ++i) {
+    if (cache().find(name_of(i))) {
+      modhost::reload_options options;
+      options.deep = true;
+      auto report = cache().reload(name_of(i), options);
+      if (!report) throw std::runtime_error("initial reload failed: " + std::string(report.error->what()));
+    } else {
+      cache().load(name_of(i));
+    }
+  }
+  modhost::function_handle chain(cache(), name_of(count - 1), "chain");
+  reloader.set_mode(modhost::autoreload_mode::all);
+  reloader.poll();
+  require_inotify(reloader);
+  settle(reloader);
+  std::vector<double> reload_ms;
+  auto subscription = cache().subscribe([&](const modhost::reload_report& report) {
+    reload_ms.push_back(ms(report.duration));
+  });
+  stderr_capture errors_out;
+  reloader.start_background();
+  std::vector<double> latency;
+  std::int64_t mixed = 0;
+  std::string error;
+  try {
+    for (int checkout = 0; checkout < kCheckouts; ++checkout) {
+      const std::int64_t next = ++g_live_version;
+      clock_type::time_point written{};
+      std::thread writer([&] {
+        auto at = clock_type::now();
+        for (int i = 0; i < count; ++i) {
+          write(i, next);
+          at += microseconds(2500);
+          std::this_thread::sleep_until(at);
+        }
+        written = clock_type::now();
+      });
+      const auto give_up = clock_type::now() + seconds(30);
+      for (;;) {
+        py::list versions = chain();
+        std::int64_t first = versions[0].cast<std::int64_t>();
+        bool whole = true;
+        for (auto v : versions) whole = whole && v.cast<std::int64_t>() == first;
+        if (!whole) ++mixed;
+        if (whole && first == next) break;
+        if (clock_type::now() > give_up) throw std::runtime_error("a checkout never went live");
+      }
+      auto live = clock_type::now();
+      {
+        modhost::gil_release released;
+        writer.join();
+      }
+      latency.push_back(std::max(0.0, ms(live - written)));
+      std::this_thread::sleep_for(milliseconds(50));  // apart from the next checkout
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  reloader.stop_background();
+  reloader.set_mode(modhost::autoreload_mode::off);
+  cache().unsubscribe(subscription);
+  if (!error.empty()) throw std::runtime_error(error + "; stderr: " + errors_out.text());
+  double median = percentile(latency, 50);
+  state.SetIterationTime(median / 1000.0);
+  state.counters["checkouts"] = kCheckouts;
+  state.counters["median_ms"] = median;
+  state.counters["p90_ms"] = percentile(latency, 90);
+  state.counters["max_ms"] = percentile(latency, 100);
+  state.counters["reload_ms"] = percentile(reload_ms, 50);  // one changeset's transaction
+  state.counters["reloads"] = static_cast<double>(reload_ms.size());
+  state.counters["mixed"] = static_cast<double>(mixed);
+}
+
 }  // namespace
 
 void register_live_reload_benchmarks() {
@@ -747,6 +853,19 @@ void register_live_reload_benchmarks() {
           ->Unit(benchmark::kMillisecond);
     }
   }
+  benchmark::RegisterBenchmark("live_background/checkout",
+                               [](benchmark::State& state) {
+                                 guarded(state, [&] {
+                                   for (auto _ : state) checkout_latency(state);
+                                 });
+                               })
+      ->Arg(1)
+      ->Arg(5)
+      ->Arg(20)
+      ->Iterations(1)
+      ->Repetitions(1)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("live_background/first_save_after_import",
                                [](benchmark::State& state) {
                                  guarded(state, [&] {
