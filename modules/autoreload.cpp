@@ -12,6 +12,7 @@
 #include <map>
 
 #include "interpreter/gil.h"
+#include "modules/internal/handle_safe_point.h"
 #include "modules/internal/main_thread_call.h"
 #include "modules/internal/request_checks.h"
 #include "modules/module_cache.h"
@@ -41,6 +42,11 @@ namespace {
 // The autoreloader whose pending call may run; cleared before it goes away,
 // because a scheduled pending call cannot be taken back.
 std::atomic<autoreloader*> g_background{nullptr};
+
+// threading.main_thread(): where pending calls run (after a fork, the thread that forked).
+unsigned long main_thread_ident() {
+  return py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+}
 
 bool is_under(const std::filesystem::path& path, const std::filesystem::path& dir) {
   auto mismatch = std::mismatch(dir.begin(), dir.end(), path.begin(), path.end());
@@ -409,7 +415,7 @@ void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::c
            (changes.size() > 1 ? " (the set is retried, whole, when any of its files changes)" : ""));
     for (const auto& c : changes) failed_set_[c.name] = c.content_hash;
     running_since_.reset();
-    waiting_for_.clear();
+    wait_for({});
     incomplete_since_.reset();
   };
   reload_report result;
@@ -424,7 +430,7 @@ void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::c
     for (const auto& name : names) due_.insert(name);
     if (!result.deferred_by.empty()) incomplete_since_.reset();  // not a save that came meanwhile
     if (!result.deferred_by.empty() && !running_since_) running_since_ = now;
-    waiting_for_ = result.deferred_by;
+    wait_for(result.deferred_by);
     return;
   }
   if (running_since_ && !options.defer_if_running)
@@ -433,7 +439,7 @@ void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::c
            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(main_thread_patience).count()) +
            " ms for it to leave");
   running_since_.reset();
-  waiting_for_.clear();
+  wait_for({});
   incomplete_since_.reset();
   if (!result && result.error->matches("KeyboardInterrupt")) {
     // Ctrl-C while the new code ran: it is rolled back, and the interrupt is
@@ -453,6 +459,14 @@ void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::c
   for (const auto& ran : result.reexecuted) reloaded.push_back(ran);
 }
 
+// The main thread's code that the changeset at hand waits for it to leave
+// (empty: none). Meanwhile a function_handle call that a C++ loop makes
+// between two calls into that code is a safe point too (handle_safe_point.h).
+void autoreloader::wait_for(std::string module) {
+  waiting_for_ = std::move(module);
+  detail::g_handle_safe_point_wanted = !waiting_for_.empty() && thread_.joinable();
+}
+
 // ---------------------------------------------------------------------------
 // Background mode
 
@@ -466,6 +480,7 @@ void autoreloader::start_background() {
     if (!woken_.exchange(true)) watcher_.interrupt();  // one write() per wait, however many imports
   });
   thread_ = std::thread([this] { background_loop(); });
+  detail::set_handle_safe_point_hook(&autoreloader::run_pending, main_thread_ident());
   // Once per process (the GIL serializes the check): the hook finds the
   // autoreloader running in the background through g_background.
   static bool fork_hook = false;
@@ -496,11 +511,13 @@ void autoreloader::restart_after_fork() {
   woken_ = false;
   stop_ = false;
   thread_ = std::thread([this] { background_loop(); });
+  detail::set_handle_safe_point_hook(&autoreloader::run_pending, main_thread_ident());  // the forking thread now
 }
 
 void autoreloader::stop_background() {
   if (!thread_.joinable()) return;
   cache_.remove_tracking_listener(tracking_listener_);
+  detail::set_handle_safe_point_hook(nullptr, 0);
   g_background = nullptr;
   stop_ = true;
   done_->notify_all();

@@ -167,6 +167,7 @@ class autoreloader {
   // Since when poll() has waited for a burst of saves to end (background mode).
   std::optional<file_watcher::clock::time_point> burst_since_;
   bool inside_waited_code();
+  void wait_for(std::string module);
   // The quiet that ends a burst of saves: the debounce (see background_loop).
   std::chrono::milliseconds changeset_gap() const { return std::max(std::chrono::milliseconds(1), watcher_.debounce()); }
   bool in_burst(file_watcher::clock::time_point now) const;

@@ -6,6 +6,7 @@
 
 #include "interpreter/translate_errors.h"
 #include "modules/internal/call_gate.h"
+#include "modules/internal/handle_safe_point.h"
 #include "modules/internal/registry.h"
 #include "modules/internal/request_checks.h"
 #include "modules/module_cache.h"
@@ -13,6 +14,29 @@
 namespace py = pybind11;
 
 namespace modhost {
+
+namespace detail {
+
+std::atomic<bool> g_handle_safe_point_wanted{false};
+
+namespace {
+std::atomic<handle_safe_point_hook> g_hook{nullptr};
+std::atomic<unsigned long> g_hook_thread{0};
+}  // namespace
+
+void set_handle_safe_point_hook(handle_safe_point_hook hook, unsigned long main_thread) {
+  g_hook_thread = main_thread;
+  g_hook = hook;
+  if (!hook) g_handle_safe_point_wanted = false;
+}
+
+void offer_handle_safe_point() {
+  handle_safe_point_hook hook = g_hook.load();
+  if (!hook || PyEval_GetFrame() || PyThread_get_thread_ident() != g_hook_thread.load()) return;
+  if (hook(nullptr) != 0) throw python_error::fetch();
+}
+
+}  // namespace detail
 
 function_handle::function_handle(module_cache& cache, std::string module, std::string attribute)
     : slot_(std::make_shared<detail::handle_slot>()) {
@@ -34,6 +58,7 @@ const std::string& function_handle::attribute() const noexcept { return slot_->a
 
 py::object function_handle::current() {
   detail::handle_slot& slot = *slot_;
+  if (detail::handle_safe_point_wanted()) detail::offer_handle_safe_point();
   if (detail::any_gate_closed() && slot.cache)  // another thread may be reloading it: wait for the new version
     if (detail::cache_entry* entry = slot.cache->find_tracked(slot.module))
       detail::admit(PyModule_GetDict(entry->module.ptr()));

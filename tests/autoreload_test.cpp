@@ -279,8 +279,13 @@ TEST_F(AutoreloadBackground, ReachesAPythonLoopThatNeverReleasesTheGil) {
   EXPECT_EQ(scope["result"].cast<int>(), 2) << "the spinning loop never ran the saved code";
 }
 
-TEST_F(AutoreloadBackground, ReachesACppLoopOfFunctionHandleCalls) {
+// The loop is inside ar_spin's code at every bytecode boundary, so the
+// reload waits for it to leave that code: it is applied between two calls,
+// in C++, at the next handle call (before, only after the main thread's 1 s
+// patience, with "applied while the main thread still runs code of ar_spin").
+TEST_F(AutoreloadBackground, ReachesACppLoopOfFunctionHandleCallsBetweenTwoCalls) {
   function_handle value(cache(), "ar_spin", "value");
+  ::testing::internal::CaptureStderr();
   save_soon();
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   long calls = 0;
@@ -289,7 +294,9 @@ TEST_F(AutoreloadBackground, ReachesACppLoopOfFunctionHandleCalls) {
     seen = value().cast<int>();
     ++calls;
   }
+  std::string reported = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(seen, 2) << "a C++ loop holding the GIL never ran the saved code (" << calls << " calls)";
+  EXPECT_EQ(reported.find("applied while"), std::string::npos) << reported;
 }
 
 // C++ work that holds the GIL for long between calls: the save goes live at
