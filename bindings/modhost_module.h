@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 class autoreloader;
 class module_cache;

@@ -18,7 +18,9 @@
 
 #include <pybind11/pytypes.h>  // Python.h first, as CPython requires
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 class error_scope {
  public:

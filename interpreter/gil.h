@@ -19,7 +19,9 @@
 
 #include <Python.h>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 class gil_acquire {
  public:

@@ -24,9 +24,10 @@
 #include <vector>
 
 #include "interpreter/python_error.h"
+#include "interpreter/visibility.h"
 #include "modules/cache_options.h"
 
-namespace modhost {
+namespace modhost MODHOST_HIDDEN {
 
 class autoreloader;
 class module_cache;

@@ -11,7 +11,9 @@
 #include <stdexcept>
 #include <string>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 class python_error : public std::runtime_error {
  public:

@@ -25,8 +25,9 @@
 #include <pybind11/pytypes.h>  // Python.h first, as CPython requires
 
 #include "interpreter/python_error.h"
+#include "interpreter/visibility.h"
 
-namespace modhost {
+namespace modhost MODHOST_HIDDEN {
 
 // Owns a new reference without adding one; null gives a null object.
 template <class T = pybind11::object, class P>

@@ -22,7 +22,9 @@
 #include <chrono>
 #include <cstdint>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 class time_limit {
  public:

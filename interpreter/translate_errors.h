@@ -14,8 +14,9 @@
 #include <pybind11/pytypes.h>  // Python.h first, as CPython requires
 
 #include "interpreter/python_error.h"
+#include "interpreter/visibility.h"
 
-namespace modhost {
+namespace modhost MODHOST_HIDDEN {
 
 // Runs `fn` and returns what it returns; a pybind11::error_already_set from
 // it is rethrown as python_error carrying the same exception object.

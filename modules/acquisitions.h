@@ -30,7 +30,9 @@
 #include <string>
 #include <vector>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 class module_cache;
 

@@ -50,9 +50,10 @@
 
 #include <pybind11/pytypes.h>
 
+#include "interpreter/visibility.h"
 #include "modules/file_watcher.h"
 
-namespace modhost {
+namespace modhost MODHOST_HIDDEN {
 
 class module_cache;
 

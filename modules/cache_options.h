@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <vector>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 struct cache_options {
   // Directories modules may load from, besides the stdlib. Empty: anywhere.

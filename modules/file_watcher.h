@@ -39,7 +39,9 @@
 #include <string>
 #include <vector>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 // `path` absolute and lexically normal, without a trailing separator: the one
 // spelling in which the watcher and the autoreloader store and compare paths.

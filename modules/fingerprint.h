@@ -11,7 +11,9 @@
 #include <optional>
 #include <string_view>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 struct fingerprint {
   std::uint64_t size = 0;

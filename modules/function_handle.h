@@ -9,8 +9,9 @@
 #include <utility>
 
 #include "interpreter/python_error.h"
+#include "interpreter/visibility.h"
 
-namespace modhost {
+namespace modhost MODHOST_HIDDEN {
 
 class module_cache;
 

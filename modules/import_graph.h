@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
-namespace modhost {
+#include "interpreter/visibility.h"
+
+namespace modhost MODHOST_HIDDEN {
 
 class import_graph {
  public:

@@ -31,11 +31,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "interpreter/visibility.h"
 #include "modules/cache_options.h"
 #include "modules/function_handle.h"
 #include "modules/module_types.h"
 
-namespace modhost {
+namespace modhost MODHOST_HIDDEN {
 
 namespace detail {
 class registry;

@@ -16,9 +16,10 @@
 #include <vector>
 
 #include "interpreter/python_error.h"
+#include "interpreter/visibility.h"
 #include "modules/fingerprint.h"
 
-namespace modhost {
+namespace modhost MODHOST_HIDDEN {
 
 enum class module_kind {
   source,             // a .py file
