@@ -17,6 +17,7 @@
 #include "interpreter/translate_errors.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
+#include "modules/shutdown.h"
 
 namespace py = pybind11;
 
@@ -141,12 +142,35 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
 
 interpreter::~interpreter() {
   released_.reset();  // the GIL back first: what follows needs it
-  // What python3's exit does first, done while modhost is still attached so
-  // that atexit callbacks (and the threads joined before them) can use it:
-  // join the non-daemon threads, then run the atexit callbacks, newest
-  // first, each failure printed as python3 prints it. Py_FinalizeEx finds
-  // both done (threading._shutdown returns at once the second time, and
-  // atexit forgets callbacks it ran).
+  // The exit, in python3's order with modhost's own step first:
+  //  1. What modhost manages is unloaded (modules/shutdown.h): every module
+  //     with acquisitions or an __unload__, dependents first, each one's
+  //     releases newest first, then its __unload__. First, because
+  //     threading._shutdown (step 2) joins every non-daemon thread, and a
+  //     plugin's thread acquired through modhost.acquire stops only when its
+  //     release runs: joined first, it would keep the process waiting for
+  //     ever. The autoreloader stops before it: nothing reloads a module
+  //     being taken down. Only what modhost manages goes this early; the
+  //     rest of sys.modules (the stdlib, modules with neither) stays for the
+  //     atexit callbacks and Python's finalization, as in python3.
+  //  2. python3's exit, done while modhost is still attached so that atexit
+  //     callbacks (and the threads joined before them) can use it: join the
+  //     non-daemon threads, then run the atexit callbacks, newest first, each
+  //     failure printed as python3 prints it. The atexit callbacks come after
+  //     the unloads, as python3 runs them after the join: a plugin's callback
+  //     still has its namespace (an unload takes a module out of sys.modules,
+  //     it does not clear it) but finds what the plugin acquired released, as
+  //     after modhost.unload. Py_FinalizeEx finds both done
+  //     (threading._shutdown returns at once the second time, and atexit
+  //     forgets callbacks it ran).
+  //  3. The cache goes (releasing whatever an atexit callback acquired), then
+  //     Python finalizes: no C++ object of the host holds Python past it.
+  autoreload_->stop_background();
+  try {
+    for (const auto& line : unload_at_exit(*cache_)) std::cerr << "[modhost] at exit, " + line + "\n" << std::flush;
+  } catch (const std::exception& e) {  // the exit goes on regardless
+    std::cerr << std::string("[modhost] at exit, unloading failed: ") + e.what() + "\n" << std::flush;
+  }
   try {
     py::dict modules = py::reinterpret_borrow<py::dict>(PyImport_GetModuleDict());
     if (modules.contains("threading")) modules["threading"].attr("_shutdown")();

@@ -4,7 +4,10 @@
 // program is linked against (found from the library itself, never from
 // PATH or PYTHONHOME), puts no working directory on sys.path unless asked,
 // and prepends the host's module search paths. Creating it starts Python and
-// the module cache; destroying it finalizes Python. CPython cannot be
+// the module cache; destroying it finalizes Python, after unloading what
+// modhost manages (modules with acquisitions or an __unload__, dependents
+// first: their releases, then __unload__; see modules/shutdown.h) and only
+// then joining threads and running atexit callbacks. CPython cannot be
 // restarted safely in one process, so create it once, early in main():
 //
 //   BAD:  for (...) { modhost::interpreter py; ... }   // second start crashes

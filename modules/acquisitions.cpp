@@ -9,6 +9,7 @@
 #include "interpreter/reference.h"
 #include "interpreter/translate_errors.h"
 #include "modules/internal/acquisition_ledger.h"
+#include "modules/internal/cache_access.h"
 #include "modules/internal/registry.h"
 #include "modules/internal/request_checks.h"
 #include "modules/module_cache.h"
@@ -16,16 +17,6 @@
 namespace py = pybind11;
 
 namespace modhost {
-
-namespace detail {
-
-// What acquisitions.cpp needs of the cache's insides (a friend of module_cache).
-struct cache_access {
-  static registry& modules(module_cache& cache) { return cache.registry(); }
-  static acquisition_ledger& ledger(module_cache& cache) { return cache.acquisitions(); }
-};
-
-}  // namespace detail
 
 namespace {
 

@@ -58,6 +58,10 @@ const std::string& function_handle::attribute() const noexcept { return slot_->a
 
 py::object function_handle::current() {
   detail::handle_slot& slot = *slot_;
+  // The interpreter is gone (an application that keeps a handle past it):
+  // no Python may be touched, not even to raise an exception.
+  if (!slot.cache && !Py_IsInitialized())
+    throw std::runtime_error("C++ handle " + slot.module + "." + slot.attribute + ": the interpreter is gone");
   if (detail::handle_safe_point_wanted()) detail::offer_handle_safe_point();
   if (detail::any_gate_closed() && slot.cache)  // another thread may be reloading it: wait for the new version
     if (detail::cache_entry* entry = slot.cache->find_tracked(slot.module))

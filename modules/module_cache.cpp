@@ -61,7 +61,10 @@ class module_cache::impl {
 
 module_cache::module_cache(const cache_options& options) : impl_(std::make_unique<impl>(options)) {}
 
-module_cache::~module_cache() = default;
+// What is still acquired when the cache goes (what an atexit callback
+// acquired after unload_at_exit, modules/shutdown.h) is released while Python
+// still runs: a host's C++ objects must not hold Python past finalization.
+module_cache::~module_cache() { detail::release_all(impl_->acquisitions, "exit"); }
 
 bool module_cache::at_safe_point() const noexcept {
   return impl_->hook.idle() && !impl_->modules.in_call() && impl_->modules.reloading().empty();

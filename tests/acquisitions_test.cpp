@@ -108,6 +108,21 @@ class Acquisitions : public cache_test {
  protected:
   keyed_host host_{cache()};
 
+  // The plugins go before the host they registered with: what they acquired
+  // is released by then (the interpreter's exit would release it, and the
+  // host would be gone).
+  void TearDown() override {
+    for (const auto& name : cache().modules()) {
+      if (name.compare(0, 3, "ac_") != 0 || !cache().find(name)) continue;
+      try {
+        (void)cache().unload(name, /*force=*/true);
+      } catch (const python_error& e) {
+        ADD_FAILURE() << "unload of " << name << ": " << e.what();
+      }
+    }
+    cache_test::TearDown();
+  }
+
   static std::string plugin(int version, const std::string& extra = "") {
     return "import cpp_host\nVERSION = " + std::to_string(version) +
            "\ndef handler():\n    return VERSION\ncpp_host.register('handler', handler)\n" + extra;

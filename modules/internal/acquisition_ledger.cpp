@@ -93,6 +93,13 @@ std::vector<std::string> acquisition_ledger::holders_under(const std::string& na
   return names;
 }
 
+std::vector<std::string> acquisition_ledger::holders() const {
+  std::vector<std::string> names;
+  for (const auto& [module, items] : live_)
+    if (!items.empty()) names.push_back(module);
+  return names;
+}
+
 std::vector<acquisition> acquisition_ledger::take_orphans(const std::set<std::string>& skip) {
   std::vector<acquisition> taken;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
@@ -122,6 +129,12 @@ void release_orphans(acquisition_ledger& ledger, const std::set<std::string>& sk
   if (items.empty()) return;
   std::vector<std::string> errors;
   release_newest_first(items, "'" + items.front().module + "' is no longer in sys.modules", errors);
+}
+
+void release_all(acquisition_ledger& ledger, const std::string& during) {
+  std::vector<acquisition> items = ledger.take(ledger.holders());
+  std::vector<std::string> errors;
+  release_newest_first(items, during, errors);
 }
 
 released_acquisitions::released_acquisitions(acquisition_ledger& ledger, std::vector<std::string> modules,

@@ -50,6 +50,10 @@ class acquisition_ledger {
   std::vector<std::string> describe(const std::string& module) const;
   // `name` and those of its submodules that hold acquisitions.
   std::vector<std::string> holders_under(const std::string& name) const;
+  // Every module that holds acquisitions.
+  std::vector<std::string> holders() const;
+  // `module` holds acquisitions.
+  bool holds(const std::string& module) const { return live_.count(module) != 0; }
   // Acquisitions whose module object is no longer the one in sys.modules
   // (its first import failed, or it was deleted or replaced behind the
   // cache's back), taken out of the ledger, oldest first; modules in `skip`
@@ -68,6 +72,11 @@ class acquisition_ledger {
 // after every failed import and before every new acquisition; cheap when
 // the ledger is empty.
 void release_orphans(acquisition_ledger& ledger, const std::set<std::string>& skip);
+
+// Releases, newest first, every live acquisition, whatever its module, for
+// good (the end of the process: nothing may hold Python past finalization).
+// Failures go to sys.unraisablehook. `during` says what for in error lines.
+void release_all(acquisition_ledger& ledger, const std::string& during);
 
 // A reload or an unload holding `modules`' acquisitions off the host: the
 // constructor releases them (newest first, across all the modules: they are

@@ -65,6 +65,20 @@ referrer_query query_for(registry& modules, const std::vector<std::string>& name
   return query;
 }
 
+// At exit: calls the module's __unload__ (looked up in its __dict__, as
+// call_unload_hook does) straight from C++, so a failure's traceback holds
+// the user's frames only; the failure goes to sys.unraisablehook ("Exception
+// ignored in: <function __unload__ ...>", as python3 reports an exception in
+// __del__) and the exit goes on.
+void call_unload_hook_reporting(py::handle module) {
+  if (!PyModule_Check(module.ptr())) return;
+  PyObject* hook = PyDict_GetItemString(PyModule_GetDict(module.ptr()), "__unload__");  // borrowed
+  if (!hook) return;
+  auto held = py::reinterpret_borrow<py::object>(hook);  // the call may delete it from the namespace
+  auto result = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(held.ptr()));  // new reference
+  if (!result) PyErr_WriteUnraisable(held.ptr());  // prints the traceback, clears the error
+}
+
 // Marks names as being unloaded for exactly the unload's lifetime.
 class unloading_claim {
  public:
@@ -97,7 +111,8 @@ std::int64_t refcount(registry& modules, const std::string& name) {
   return count;
 }
 
-unload_report unload(registry& modules, const python_helpers& helpers, const std::string& name, bool force) {
+unload_report unload(registry& modules, const python_helpers& helpers, const std::string& name, bool force,
+                     bool at_exit) {
   cache_entry* entry = modules.require(name);
   if (const char* reason = refusal_reason(name))
     raise_error(PyExc_ValueError, "modhost refuses to unload '" + name + "': " + reason);
@@ -126,16 +141,22 @@ unload_report unload(registry& modules, const python_helpers& helpers, const std
   if (!weak) PyErr_Clear();
   {
     auto query = query_for(modules, names);
-    auto holders = translate_errors([&] { return find_referrers(query); });
-    if (!holders.empty() && !force) throw module_in_use_error(name, std::move(holders));
-    report.lingering = std::move(holders);
+    if (!at_exit) {  // a heap-wide scan per module, and at exit nobody waits for holders to let go
+      auto holders = translate_errors([&] { return find_referrers(query); });
+      if (!holders.empty() && !force) throw module_in_use_error(name, std::move(holders));
+      report.lingering = std::move(holders);
+    }
     for (const auto& [n, module] : query.modules) {
       cache_entry* e = modules.lookup(n);
       if (PySys_Audit("modhost.unload", "ss", n.c_str(), e ? e->path.c_str() : "") < 0)
         throw python_error::fetch();  // vetoed by an audit hook: nothing is unloaded
     }
-    for (const auto& [n, module] : query.modules)  // their own goodbyes; one that raises stops the unload
-      helpers.call_unload_hook(module);
+    for (const auto& [n, module] : query.modules) {  // their own goodbyes; one that raises stops the unload
+      if (at_exit)
+        call_unload_hook_reporting(module);
+      else
+        helpers.call_unload_hook(module);
+    }
   }
   PyObject* sys_modules = PyImport_GetModuleDict();  // borrowed
   for (const auto& n : names) {
