@@ -146,6 +146,16 @@ SPINS = 300_000_000
 
 
 class ForkedTimeLimit(ForkTestCase):
+    def setUp(self):
+        super().setUp()
+        # The parent's watchdog thread is up and waiting before any fork.
+        # GCC 12's AddressSanitizer does not lock its allocator around
+        # fork(): a thread still starting (allocating) when the test forks
+        # left the lock held in the child, which hung at its first
+        # allocation. glibc's malloc is fork-safe; this is the sanitizer's.
+        with modhost.time_limit(60):
+            time.sleep(0.2)
+
     def spin_under(self, seconds):
         """'fired after S' when the limit interrupts a busy loop, or 'never fired'."""
         start = time.monotonic()
