@@ -131,16 +131,19 @@ def chain():
     return [VERSION]
 """
 
+# Says each mix it sees once, and a version once every module has it.
 CHECKOUT_APP = """
 import os, sys
 import m{last}
 stop = sys.argv[1]
-last = None
+last = seen_mixed = None
 while not os.path.exists(stop):
     chain = m{last}.chain()
     if len(set(chain)) != 1:
-        print("mixed", chain, flush=True)
-    if chain[0] != last:
+        if chain != seen_mixed:
+            seen_mixed = chain
+            print("mixed", chain, flush=True)
+    elif chain[0] != last:
         last = chain[0]
         print("version", last, flush=True)
 print("stopped", flush=True)
@@ -237,15 +240,20 @@ class HostChangesets(unittest.TestCase):
     def checkout(self, count, version):
         """Writes every module of the chain at `version`, one every 2.5 ms,
         as git does: busy between files, not sleeping (a sleep on a loaded
-        machine can last far longer than any checkout's pause)."""
+        machine can last far longer than any checkout's pause). Returns the
+        longest pause between two files, in seconds."""
+        longest = 0.0
         with unhurried_writer():
-            next_file = time.perf_counter()
+            next_file = previous = time.perf_counter()
             for i in range(count):
                 text = CHAIN_ROOT if i == 0 else CHAIN_LINK
                 self.write("m%d.py" % i, text.format(previous="m%d" % (i - 1), version=version), git_style=True)
+                written = time.perf_counter()
+                longest, previous = max(longest, written - previous), written
                 next_file += 0.0025
                 while time.perf_counter() < next_file:
                     pass
+        return longest
 
     def test_a_checkout_of_twenty_chained_modules_switches_once_and_whole(self):
         count, trials = 20, 100
@@ -254,22 +262,26 @@ class HostChangesets(unittest.TestCase):
             self.write("m%d.py" % i, text.format(previous="m%d" % (i - 1), version=0))
         child = self.run_host(CHECKOUT_APP.format(last=count - 1), "--autoreload", "all")
         child.expect("stdout", lambda line: line == "version 0")
-        stuck = []
+        # A checkout that the writer itself paused in for longer than the
+        # host's burst window (10 ms) is two checkouts to any watcher: a mix
+        # then is the machine's doing (a loaded CI host), not modhost's, and
+        # is counted apart. Any other mix fails the test.
+        window = 0.010
+        mixed, split_by_the_writer = [], []
         for version in range(1, trials + 1):
-            self.checkout(count, version)
-            try:
-                child.expect("stdout", lambda line: line.startswith("version") or line.startswith("mixed"),
-                             timeout=10)
-            except AssertionError:
-                stuck.append(version)
-                break
-            if child.seen["stdout"][-1] != "version %d" % version:
-                break
+            longest_pause = self.checkout(count, version)
+            while True:
+                line = child.expect("stdout", lambda line: line.startswith(("version", "mixed")), timeout=10)
+                if line == "version %d" % version:
+                    break
+                if line.startswith("version"):
+                    self.fail("version %d went live for checkout %d" % (int(line.split()[1]), version))
+                (split_by_the_writer if longest_pause >= window else mixed).append(
+                    "%s (the writer's longest pause %.1f ms)" % (line, longest_pause * 1000))
         open(self.stop, "w").close()
         self.assertEqual(child.finish(), 0, child.seen)
-        mixed = [line for line in child.seen["stdout"] if line.startswith("mixed")]
-        self.assertEqual(stuck, [], child.seen["stderr"][-5:])
         self.assertEqual(mixed, [], child.seen["stderr"][-5:])
+        self.assertLess(len(split_by_the_writer), trials // 10, split_by_the_writer)
         self.assertEqual(child.seen["stdout"][-2:], ["version %d" % trials, "stopped"])
         self.assertEqual([line for line in child.seen["stderr"] if "failed" in line], [])
 
