@@ -331,7 +331,9 @@ void autoreloader::apply(std::vector<change> changes, file_watcher::clock::time_
   auto has = [&](const std::string& name) {
     return std::any_of(changes.begin(), changes.end(), [&](const change& c) { return c.name == name; });
   };
-  for (const auto& [name, hash] : std::map<std::string, std::uint64_t>(failed_set_)) {  // companions of a failed set
+  std::vector<std::string> failed_names;  // companions of a failed set (examine() may change failed_set_)
+  for (const auto& failed : failed_set_) failed_names.push_back(failed.first);
+  for (const auto& name : failed_names) {
     if (has(name)) continue;
     bool touched = std::any_of(changes.begin(), changes.end(), [&](const change& c) { return related(c.name, name); });
     if (touched)
