@@ -25,6 +25,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -275,6 +276,10 @@ int main(int argc, char** argv) {
   modhost::interpreter_config config;
   config.argv.assign(argv, argv + argc);
   config.module_paths = {plugins};
+  // The routing table outlives the interpreter: destroying the interpreter
+  // unloads the plugins first, and their routes' releases (attach_release)
+  // erase them from this table, which must still be there then.
+  std::optional<router> app;
   modhost::interpreter python(config);
   auto& cache = python.cache();
   python.autoreload().set_mode(modhost::autoreload_mode::explicit_only);
@@ -290,7 +295,7 @@ int main(int argc, char** argv) {
   });
 
   return modhost::interpreter::exit_code_of([&] {
-    router app(cache);
+    app.emplace(cache);
     std::thread editing;
     if (demo) editing = std::thread([&] { editor.run(); });
     say("[router] serving with plugins from " + plugins.string() + (demo ? "" : " (edit them now; Ctrl-C stops)"));
@@ -306,12 +311,12 @@ int main(int argc, char** argv) {
         (void)cache.unload("status");  // its routes go with it
         editor.status_unloaded = true;
       }
-      if (app.table() != last_table && !quiet()) {
-        last_table = app.table();
+      if (app->table() != last_table && !quiet()) {
+        last_table = app->table();
         say("[router] routes: " + last_table);
       }
       for (const auto& r : kRequests) {
-        response answer = app.serve(r);
+        response answer = app->serve(r);
         if (std::string(r.path) == "/hello") editor.observe(answer.body);
         std::string line = std::to_string(answer.status) + " " + answer.body;
         if (last[r.path] != line && !quiet()) {
@@ -327,7 +332,7 @@ int main(int argc, char** argv) {
     }
     if (editing.joinable()) editing.join();
     if (demo) {
-      say("[router] GET /hello -> " + app.serve(kRequests[0]).body);
+      say("[router] GET /hello -> " + app->serve(kRequests[0]).body);
       const auto& l = editor.latencies_ns;
       char summary[256];
       std::snprintf(summary, sizeof summary,
