@@ -326,6 +326,20 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
         if (!r.error) return py::none();
         return py::str(r.error->what());
       }, "'Type: message' of the failure, or None.")
+      .def_property_readonly("error_type", [](const modhost::reload_report& r) -> py::object {
+        return r.error ? py::object(py::str(r.error->type_name())) : py::none();
+      }, "The failure's exception type ('ZeroDivisionError', 'json.decoder.JSONDecodeError'), or None.")
+      .def_property_readonly("error_message", [](const modhost::reload_report& r) -> py::object {
+        return r.error ? py::object(py::str(r.error->message())) : py::none();
+      }, "str() of the failure's exception, or None.")
+      .def_property_readonly("error_file", [](const modhost::reload_report& r) -> py::object {
+        return r.error && !r.error->file().empty() ? py::object(py::str(r.error->file())) : py::none();
+      }, "The file it was raised in (a SyntaxError's own file), or None.")
+      .def_property_readonly("error_line", [](const modhost::reload_report& r) -> py::object {
+        return r.error && r.error->line() > 0 ? py::object(py::int_(r.error->line())) : py::none();
+      }, "The line it was raised at, or None.")
+      .def_readonly("deferred_by", &modhost::reload_report::deferred_by,
+                    "A deferred autoreload: the module whose code the main thread was running.")
       .def("__repr__", [](const modhost::reload_report& r) {
         return "<ReloadReport " + r.name + " " + modhost::to_string(r.outcome) + " generation " +
                std::to_string(r.generation) + ">";
@@ -426,6 +440,7 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "on_reload",
       [](py::function callback) {
         auto id = cache().subscribe([callback](const modhost::reload_report& report) {
+          if (report.outcome != modhost::reload_outcome::reloaded) return;
           for (const auto& name : report.reexecuted) {  // the target and, with dependents, the rest
             try {
               callback(name, cache().info(name).generation);
@@ -443,6 +458,29 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "on_reload(callback) -> unsubscribe\n\nCall callback(name, generation) after every successful reload, once for\n"
       "each module it re-executed. An exception in the callback is printed, not raised.\n"
       "Returns a function that removes the subscription.");
+
+  m.def(
+      "subscribe",
+      [](py::function callback) {
+        return cache().subscribe([callback](const modhost::reload_report& report) {
+          modhost::reload_report told = report;
+          told.module = py::object();  // as last_reload(): a kept report must not keep the module alive
+          try {
+            callback(std::move(told));
+          } catch (py::error_already_set& e) {
+            e.discard_as_unraisable("modhost subscriber");
+          }
+        });
+      },
+      "callback"_a,
+      "subscribe(callback) -> token\n\nCall callback(report) with the ReloadReport of every reload that reloaded,\n"
+      "failed (rolled back; report.error_type, error_message, error_file, error_line) or was\n"
+      "deferred, the autoreloader's included, once per reload call for its whole set of\n"
+      "modules (report.targets, report.reexecuted). Not for unchanged modules. An exception in\n"
+      "the callback is printed, not raised. unsubscribe(token) removes it.");
+  m.def(
+      "unsubscribe", [](std::uint64_t token) { cache().unsubscribe(token); }, "token"_a,
+      "unsubscribe(token)\n\nRemoves a subscription made by subscribe(); an unknown token is ignored.");
 
   m.def(
       "autoreload",
