@@ -72,7 +72,7 @@ void check(PyStatus status, PyConfig& config) {
   std::string what = "modhost: cannot start Python";
   if (status.func) what += std::string(" (") + status.func + ")";
   if (status.err_msg) what += std::string(": ") + status.err_msg;
-  throw std::runtime_error(what);
+  throw error(what);
 }
 
 }  // namespace

@@ -81,7 +81,7 @@ struct python_error::holder {
 python_error::python_error(std::shared_ptr<holder> exc, std::string type_name,
                            std::string message, std::string traceback,
                            std::optional<int> exit_code)
-    : std::runtime_error(message.empty() ? type_name : type_name + ": " + message),
+    : error(message.empty() ? type_name : type_name + ": " + message),
       exception_(std::move(exc)),
       type_name_(std::move(type_name)),
       message_(std::move(message)),

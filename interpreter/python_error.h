@@ -15,7 +15,17 @@
 
 namespace modhost MODHOST_HIDDEN {
 
-class python_error : public std::runtime_error {
+// What modhost throws, one hierarchy: python_error (a Python exception),
+// module_in_use_error (modules/module_types.h), and plain modhost::error
+// (Python cannot start, a handle outlived its interpreter). A host that
+// calls plugins catches modhost::error; std::logic_error stays for misuse
+// (a second interpreter in one process).
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class python_error : public error {
  public:
   // Takes (steals) the exception currently set in the interpreter and clears
   // it. The GIL must be held. If no exception is set, describes a SystemError.

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <thread>
+#include <type_traits>
 
 #include "modules/module_cache.h"
 #include "tests/cache_test.h"
@@ -39,6 +40,24 @@ TEST_F(ModuleCache, BadRequestsThrowWhatPythonWouldRaise) {
     EXPECT_EQ(e.type_name(), "ValueError");
     EXPECT_NE(e.message().find(refused), std::string::npos);
   }
+}
+
+// A host catches one type for whatever modhost throws.
+static_assert(std::is_base_of_v<modhost::error, modhost::python_error>);
+static_assert(std::is_base_of_v<modhost::error, modhost::module_in_use_error>);
+
+TEST_F(ModuleCache, WhatItThrowsIsAModhostError) {
+  EXPECT_THROW((void)cache().reload("mc_never_imported"), modhost::error);
+  write("mc_held.py", "X = 1\n");
+  py::exec("import mc_held as _mc_held_kept\n");
+  try {
+    (void)cache().unload("mc_held");
+    FAIL() << "the unload of a module a global holds went through";
+  } catch (const modhost::error& e) {
+    EXPECT_NE(dynamic_cast<const modhost::module_in_use_error*>(&e), nullptr) << e.what();
+  }
+  py::exec("del _mc_held_kept\n");
+  (void)cache().unload("mc_held");
 }
 
 TEST_F(ModuleCache, SubscribersHearOfEveryReloadThatRanWithWhereAFailureWasRaised) {
