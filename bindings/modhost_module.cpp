@@ -1,7 +1,7 @@
 // The `modhost` embedded module: the interpreter and its module cache, seen
 // from scripts. Registered before Python starts (PYBIND11_EMBEDDED_MODULE);
 // the interpreter attaches its cache and autoreloader (modhost_module.h).
-// The names and meanings are DESIGN.md's script-side contract; modhost.pyi
+// The names and meanings are docs/design.md's script-side contract; modhost.pyi
 // beside this file is the typed stub.
 #include <pybind11/embed.h>
 #include <pybind11/functional.h>
@@ -367,7 +367,7 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "transitively, dependencies first, a cycle as one unit; if any fails, all of\n"
       "them are rolled back. dependents='as_needed' (with deep=True, what the\n"
       "autoreloader does) re-runs a dependent only when patching in place cannot\n"
-      "reach what its top level kept (see the README's autoreload section); the\n"
+      "reach what its top level kept (docs/live-reload.md says the rule); the\n"
       "others are in last_reload().spared. What the modules acquired through modhost.acquire is\n"
       "released before their code re-runs and acquired again, exactly, if the reload\n"
       "fails (see help(modhost.acquire)). Built-in and extension modules behave as with\n"
