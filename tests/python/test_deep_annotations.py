@@ -93,6 +93,20 @@ class DeepReloadAnnotations(DeepReloadTestCase):
         self.assertEqual(self.Point.move.__annotations__, {"dx": int, "return": None})
         self.assertEqual(self.module.__annotations__, {"LIMIT": int})
 
+    @unittest.skipUnless(LAZY, "annotations are evaluated at definition before 3.14")
+    def test_a_plain_reload_shows_the_new_module_annotations(self):
+        self.write(self.m, V2)
+        modhost.reload(self.m)
+        self.assertEqual(self.module.__annotations__, {"LIMIT": str})
+
+    def test_a_failed_plain_reload_keeps_the_namespace_with_its_annotations(self):
+        before = self.snapshot(self.module)
+        self.write(self.m, V2 + "\nraise ValueError('late')\n")
+        with self.assertRaises(ValueError):
+            modhost.reload(self.m)
+        self.assertNamespaceIs(self.module, before)
+        self.assertEqual(self.module.__annotations__, {"LIMIT": int})
+
 
 if __name__ == "__main__":
     unittest.main()
