@@ -3,9 +3,21 @@
 // the interpreter attaches its cache and autoreloader (modhost_module.h).
 // The names and meanings are docs/design.md's script-side contract; modhost.pyi
 // beside this file is the typed stub.
+// GCC 16 reports an SRA temporary of pybind11 3.1's def_readonly getter
+// (pybind11.h, property_cpp_function_classic::readonly) as used
+// (or maybe) uninitialized once inlined here: a false positive in the
+// library's code.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 16
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <pybind11/embed.h>
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 16
+#pragma GCC diagnostic pop
+#endif
 
 #include "bindings/modhost_module.h"
 
@@ -337,7 +349,7 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
         if (several) {  // the modules, in the order asked for
           py::list modules;
           for (const auto& name : report.targets) modules.append(cache().find(name));
-          return std::move(modules);
+          return py::object(std::move(modules));
         }
         return report.module;
       },

@@ -38,6 +38,7 @@ bytecode_opcodes bytecode_opcodes::load() {
     ops.load_attr = number("LOAD_ATTR");
     ops.load_method = optional("LOAD_METHOD");
     ops.load_from_dict_or_globals = optional("LOAD_FROM_DICT_OR_GLOBALS");
+    ops.load_small_int = optional("LOAD_SMALL_INT");
     return ops;
   });
 }
@@ -102,11 +103,16 @@ void scan(const bytecode_opcodes& ops, PyCodeObject* code, std::vector<import_st
     if (code_units[k].opcode != ops.import_name) continue;
     import_statement statement;
     statement.module = utf8_of(tuple_item(names, code_units[k].arg));
-    // LOAD_CONST level; LOAD_CONST fromlist; IMPORT_NAME name
-    if (k >= 2 && code_units[k - 1].opcode == ops.load_const && code_units[k - 2].opcode == ops.load_const) {
+    // LOAD_CONST level (3.14: LOAD_SMALL_INT level); LOAD_CONST fromlist; IMPORT_NAME name
+    const int level_op = k >= 2 ? code_units[k - 2].opcode : -1;
+    if (k >= 2 && code_units[k - 1].opcode == ops.load_const &&
+        (level_op == ops.load_const || level_op == ops.load_small_int)) {
       PyObject* fromlist = tuple_item(consts, code_units[k - 1].arg);
-      PyObject* level = tuple_item(consts, code_units[k - 2].arg);
-      if (level && PyLong_Check(level)) statement.level = PyLong_AsLong(level);
+      if (level_op == ops.load_small_int) {
+        statement.level = static_cast<long>(code_units[k - 2].arg);
+      } else if (PyObject* level = tuple_item(consts, code_units[k - 2].arg); level && PyLong_Check(level)) {
+        statement.level = PyLong_AsLong(level);
+      }
       if (fromlist && PyTuple_Check(fromlist)) {
         statement.has_fromlist = true;
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fromlist); ++i)
@@ -144,6 +150,11 @@ void collect_bound_names(const bytecode_opcodes& ops, PyCodeObject* code, bool i
     } else if (is_module && unit.opcode == ops.setup_annotations) {
       out.top_level.push_back("__annotations__");
     }
+    // 3.14 (PEP 649): annotations are a function the module binds
+    // (STORE_NAME __annotate__, counted above); module.__annotations__
+    // computes the dict from it and keeps it in the namespace.
+    if (is_module && unit.opcode == ops.store_name && utf8_of(tuple_item(names, unit.arg)) == "__annotate__")
+      out.top_level.push_back("__annotations__");
   }
   PyObject* consts = code->co_consts;  // borrowed
   if (depth > 64 || !consts || !PyTuple_Check(consts)) return;
@@ -213,8 +224,15 @@ std::vector<std::pair<std::string, PyObject*>> constants_bound_by(const bytecode
                   found.end());
       continue;
     }
-    if (k > 0 && units[k - 1].opcode == ops.load_const)
+    if (k > 0 && units[k - 1].opcode == ops.load_const) {
       if (PyObject* constant = tuple_item(body->co_consts, units[k - 1].arg)) found.emplace_back(name, constant);
+    } else if (k > 0 && units[k - 1].opcode == ops.load_small_int) {
+      // Small ints are immortal (3.12+; LOAD_SMALL_INT is 3.14+): the
+      // borrowed pointer stays valid after `value` lets go of it.
+      py::object value = steal(PyLong_FromUnsignedLong(units[k - 1].arg));
+      if (!value) throw py::error_already_set();
+      found.emplace_back(name, value.ptr());
+    }
   }
   return found;
 }

@@ -37,6 +37,9 @@ struct bytecode_opcodes {
   // Name reads; -1 where the version has no such opcode (LOAD_METHOD went
   // into LOAD_ATTR in 3.12, LOAD_FROM_DICT_OR_GLOBALS came in 3.12).
   int load_name = -1, load_global = -1, load_attr = -1, load_method = -1, load_from_dict_or_globals = -1;
+  // LOAD_SMALL_INT (3.14): an int 0-255 is the argument itself, not in
+  // co_consts (an import's level, `LIMIT = 3`); -1 before 3.14.
+  int load_small_int = -1;
   // Reads them; needs the GIL; throws python_error if `opcode` lacks one.
   static bytecode_opcodes load();
 };
@@ -48,7 +51,8 @@ std::vector<import_statement> imports_of(const bytecode_opcodes& ops, PyObject* 
 
 // The names `code`'s own statements bind in its module. top_level: what the
 // module's top-level statements assign, import or delete (STORE_NAME and
-// friends), plus __annotations__ when it has annotations. in_functions: what
+// friends), plus __annotations__ when it has annotations (since 3.14 the
+// module binds __annotate__, and __annotations__ is computed from it). in_functions: what
 // its functions and class bodies assign through a `global` statement.
 // `from x import *` is not counted: those names are x's. Needs the GIL.
 struct bound_names {
@@ -67,7 +71,7 @@ std::vector<std::string> names_read_at_top_level(const bytecode_opcodes& ops, Py
 
 // The `name = constant` statements of a class body (`code` itself, not what
 // it nests), names bound more than once left out: (name, the constant,
-// borrowed from the code's co_consts). Needs the GIL.
+// borrowed from the code's co_consts, or an immortal small int). Needs the GIL.
 std::vector<std::pair<std::string, PyObject*>> constants_bound_by(const bytecode_opcodes& ops, PyObject* code);
 
 }  // namespace modhost::detail

@@ -8,6 +8,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "interpreter/error_scope.h"
@@ -190,20 +192,20 @@ void wait_until_admitted(PyThreadState* tstate, PyObject* namespace_) {
 PyObject* call_again(_PyInterpreterFrame* frame, PyObject* function, bool& ran) {
   ran = false;
   PyCodeObject* code = frame_code(frame);
-  PyObject* const* locals = frame_fast_locals(frame);
+  auto locals = [frame](int index) { return frame_fast_local(frame, index); };
   const int positional = code->co_argcount, keyword_only = code->co_kwonlyargcount;
   int next = positional + keyword_only;
-  PyObject* varargs = (code->co_flags & CO_VARARGS) ? locals[next++] : nullptr;
-  PyObject* varkw = (code->co_flags & CO_VARKEYWORDS) ? locals[next++] : nullptr;
+  PyObject* varargs = (code->co_flags & CO_VARARGS) ? locals(next++) : nullptr;
+  PyObject* varkw = (code->co_flags & CO_VARKEYWORDS) ? locals(next++) : nullptr;
   for (int i = 0; i < positional + keyword_only; ++i)
-    if (!locals[i]) return nullptr;
+    if (!locals(i)) return nullptr;
   if ((varargs && !PyTuple_Check(varargs)) || (varkw && !PyDict_Check(varkw))) return nullptr;
 
   ran = true;
   try {  // no C++ exception may cross the interpreter's C frames
     Py_ssize_t extra = varargs ? PyTuple_GET_SIZE(varargs) : 0;
     py::tuple args(positional + extra);
-    for (int i = 0; i < positional; ++i) PyTuple_SET_ITEM(args.ptr(), i, borrow(locals[i]).release().ptr());  // the tuple steals
+    for (int i = 0; i < positional; ++i) PyTuple_SET_ITEM(args.ptr(), i, borrow(locals(i)).release().ptr());  // the tuple steals
     for (Py_ssize_t i = 0; i < extra; ++i)
       PyTuple_SET_ITEM(args.ptr(), positional + i, borrow(PyTuple_GET_ITEM(varargs, i)).release().ptr());
     py::dict kwargs;
@@ -212,7 +214,7 @@ PyObject* call_again(_PyInterpreterFrame* frame, PyObject* function, bool& ran) 
       py::tuple names = py::reinterpret_steal<py::tuple>(PyCode_GetVarnames(code));
       if (!names) return nullptr;
       for (int i = 0; i < keyword_only; ++i)
-        if (PyDict_SetItem(kwargs.ptr(), names[positional + i].ptr(), locals[positional + i]) < 0)
+        if (PyDict_SetItem(kwargs.ptr(), names[positional + i].ptr(), locals(positional + i)) < 0)
           return nullptr;
     }
     if (varkw && PyDict_Update(kwargs.ptr(), varkw) < 0) return nullptr;
@@ -349,6 +351,10 @@ closed_gate::closed_gate(const std::vector<py::object>& modules, std::chrono::mi
 
   mark_ = g.closed.size();
   if (!g.owner) {
+    // A layout that no longer matches the running libpython would read the
+    // frames the hook is given wrongly: refuse loudly, before installing it.
+    static const std::string layout_mismatch = frame_layout_mismatch();
+    if (!layout_mismatch.empty()) throw std::runtime_error(layout_mismatch);
     g.owner = me;
     g.owner_ident = PyThread_get_thread_ident();
     g.previous_eval = _PyInterpreterState_GetEvalFrameFunc(PyThreadState_GetInterpreter(me));

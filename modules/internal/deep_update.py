@@ -31,7 +31,7 @@ CLASS_OWN = frozenset({"__dict__", "__weakref__"})
 # An ABC's registry of virtual subclasses (`Base.register(Other)`, done by
 # other modules) and its subclass-check caches: the old class keeps its own.
 ABC_STATE = "_abc_impl"
-FUNCTION_STATE = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__annotations__", "__dict__")
+FUNCTION_STATE = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__dict__")  # + annotation_state()
 ENUM_INTERNALS = ("_member_names_", "_member_map_", "_value2member_map_", "_unhashable_values_")
 MISSING = object()
 # Values whose equality is all there is to them (no identity worth keeping).
@@ -122,10 +122,11 @@ class Undo:
         # partial, not a lambda: one object per step instead of a function and its cells.
         self._steps.append(partial(deleter, obj, name) if old is MISSING else partial(setter, obj, name, old))
 
-    def set_function_state(self, function, name, value, old):
-        """setattr of a function's own state (__code__, __defaults__...), whose old value the caller read."""
+    def set_function_state(self, function, name, value, old, old_name=None):
+        """setattr of a function's own state (__code__, __defaults__...), whose old value the caller read
+        (as `old_name`, when that was another attribute: __annotate__ and __annotations__)."""
         setattr(function, name, value)
-        self._steps.append(partial(setattr, function, name, old))
+        self._steps.append(partial(setattr, function, old_name or name, old))
 
     def delattr(self, obj, name, setter=setattr, deleter=delattr):
         old = obj.__dict__[name] if is_a(obj, type) else getattr(obj, name)
@@ -168,6 +169,22 @@ def class_set(undo, cls, name, value):
 
 def class_del(undo, cls, name):
     undo.delattr(cls, name, setter=type.__setattr__, deleter=type.__delattr__)
+
+
+def annotation_state(function):
+    """(attribute, value) that gives a function its annotations without computing them.
+
+    Since 3.14 (PEP 649) a function's annotations are made by its __annotate__
+    the first time __annotations__ is read, and making them can raise (a
+    forward reference to a name defined later, or never): while there is an
+    __annotate__, it is what moves (setting it drops the dict made from the
+    previous one). Without one, __annotations__ is a plain dict (before 3.14:
+    always).
+    """
+    annotate = getattr(function, "__annotate__", None)
+    if annotate is not None:
+        return "__annotate__", annotate
+    return "__annotations__", function.__annotations__
 
 
 def _references_of_the_call():
@@ -385,6 +402,9 @@ class DeepUpdate:
             current = getattr(old, attr)
             if not interchangeable(current, value):  # each change is logged for a rollback
                 self.undo.set_function_state(old, attr, value, current)
+        (attr, value), (old_attr, current) = annotation_state(new), annotation_state(old)
+        if attr != old_attr or not interchangeable(current, value):
+            self.undo.set_function_state(old, attr, value, current, old_name=old_attr)
         self.function_map[id(new)] = (new, old)
         return None
 

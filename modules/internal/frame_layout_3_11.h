@@ -11,7 +11,7 @@ inline PyObject* globals(_PyInterpreterFrame* frame) { return frame->f_globals; 
 inline PyObject* function(_PyInterpreterFrame* frame) {
   return reinterpret_cast<PyObject*>(frame->f_func);
 }
-inline PyObject* const* fast_locals(_PyInterpreterFrame* frame) { return frame->localsplus; }
+inline PyObject* fast_local(_PyInterpreterFrame* frame, int index) { return frame->localsplus[index]; }
 inline PyCodeObject* code(_PyInterpreterFrame* frame) { return frame->f_code; }
 // prev_instr is the code unit before the next one to run: one before the
 // first while nothing has run.

@@ -8,7 +8,7 @@ namespace modhost::detail::frame_layout {
 
 inline PyObject* globals(_PyInterpreterFrame* frame) { return frame->f_globals; }
 inline PyObject* function(_PyInterpreterFrame* frame) { return frame->f_funcobj; }
-inline PyObject* const* fast_locals(_PyInterpreterFrame* frame) { return frame->localsplus; }
+inline PyObject* fast_local(_PyInterpreterFrame* frame, int index) { return frame->localsplus[index]; }
 // PyUnstable_InterpreterFrame_GetLasti of a frame before its first
 // instruction: prev_instr is one code unit before the first, and the API
 // counts bytes (-1 * sizeof(_Py_CODEUNIT)).

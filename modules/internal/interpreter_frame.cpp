@@ -14,8 +14,10 @@
 #include "modules/internal/frame_layout_3_12.h"
 #elif PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
 #include "modules/internal/frame_layout_3_13.h"
+#elif PY_VERSION_HEX >= 0x030E0000 && PY_VERSION_HEX < 0x030F0000
+#include "modules/internal/frame_layout_3_14.h"
 #else
-#error "modhost supports CPython 3.11 to 3.13: add modules/internal/frame_layout_3_NN.h for this version"
+#error "modhost supports CPython 3.11 to 3.14: add modules/internal/frame_layout_3_NN.h for this version"
 #endif
 #ifdef Py_GIL_DISABLED
 #error "modhost needs a CPython built with the GIL: the call gate relies on it to serialize threads"
@@ -29,8 +31,20 @@ PyObject* frame_function(_PyInterpreterFrame* frame) noexcept {
   return frame_layout::function(frame);
 }
 
-PyObject* const* frame_fast_locals(_PyInterpreterFrame* frame) noexcept {
-  return frame_layout::fast_locals(frame);
+PyObject* frame_fast_local(_PyInterpreterFrame* frame, int index) noexcept {
+  return frame_layout::fast_local(frame, index);
+}
+
+std::string frame_layout_mismatch() {
+#if PY_VERSION_HEX >= 0x030E0000
+  std::string why = frame_layout::mismatch();
+  if (!why.empty())
+    why = "modhost's frame layout (modules/internal/frame_layout_3_" + std::to_string(PY_MINOR_VERSION) +
+          ".h, compiled with " PY_VERSION ") does not match: " + why + "; rebuild modhost against it";
+  return why;
+#else
+  return {};  // no published offsets to compare with before 3.13 (3.13: not checked yet)
+#endif
 }
 
 #if PY_VERSION_HEX >= 0x030C0000

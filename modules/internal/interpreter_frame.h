@@ -15,6 +15,8 @@
 
 #include <Python.h>
 
+#include <string>
+
 namespace modhost::detail {
 
 // The globals the frame's code runs in (borrowed).
@@ -27,8 +29,11 @@ PyCodeObject* frame_code(struct _PyInterpreterFrame* frame) noexcept;
 // True while no instruction of the frame has run: its arguments are still
 // exactly as the call bound them.
 bool frame_not_started(struct _PyInterpreterFrame* frame) noexcept;
-// The frame's fast locals, arguments first in co_varnames order (borrowed;
-// a slot is null while unbound).
-PyObject* const* frame_fast_locals(struct _PyInterpreterFrame* frame) noexcept;
+// The frame's fast local at `index`, arguments first in co_varnames order
+// (borrowed; null while unbound or when the slot holds no object).
+PyObject* frame_fast_local(struct _PyInterpreterFrame* frame, int index) noexcept;
+// Empty when frame_layout_3_NN.h matches the libpython that runs, else a
+// sentence saying what differs (the call gate refuses to read frames then).
+std::string frame_layout_mismatch();
 
 }  // namespace modhost::detail

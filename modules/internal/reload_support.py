@@ -84,6 +84,13 @@ def execute(name, module, spec, code, fresh, run=None, old_code=None):
             raise ImportError(f"module {name!r} not in sys.modules", name=name)
         _bootstrap._init_module_attrs(spec, module, override=True)
         namespace = module.__dict__
+        # Since 3.14 (PEP 649) a module's annotations are computed from its
+        # __annotate__ when first read and cached in its namespace as
+        # __annotations__: the code run again binds a new __annotate__, and
+        # the cache would keep showing the old annotations (importlib.reload's
+        # do). The transaction's snapshot puts it back if the reload fails.
+        if "__annotate__" in namespace:
+            namespace.pop("__annotations__", None)
         if fresh:
             old_top, old_nested = defined_names(old_code) if old_code is not None else (None, set())
             before = dict(namespace)

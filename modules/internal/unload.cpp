@@ -3,6 +3,7 @@
 #include "modules/internal/unload.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "interpreter/python_error.h"
 #include "interpreter/translate_errors.h"
@@ -14,6 +15,17 @@
 namespace py = pybind11;
 
 namespace modhost::detail {
+
+namespace {
+
+// The file's mtime is less than two seconds old (wall clock, as file times are).
+bool changed_recently(const fingerprint& print) {
+  auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  return now_ns - print.mtime_ns < 2'000'000'000;
+}
+
+}  // namespace
 
 namespace {
 
@@ -163,9 +175,13 @@ unload_report unload(registry& modules, const python_helpers& helpers, const std
     cache_entry* e = modules.lookup(n);
     if (!e) continue;
     // A later import must compile the source again: a bytecode cache written
-    // for an edit that kept size and mtime would bring back stale code.
+    // for an edit that kept size and mtime would bring back stale code. The
+    // .pyc checks the source's size and whole-second mtime only, so it also
+    // goes when the source changed within the last two seconds: an edit
+    // right after the unload (a plugin rewritten and loaded again) could
+    // keep both, and the import would run the unloaded code again.
     if (e->kind == module_kind::source || e->kind == module_kind::package)
-      if (e->print && compare_file(*e->print, e->path) == file_change::changed)
+      if (e->print && (compare_file(*e->print, e->path) == file_change::changed || changed_recently(*e->print)))
         helpers.drop_bytecode_cache(e->path.string());
     if (parent_attribute_holds(n, e->module.ptr())) {
       auto dot = n.rfind('.');

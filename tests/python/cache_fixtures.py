@@ -16,11 +16,25 @@ import stat
 import sys
 import tempfile
 import textwrap
+import traceback
 import unittest
 
 import modhost
 
 _counter = itertools.count(1)
+
+# The first error of a kind formatted in a process can import stdlib modules
+# that have nothing to do with the cache: since 3.13 an AttributeError or
+# NameError imports _suggestions ("Did you mean ...?"), since 3.14 a
+# SyntaxError imports codeop, __future__ and _suggestions (keyword typos).
+# modhost formats the traceback of each error it carries, so the first such
+# test would see sys.modules grow: format one of each before any test takes
+# its snapshot.
+for _source in ("object().no_such_attribute", "while True print(1)"):
+    try:
+        exec(_source)
+    except (AttributeError, SyntaxError) as _error:
+        traceback.format_exception(_error)
 
 
 class CacheTestCase(unittest.TestCase):
