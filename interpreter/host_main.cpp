@@ -170,6 +170,7 @@ int main(int argc, char** argv) {
   rest.insert(rest.end(), argv + own_args, argv + argc);
 
   modhost::interpreter_config config;
+  config.install_signal_handlers = true;  // Ctrl-C is a KeyboardInterrupt, as in python3
   config.add_working_directory = add_cwd;
   config.module_paths.assign(paths.begin(), paths.end());
   config.watch_debounce = std::chrono::milliseconds(debounce_ms);

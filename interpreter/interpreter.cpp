@@ -3,6 +3,7 @@
 #include "interpreter/interpreter.h"
 
 #include <dlfcn.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -27,6 +28,19 @@ namespace modhost {
 namespace {
 
 interpreter* g_current = nullptr;
+
+// CPython installs its SIGINT handler when the signal module is first
+// imported, whatever install_signal_handlers says, if SIGINT then has its
+// default action: a plugin importing subprocess or asyncio would turn Ctrl-C
+// into a KeyboardInterrupt. Imported now, SIGINT gets its default back, and
+// a later import finds the module already there.
+void leave_sigint_to_the_host() {
+  struct sigaction before {};
+  sigaction(SIGINT, nullptr, &before);
+  py::module_ signal = py::module_::import("_signal");
+  if (!(before.sa_flags & SA_SIGINFO) && before.sa_handler == SIG_DFL)
+    signal.attr("signal")(SIGINT, signal.attr("SIG_DFL"));
+}
 
 const std::string& stdlib_dir_name() {
   static const std::string name =
@@ -120,7 +134,10 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
       for (auto it = config_.module_paths.rbegin(); it != config_.module_paths.rend(); ++it)
         sys_path.insert(0, py::str(std::filesystem::absolute(*it).string()));
       if (config_.add_working_directory) sys_path.insert(0, py::str(""));
-      info_.version = py::module_::import("platform").attr("python_version")().cast<std::string>();
+      if (!config_.install_signal_handlers) leave_sigint_to_the_host();
+      // platform.python_version() without importing platform (and re): "3.11.2 (main, ...)".
+      std::string version = Py_GetVersion();
+      info_.version = version.substr(0, version.find(' '));
     });
     cache_ = std::make_unique<module_cache>(config_.cache);
     bool polling = config_.watch_polling;

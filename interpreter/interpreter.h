@@ -44,9 +44,14 @@ struct interpreter_config {
   // Put the working directory on sys.path (python3 -c does; modhost does not
   // unless asked, so a stray file in the cwd cannot shadow a module).
   bool add_working_directory = false;
-  // Let Python handle SIGINT (KeyboardInterrupt); a host with its own
-  // signal handling turns this off.
-  bool install_signal_handlers = true;
+  // Ctrl-C (SIGINT) belongs to the host. Off (the default), Python installs
+  // no handler of its own: SIGINT keeps the process's disposition, so it
+  // stops the application as it would without Python, or runs the host's own
+  // handler. On, Python handles it as python3 does: a KeyboardInterrupt in
+  // whatever Python code runs next (the host program turns it on), which
+  // reaches C++ as a python_error from the next plugin call. Either way a
+  // handler the host installed before is kept (CPython replaces only SIG_DFL).
+  bool install_signal_handlers = false;
   // Honour PYTHON* environment variables (PYTHONPATH, PYTHONDONTWRITEBYTECODE, ...).
   // PYTHONHOME is never honoured: the stdlib always matches the linked libpython.
   bool use_environment = true;

@@ -12,8 +12,11 @@
 
 #include "interpreter/gil.h"
 #include "interpreter/log.h"
+#include "modules/internal/cache_access.h"
 #include "modules/internal/handle_safe_point.h"
 #include "modules/internal/main_thread_call.h"
+#include "modules/internal/python_helpers.h"
+#include "modules/internal/registry.h"
 #include "modules/internal/request_checks.h"
 #include "modules/module_cache.h"
 
@@ -83,6 +86,13 @@ int open_error(const std::filesystem::path& file) {
   return 0;
 }
 
+// The cache's Python helpers run on first use (python_helpers.h). The
+// autoreloader reloads at safe points, which may be inside an import (the
+// main thread running functools' top level): the helpers' own imports would
+// meet that module half-initialized there. So they run when autoreload is
+// turned on, at a statement of the program's own.
+void prepare_reloads(module_cache& cache) { detail::cache_access::modules(cache).helpers().load(); }
+
 }  // namespace
 
 autoreloader::autoreloader(module_cache& cache, std::chrono::milliseconds debounce, bool force_polling)
@@ -120,12 +130,14 @@ void autoreloader::rescan_all() {
 }
 
 void autoreloader::set_mode(autoreload_mode mode) {
+  if (mode != autoreload_mode::off) prepare_reloads(cache_);
   mode_ = mode;
   rescan_all();
 }
 
 void autoreloader::watch(const std::string& name) {
   detail::check_module_name(name);  // it need not be loaded yet, but it must be a name a module can have
+  prepare_reloads(cache_);
   unwatched_.erase(name);
   watched_.insert(name);
   rescan_all();
@@ -147,6 +159,7 @@ void autoreloader::watch_directory(const std::filesystem::path& directory) {
   struct stat st {};
   int error = text.empty() ? ENOENT : ::stat(text.c_str(), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
   if (error) throw detail::os_error(error, text);
+  prepare_reloads(cache_);
   watched_dirs_.push_back(real_directory(directory));
   watcher_.watch_directory(normal_path(directory));
   rescan_all();

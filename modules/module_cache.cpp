@@ -44,7 +44,7 @@ decltype(auto) cache_call(detail::registry& modules, Fn&& fn) {
 class module_cache::impl {
  public:
   explicit impl(const cache_options& options)
-      : helpers(detail::python_helpers::load()), modules(helpers, graph), hook(helpers, modules, options) {
+      : modules(helpers, graph), hook(helpers, modules, options) {
     hook.after_failed_import([this] { detail::release_orphans(acquisitions, modules.reloading()); });
   }
 

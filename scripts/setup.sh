@@ -60,6 +60,9 @@ elif [ -x /usr/bin/python3 ]; then
   python_hint=(-DPython3_EXECUTABLE=/usr/bin/python3)
 fi
 
-cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${python_hint[@]}" \
+# One configuration for the demo and the tests (warnings are errors in both),
+# so that `scripts/test` after `scripts/demo` only builds what the demo did
+# not need. MODHOST_BUILD_TARGETS names what to build (default: everything).
+cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMODHOST_WERROR=ON "${python_hint[@]}" \
   ${MODHOST_CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)"
+cmake --build "$BUILD_DIR" -j "$(nproc)" ${MODHOST_BUILD_TARGETS:+--target $MODHOST_BUILD_TARGETS}

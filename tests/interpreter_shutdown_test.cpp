@@ -12,9 +12,11 @@
 #include <pybind11/embed.h>
 #include <pybind11/functional.h>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -171,6 +173,65 @@ TEST(InterpreterShutdown, FunctionHandlesOutlivingTheInterpreterDoNotTouchPython
   EXPECT_EQ(outcome.lines, (std::vector<std::string>{"answer 42",
                                                      "refused: C++ handle plug.answer: the interpreter is gone",
                                                      "handle destroyed"}));
+}
+
+// Ctrl-C in an embedding application: SIGINT to itself while a plugin runs.
+constexpr const char* interrupt_plugin =
+    "import os, signal, time\n"
+    "def run():\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\n"
+    "    for _ in range(50):\n"
+    "        time.sleep(0.01)\n"
+    "    return 'still running'\n";
+
+std::vector<std::string> interrupted_plugin_call(bool install_signal_handlers) {
+  // As in an application that has not touched SIGINT (a shell starts
+  // background jobs, ctest's among them, with SIGINT ignored).
+  if (struct sigaction current {}; sigaction(SIGINT, nullptr, &current) == 0 && current.sa_handler == SIG_IGN)
+    std::signal(SIGINT, SIG_DFL);
+  temp_dir dir;
+  dir.write("plug.py", interrupt_plugin);
+  modhost::interpreter_config config;
+  config.module_paths = {dir.path()};
+  config.install_signal_handlers = install_signal_handlers;
+  modhost::interpreter python(config);
+  python.cache().load("plug");
+  modhost::function_handle run(python.cache(), "plug", "run");
+  try {
+    return {run().cast<std::string>()};
+  } catch (const modhost::python_error& e) {
+    return {"python_error " + e.type_name()};
+  }
+}
+
+volatile sig_atomic_t host_saw_sigint = 0;
+
+TEST(InterruptPolicy, CtrlCStopsAnEmbeddingApplicationByDefault) {
+  auto outcome = in_child([] { return interrupted_plugin_call(/*install_signal_handlers=*/false); });
+  EXPECT_EQ(outcome.status, 128 + SIGINT);  // died by SIGINT, as without Python
+  EXPECT_TRUE(outcome.lines.empty());
+}
+
+TEST(InterruptPolicy, PythonsHandlerMakesItAKeyboardInterruptInThePluginCall) {
+  auto outcome = in_child([] { return interrupted_plugin_call(/*install_signal_handlers=*/true); });
+  EXPECT_EQ(outcome.status, 0);
+  EXPECT_EQ(outcome.lines, std::vector<std::string>{"python_error KeyboardInterrupt"});
+}
+
+TEST(InterruptPolicy, TheHostsOwnHandlerIsKeptEitherWay) {
+  for (bool install : {false, true}) {
+    auto outcome = in_child([install] {
+      struct sigaction action {};
+      action.sa_handler = [](int) { host_saw_sigint = 1; };
+      sigaction(SIGINT, &action, nullptr);
+      auto lines = interrupted_plugin_call(install);
+      lines.push_back(host_saw_sigint ? "the host saw SIGINT" : "the host did not see SIGINT");
+      return lines;
+    });
+    EXPECT_EQ(outcome.status, 0) << "install_signal_handlers=" << install;
+    EXPECT_EQ(outcome.lines, (std::vector<std::string>{"still running", "the host saw SIGINT"}))
+        << "install_signal_handlers=" << install;
+  }
 }
 
 int main(int argc, char** argv) {

@@ -1,5 +1,5 @@
-// The typed boundary to the embedded Python helpers: every handle resolves at
-// start-up, and each helper file runs in a namespace of its own.
+// The typed boundary to the embedded Python helpers: every handle resolves on
+// first use, and each helper file runs in a namespace of its own.
 #include <gtest/gtest.h>
 #include <pybind11/embed.h>
 
@@ -8,19 +8,20 @@
 namespace py = pybind11;
 
 TEST(PythonHelpers, EveryHandleResolvesToACallable) {
-  auto h = modhost::detail::python_helpers::load();
+  modhost::detail::python_helpers helpers;
   for (const py::object* handle :
-       {&h.find_spec, &h.source_path, &h.read_source, &h.execute, &h.hand_over, &h.call_unload_hook,
-        &h.drop_bytecode_cache, &h.undo, &h.deep_update, &h.rebind_from_imports}) {
+       {&helpers->find_spec, &helpers->source_path, &helpers->read_source, &helpers->execute, &helpers->hand_over,
+        &helpers->call_unload_hook, &helpers->drop_bytecode_cache, &helpers->undo, &helpers->deep_update,
+        &helpers->rebind_from_imports}) {
     ASSERT_TRUE(*handle);
     EXPECT_TRUE(PyCallable_Check(handle->ptr()));
   }
 }
 
 TEST(PythonHelpers, EachFileRunsInANamespaceOfItsOwn) {
-  auto h = modhost::detail::python_helpers::load();
-  py::dict support = h.execute.attr("__globals__");
-  py::dict deep = h.rebind_from_imports.attr("__globals__");
+  modhost::detail::python_helpers helpers;
+  py::dict support = helpers->execute.attr("__globals__");
+  py::dict deep = helpers->rebind_from_imports.attr("__globals__");
   EXPECT_NE(support.ptr(), deep.ptr());
   EXPECT_EQ(py::str(support["__name__"]).cast<std::string>(), "modhost._reload_support");
   EXPECT_EQ(py::str(deep["__name__"]).cast<std::string>(), "modhost._deep_update");

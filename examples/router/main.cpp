@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -43,6 +44,8 @@ using namespace pybind11::literals;
 using steady = std::chrono::steady_clock;
 
 namespace {
+
+volatile std::sig_atomic_t stop_requested = 0;  // set by Ctrl-C
 
 // One line, one write(): the router and the editor thread print at the same
 // time, and a line written piecewise (`std::cout << a << b`) can be cut in two
@@ -275,6 +278,10 @@ int main(int argc, char** argv) {
   if (demo) plugins = copy_plugins(plugins);
 
   modhost::set_log_sink(say);  // modhost's own lines go where the router's go, in order
+  // Ctrl-C belongs to the host (interpreter_config::install_signal_handlers):
+  // it ends the serving loop, and the interpreter's destructor then unloads
+  // the plugins cleanly.
+  std::signal(SIGINT, [](int) { stop_requested = 1; });
   modhost::interpreter_config config;
   config.argv.assign(argv, argv + argc);
   config.module_paths = {plugins};
@@ -314,7 +321,7 @@ int main(int argc, char** argv) {
     std::map<std::string, std::string> last;  // path -> last answer printed
     std::string last_table;
     auto stop_at = steady::now() + std::chrono::seconds(seconds);
-    while (demo ? !editor.finished.load() : steady::now() < stop_at) {
+    while (!stop_requested && (demo ? !editor.finished.load() : steady::now() < stop_at)) {
       python.autoreload().poll();  // the safe point: between requests
       if (editor.unload_status && !editor.status_unloaded) {
         say("[router] unloading plugin status");

@@ -2,45 +2,46 @@
 
 #include "modules/internal/bytecode_imports.h"
 
+#include <opcode.h>  // not part of Python.h
+
 #include <algorithm>
 #include <set>
 
 #include "interpreter/reference.h"
-#include "interpreter/translate_errors.h"
 
 namespace py = pybind11;
 
 namespace modhost::detail {
 
+// CPython's own numbers for this version (opcode_ids.h since 3.13), known at
+// build time: importing the `opcode` module at start-up took a millisecond.
 bytecode_opcodes bytecode_opcodes::load() {
-  return translate_errors([] {
-    py::dict opmap = py::module_::import("opcode").attr("opmap");
-    auto number = [&](const char* name) { return opmap[name].cast<int>(); };
-    bytecode_opcodes ops;
-    ops.import_name = number("IMPORT_NAME");
-    ops.import_from = number("IMPORT_FROM");
-    ops.load_const = number("LOAD_CONST");
-    ops.extended_arg = number("EXTENDED_ARG");
-    ops.store_name = number("STORE_NAME");
-    ops.store_global = number("STORE_GLOBAL");
-    ops.delete_name = number("DELETE_NAME");
-    ops.delete_global = number("DELETE_GLOBAL");
-    ops.setup_annotations = number("SETUP_ANNOTATIONS");
-    // Opcodes that are real instructions in this version; since 3.12 opmap
-    // also lists pseudo-instructions (LOAD_METHOD among them), numbered from
-    // 256, which never appear in co_code.
-    auto optional = [&](const char* name) {
-      int op = opmap.contains(name) ? number(name) : -1;
-      return op < 256 ? op : -1;
-    };
-    ops.load_name = number("LOAD_NAME");
-    ops.load_global = number("LOAD_GLOBAL");
-    ops.load_attr = number("LOAD_ATTR");
-    ops.load_method = optional("LOAD_METHOD");
-    ops.load_from_dict_or_globals = optional("LOAD_FROM_DICT_OR_GLOBALS");
-    ops.load_small_int = optional("LOAD_SMALL_INT");
-    return ops;
-  });
+  bytecode_opcodes ops;
+  ops.import_name = IMPORT_NAME;
+  ops.import_from = IMPORT_FROM;
+  ops.load_const = LOAD_CONST;
+  ops.extended_arg = EXTENDED_ARG;
+  ops.store_name = STORE_NAME;
+  ops.store_global = STORE_GLOBAL;
+  ops.delete_name = DELETE_NAME;
+  ops.delete_global = DELETE_GLOBAL;
+  ops.setup_annotations = SETUP_ANNOTATIONS;
+  ops.load_name = LOAD_NAME;
+  ops.load_global = LOAD_GLOBAL;
+  ops.load_attr = LOAD_ATTR;
+  // Real instructions only: since 3.12 the header also numbers
+  // pseudo-instructions (LOAD_METHOD among them) from 256, which never
+  // appear in co_code.
+#if defined(LOAD_METHOD) && LOAD_METHOD < 256
+  ops.load_method = LOAD_METHOD;
+#endif
+#ifdef LOAD_FROM_DICT_OR_GLOBALS
+  ops.load_from_dict_or_globals = LOAD_FROM_DICT_OR_GLOBALS;
+#endif
+#ifdef LOAD_SMALL_INT
+  ops.load_small_int = LOAD_SMALL_INT;
+#endif
+  return ops;
 }
 
 namespace {

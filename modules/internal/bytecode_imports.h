@@ -40,7 +40,7 @@ struct bytecode_opcodes {
   // LOAD_SMALL_INT (3.14): an int 0-255 is the argument itself, not in
   // co_consts (an import's level, `LIMIT = 3`); -1 before 3.14.
   int load_small_int = -1;
-  // Reads them; needs the GIL; throws python_error if `opcode` lacks one.
+  // This version's numbers (CPython's opcode.h).
   static bytecode_opcodes load();
 };
 

@@ -140,13 +140,18 @@ import_hook::import_hook(const python_helpers& helpers, registry& registry, cons
       roots.append(policy_->roots.back());
     }
     policy_->roots_text = py::repr(roots).cast<std::string>();
-    py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
-    for (const char* key : {"stdlib", "platstdlib"})
-      if (paths.contains(key)) policy_->stdlib.push_back(real_path(py::str(paths[key]).cast<std::string>()));
-    py::module_ bootstrap = py::module_::import("importlib._bootstrap");
+    if (!policy_->roots.empty()) {  // sysconfig costs milliseconds at start-up: only when needed
+      py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
+      for (const char* key : {"stdlib", "platstdlib"})
+        if (paths.contains(key)) policy_->stdlib.push_back(real_path(py::str(paths[key]).cast<std::string>()));
+    }
+    // importlib._bootstrap is the frozen _frozen_importlib, loaded before any
+    // import; the importlib package itself is not (python3 -c pass never
+    // imports it), so its files are named from the stdlib directory.
+    py::module_ bootstrap = py::module_::import("_frozen_importlib");
     call_with_frames_removed_ = bootstrap.attr("_call_with_frames_removed").attr("__code__");
-    for (const char* name : {"importlib", "importlib.util"})
-      importlib_files_.push_back(py::str(py::module_::import(name).attr("__file__")).cast<std::string>());
+    std::string stdlib = py::str(py::module_::import("sys").attr("_stdlib_dir")).cast<std::string>();
+    for (const char* file : {"/importlib/__init__.py", "/importlib/util.py"}) importlib_files_.push_back(stdlib + file);
     if (!g_audit_hook_added) {
       if (PySys_AddAuditHook(&import_hook::audit, nullptr) != 0) throw py::error_already_set();
       g_audit_hook_added = true;
@@ -402,6 +407,10 @@ bool import_hook::idle() {
 }
 
 void import_hook::settle() {
+  // Every cache call settles first, so the first one runs the helpers here,
+  // before it looks at anything: the stdlib modules they import are settled
+  // with the rest instead of turning up in the middle of a reload or a poll.
+  helpers_.load();
   if (pending_.empty() && (!main_code_ || main_settled_at_ == registry_.tracking_revision())) return;
   registry::call_scope counted(registry_);  // entries looked up here outlive Python code run meanwhile
   try {

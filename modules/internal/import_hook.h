@@ -39,7 +39,7 @@
 
 namespace modhost::detail {
 
-struct python_helpers;
+class python_helpers;
 class registry;
 
 class import_hook {

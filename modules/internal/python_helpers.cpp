@@ -41,11 +41,10 @@ py::object resolve(const py::dict& ns, const char* file, const char* name,
   return helper;
 }
 
-}  // namespace
-
-python_helpers python_helpers::load() {
+// Runs both files and resolves every handle.
+python_helper_handles run_helpers() {
   return translate_errors([] {
-    python_helpers h;
+    python_helper_handles h;
     const char* file = "reload_support.py";
     py::dict support_given;
     // (top_level, in_functions) frozensets of the names a module's code binds,
@@ -96,6 +95,21 @@ python_helpers python_helpers::load() {
     });
     return h;
   });
+}
+
+}  // namespace
+
+void python_helpers::load() const {
+  if (handles_) return;
+  auto loaded = std::make_unique<python_helper_handles>(run_helpers());
+  // Running the helpers runs Python code, which may let another thread in
+  // to load them too: the first one kept stays, for whoever already holds it.
+  if (!handles_) handles_ = std::move(loaded);
+}
+
+const python_helper_handles* python_helpers::operator->() const {
+  load();
+  return handles_.get();
 }
 
 }  // namespace modhost::detail

@@ -1,18 +1,21 @@
 // detail::python_helpers — the cache's typed boundary to its Python helpers.
 //
 // modules/internal/reload_support.py (importlib's steps of a reload) and
-// deep_update.py (patching live objects) are embedded at build time. Each
-// runs once, at start-up, in a namespace of its own; every function or class
-// the C++ side uses is resolved here into a named handle, so a helper
-// renamed or removed in a .py file fails at start-up, naming it, instead of
-// on the first reload that needs it.
+// deep_update.py (patching live objects) are embedded at build time. They
+// run once, on first use (a reload, an unload, a referrer scan), each in a
+// namespace of its own: at start-up, compiling and running them was a third
+// of the host program's start. Every function or class the C++ side uses is
+// resolved then into a named handle, so a helper renamed or removed in a .py
+// file fails on that first use, naming it (and in tests/python_helpers_test.cpp).
 #pragma once
 
 #include <pybind11/pytypes.h>
 
+#include <memory>
+
 namespace modhost::detail {
 
-struct python_helpers {
+struct python_helper_handles {
   // --- reload_support.py
   pybind11::object find_spec;              // (name, module, dependent) -> spec, raising as importlib.reload does
   pybind11::object source_path;            // (spec) -> the .py file the cache compiles itself, or None
@@ -30,10 +33,18 @@ struct python_helpers {
   pybind11::object changed_names;          // (module, old) -> (changed, functions) frozensets, after a deep update
   // --- bytecode_imports.h
   pybind11::object top_level_reads;        // (code) -> frozenset of the names its top level reads
+};
 
-  // Runs both files and resolves every handle; throws python_error naming
-  // the helper that is missing. Needs the GIL.
-  static python_helpers load();
+class python_helpers {
+ public:
+  // Runs the helpers if they have not run yet: throws python_error naming a
+  // helper that is missing. Needs the GIL.
+  void load() const;
+  // The handles (load() first).
+  const python_helper_handles* operator->() const;
+
+ private:
+  mutable std::unique_ptr<python_helper_handles> handles_;
 };
 
 }  // namespace modhost::detail

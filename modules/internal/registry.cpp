@@ -18,7 +18,8 @@ registry::registry(const python_helpers& helpers, import_graph& graph) : helpers
   translate_errors([&] {
     for (py::handle name : py::module_::import("sys").attr("builtin_module_names"))
       builtin_names_.insert(py::str(name).cast<std::string>());
-    for (py::handle suffix : py::module_::import("importlib.machinery").attr("EXTENSION_SUFFIXES"))
+    // importlib.machinery.EXTENSION_SUFFIXES, without importing importlib.
+    for (py::handle suffix : py::module_::import("_imp").attr("extension_suffixes")())
       extension_suffixes_.push_back(py::str(suffix).cast<std::string>());
   });
 }
@@ -174,7 +175,7 @@ void registry::adopt(cache_entry& entry, executed_code executed) {
   if (now && executed.code && same_stat && (racy || executed.maybe_stale)) {
     bool equal = false;
     try {
-      py::bytes source = helpers_.read_source(entry.path.string());
+      py::bytes source = helpers_->read_source(entry.path.string());
       py::object fresh = py::module_::import("builtins").attr("compile")(source, entry.path.string(), "exec", 0, true);
       equal = PyObject_RichCompareBool(fresh.ptr(), executed.code.ptr(), Py_EQ) == 1;
     } catch (py::error_already_set&) {
@@ -314,7 +315,7 @@ file_change registry::compare(cache_entry& entry) {
   if (change == file_change::changed && entry.print->taken_ns == 0 && entry.code) {
     bool equal = false;
     try {
-      py::bytes source = helpers_.read_source(entry.path.string());
+      py::bytes source = helpers_->read_source(entry.path.string());
       py::object compiled = py::module_::import("builtins").attr("compile")(source, entry.path.string(), "exec", 0, true);
       equal = PyObject_RichCompareBool(compiled.ptr(), entry.code.ptr(), Py_EQ) == 1;
       if (!equal) {  // an edit: kept for the reload (run_code checks that the bytes are still these)

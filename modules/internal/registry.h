@@ -28,7 +28,7 @@
 
 namespace modhost::detail {
 
-struct python_helpers;
+class python_helpers;
 class registry;
 
 struct cache_entry {

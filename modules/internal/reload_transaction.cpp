@@ -57,7 +57,7 @@ reload_transaction::reload_transaction(const reload_context& context, const std:
       target_(target),
       targets_(std::move(targets)),
       marks_(context.modules, std::move(order)) {
-  undo_ = context_.helpers.undo();
+  undo_ = context_.helpers->undo();
   // What the modules acquired from the host is released first, newest first:
   // a thread started through modhost.acquire stops (and frees its port)
   // before the gate waits for threads and before the new code starts another.
@@ -141,11 +141,11 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
   const python_helpers& helpers = context_.helpers;
   const bool deep = options_.deep;
   pending_commit commit{&entry, entry.module, py::object(), std::nullopt, entry.kind, entry.path, py::object()};
-  py::object spec = helpers.find_spec(entry.name, entry.module, entry.name != target_);
+  py::object spec = helpers->find_spec(entry.name, entry.module, entry.name != target_);
   py::object origin = py::none();
   if (spec.attr("has_location").cast<bool>()) origin = spec.attr("origin");
   context_.hook.check_load(entry.name, origin, "modhost.reload");  // audit event, module roots, strict permissions
-  py::object source = helpers.source_path(spec);
+  py::object source = helpers->source_path(spec);
   if (!source.is_none()) {
     commit.path = source.cast<std::string>();
     commit.kind = spec.attr("submodule_search_locations").is_none() ? module_kind::source : module_kind::package;
@@ -160,7 +160,7 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
       commit.code = entry.code;
       commit.print = entry.print;
     } else {
-      py::bytes bytes = helpers.read_source(source);
+      py::bytes bytes = helpers->read_source(source);
       std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
       // A save that truncates and then writes can leave the file empty for
       // a while (ext4 makes the write wait for the previous save's
@@ -207,11 +207,11 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
   py::object old_code = entry.code ? entry.code : py::none();
   py::object run = py::none();  // how the code runs: exec(), or the deep update's run_code
   if (deep) {
-    commit.deep_update = helpers.deep_update(entry.module, before.namespace_copy, undo_, old_code);
+    commit.deep_update = helpers->deep_update(entry.module, before.namespace_copy, undo_, old_code);
     run = commit.deep_update.attr("run_code");
   }
   commit.module =
-      helpers.execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, run, old_code);
+      helpers->execute(entry.name, entry.module, spec, commit.code ? commit.code : py::none(), deep, run, old_code);
   // What the new code imports (its edges were taken before it ran; a rollback restores them).
   py::object ran = commit.code ? commit.code : context_.hook.take_reload_code(entry.name);
   if (ran) context_.hook.record_imports(entry.name, ran.ptr(), PyModule_GetDict(commit.module.ptr()));
@@ -232,15 +232,15 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
       py::list names;
       for (const auto& n : taken->second) names.append(n);
       append(report.rebound,
-             helpers.rebind_from_imports(commit.module, before.namespace_copy, holder->module, names, undo_));
+             helpers->rebind_from_imports(commit.module, before.namespace_copy, holder->module, names, undo_));
     }
   }
   if (deep && options_.dependents_as_needed) {
     // After finish(): what deep update kept in place is the same object again.
-    py::tuple changed = helpers.changed_names(commit.module, before.namespace_copy);
+    py::tuple changed = helpers->changed_names(commit.module, before.namespace_copy);
     changes_[entry.name] = {changed[0], changed[1]};
   }
-  helpers.hand_over(commit.module, before.namespace_copy);
+  helpers->hand_over(commit.module, before.namespace_copy);
   if (source.is_none()) {
     std::tie(commit.kind, commit.path) = context_.modules.classify(entry.name, commit.module);
     commit.print = has_file(commit.kind) ? take_fingerprint(commit.path) : std::nullopt;
@@ -273,7 +273,7 @@ bool reload_transaction::needs_rerun(const cache_entry& entry) const {
         std::string name = bound.substr(0, bound.find(" as "));
         if (name == "*" || changed.contains(py::str(name))) return true;
       }
-    if (!reads) reads = context_.helpers.top_level_reads(entry.code);
+    if (!reads) reads = context_.helpers->top_level_reads(entry.code);
     for (py::handle name : reads)
       if (changed.contains(name) || functions.contains(name)) return true;
   }

@@ -29,7 +29,7 @@
 namespace modhost::detail {
 
 struct cache_entry;
-struct python_helpers;
+class python_helpers;
 class import_hook;
 class registry;
 

@@ -63,8 +63,8 @@ referrer_query query_for(registry& modules, const std::vector<std::string>& name
     // (when the parent is not examined too: then its dict counts as internal).
     query.accounted_refs.push_back(3 + (!parent_examined && parent_attribute_holds(n, entry->module.ptr()) ? 1 : 0));
   }
-  query.atexit_callbacks = modules.helpers().atexit_callbacks;
-  query.audit_hooks = modules.helpers().audit_hooks;
+  query.atexit_callbacks = modules.helpers()->atexit_callbacks;
+  query.audit_hooks = modules.helpers()->audit_hooks;
   for (auto* slot : modules.handles()) {
     if (!slot->function) continue;
     if (std::find(names.begin(), names.end(), slot->module) != names.end())
@@ -163,7 +163,7 @@ unload_report unload(registry& modules, const python_helpers& helpers, const std
       if (at_exit)
         call_unload_hook_reporting(module);
       else
-        helpers.call_unload_hook(module);
+        helpers->call_unload_hook(module);
     }
   }
   PyObject* sys_modules = PyImport_GetModuleDict();  // borrowed
@@ -178,7 +178,7 @@ unload_report unload(registry& modules, const python_helpers& helpers, const std
     // keep both, and the import would run the unloaded code again.
     if (e->kind == module_kind::source || e->kind == module_kind::package)
       if (e->print && (compare_file(*e->print, e->path) == file_change::changed || changed_recently(*e->print)))
-        helpers.drop_bytecode_cache(e->path.string());
+        helpers->drop_bytecode_cache(e->path.string());
     if (parent_attribute_holds(n, e->module.ptr())) {
       auto dot = n.rfind('.');
       PyObject* parent = PyDict_GetItemString(sys_modules, n.substr(0, dot).c_str());  // borrowed

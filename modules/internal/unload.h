@@ -10,7 +10,7 @@
 
 namespace modhost::detail {
 
-struct python_helpers;
+class python_helpers;
 class registry;
 
 // References to the module beyond sys.modules, the cache and its parent

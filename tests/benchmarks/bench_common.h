@@ -77,4 +77,7 @@ const char* plugin_source();
 // live_reload_benchmark.cpp; main() calls it after the cache benchmarks are registered.
 void register_live_reload_benchmarks();
 
+// startup_benchmark.cpp: the host program's start-up against python3's.
+void register_startup_benchmarks();
+
 }  // namespace modhost_bench

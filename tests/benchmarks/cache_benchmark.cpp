@@ -627,6 +627,7 @@ int main(int argc, char** argv) {
 
     register_benchmarks();
     register_live_reload_benchmarks();
+    register_startup_benchmarks();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     g_dir = nullptr;
