@@ -39,6 +39,7 @@ bytecode_opcodes bytecode_opcodes::load() {
     ops.load_method = optional("LOAD_METHOD");
     ops.load_from_dict_or_globals = optional("LOAD_FROM_DICT_OR_GLOBALS");
     ops.load_small_int = optional("LOAD_SMALL_INT");
+    ops.import_name_shift = PY_VERSION_HEX >= 0x030F0000 ? 2 : 0;
     return ops;
   });
 }
@@ -102,7 +103,7 @@ void scan(const bytecode_opcodes& ops, PyCodeObject* code, std::vector<import_st
   for (std::size_t k = 0; k < code_units.size(); ++k) {
     if (code_units[k].opcode != ops.import_name) continue;
     import_statement statement;
-    statement.module = utf8_of(tuple_item(names, code_units[k].arg));
+    statement.module = utf8_of(tuple_item(names, code_units[k].arg >> ops.import_name_shift));
     // LOAD_CONST level (3.14: LOAD_SMALL_INT level); LOAD_CONST fromlist; IMPORT_NAME name
     const int level_op = k >= 2 ? code_units[k - 2].opcode : -1;
     if (k >= 2 && code_units[k - 1].opcode == ops.load_const &&
