@@ -49,7 +49,12 @@ class ReloadReport:
     rolled_back: bool
     acquisition_errors: list[str]  # releases / re-acquisitions that raised
     failed_module: str
-    error: str | None
+    error: str | None  # 'Type: message'
+    error_type: str | None
+    error_message: str | None
+    error_file: str | None  # where it was raised (a SyntaxError's own file)
+    error_line: int | None
+    deferred_by: str  # a deferred autoreload: the module the main thread was running
 
 class UnloadReport:
     unloaded: list[str]
@@ -92,6 +97,10 @@ def from_imports(name: ModuleType | str) -> dict[str, list[str]]: ...  # ImportE
 def info(name: ModuleType | str) -> ModuleInfo: ...
 def modules() -> list[str]: ...
 def on_reload(callback: Callable[[str, int], object]) -> Callable[[], None]: ...
+def subscribe(callback: Callable[[ReloadReport], object]) -> int:
+    """Every reload that reloaded, failed or was deferred (the autoreloader's too), once
+    per reload call for its whole set; not unchanged modules."""
+def unsubscribe(token: int) -> None: ...
 def autoreload(mode: str | None = None) -> str: ...
 # watch/unwatch: the module need not be imported yet; ValueError for a name no module can have.
 def watch(name: ModuleType | str) -> None: ...

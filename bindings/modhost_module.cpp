@@ -1,7 +1,7 @@
 // The `modhost` embedded module: the interpreter and its module cache, seen
 // from scripts. Registered before Python starts (PYBIND11_EMBEDDED_MODULE);
 // the interpreter attaches its cache and autoreloader (modhost_module.h).
-// The names and meanings are DESIGN.md's script-side contract; modhost.pyi
+// The names and meanings are docs/design.md's script-side contract; modhost.pyi
 // beside this file is the typed stub.
 // GCC 16 reports an SRA temporary of pybind11 3.1's def_readonly getter
 // (pybind11.h, property_cpp_function_classic::readonly) as used
@@ -21,8 +21,13 @@
 
 #include "bindings/modhost_module.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <deque>
 #include <limits>
+#include <stdexcept>
+#include <utility>
 
 #include "interpreter/time_limit.h"
 #include "modules/acquisitions.h"
@@ -123,6 +128,34 @@ py::object fingerprint_object(const std::optional<modhost::fingerprint>& print) 
                         "content_hash"_a = print->content_hash);
 }
 
+// Every other public function is what reload is (below): a plain C function of
+// the module, so help() shows one signature (the text-signature block,
+// "name(...)\n--\n\n", which also gives inspect.signature) and no pybind11
+// capsule, forwarding its arguments as they are to the pybind11
+// implementation kept as modhost._bound_NAME. A C function cannot tell which name
+// it was called by, so each slot is its own instance of forward<I>.
+constexpr std::size_t kMaxForwarded = 40;
+PyObject* g_forwarded_names[kMaxForwarded];  // interned "_bound_NAME", set once at import
+std::string g_forwarded_signatures[kMaxForwarded];  // "name(...)", for argument errors
+
+// pybind11's "incompatible function arguments" error lists every overload
+// on several lines; the one line a user can act on is the call against the
+// signature.
+void shorten_argument_error(const std::string& signature) {
+  if (!PyErr_ExceptionMatches(PyExc_TypeError)) return;
+  py::error_already_set error;  // takes it out of the interpreter
+  std::string full = py::str(error.value());
+  auto invoked = full.find("Invoked with: ");
+  if (full.find("incompatible function arguments") == std::string::npos || invoked == std::string::npos) {
+    error.restore();
+    return;
+  }
+  std::string call = full.substr(invoked + 14);
+  call.erase(std::find(call.begin(), call.end(), '\n'), call.end());
+  PyErr_Format(PyExc_TypeError, "%s() got arguments it cannot take (%s); it takes %s",
+               signature.substr(0, signature.find('(')).c_str(), call.c_str(), signature.c_str());
+}
+
 // modhost.reload as users see it: a C function of the module itself (so
 // help() has no pybind11 capsule to mention) that hands its arguments, as
 // they are, to the pybind11 implementation modhost._reload. C to C: no frame
@@ -130,12 +163,71 @@ py::object fingerprint_object(const std::optional<modhost::fingerprint>& print) 
 PyObject* reload_entry(PyObject* module, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   auto impl = py::reinterpret_steal<py::object>(PyObject_GetAttrString(module, "_reload"));  // steals the new reference
   if (!impl) return nullptr;
-  return PyObject_Vectorcall(impl.ptr(), args, static_cast<size_t>(nargs), kwnames);
+  PyObject* result = PyObject_Vectorcall(impl.ptr(), args, static_cast<size_t>(nargs), kwnames);
+  if (!result)
+    shorten_argument_error("reload(module, *, deep=False, dependents=False, timeout=None, wait_for_calls=1.0)");
+  return result;
+}
+
+template <std::size_t I>
+PyObject* forward(PyObject* module, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  auto impl = py::reinterpret_steal<py::object>(PyObject_GetAttr(module, g_forwarded_names[I]));  // new reference
+  if (!impl) return nullptr;
+  PyObject* result = PyObject_Vectorcall(impl.ptr(), args, static_cast<size_t>(nargs), kwnames);
+  if (!result) shorten_argument_error(g_forwarded_signatures[I]);
+  return result;
+}
+
+using fast_function = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);  // METH_FASTCALL | METH_KEYWORDS
+
+template <std::size_t... I>
+constexpr std::array<fast_function, sizeof...(I)> forwarders(std::index_sequence<I...>) {
+  return {&forward<I>...};
+}
+
+// Replaces each public pybind11 function of `m` by its forwarder. Its
+// docstring's first line, "name(args) -> result", becomes the text signature
+// "name(args)" and a closing "Returns result."
+void forward_public_functions(py::module_& m) {
+  static const auto entries = forwarders(std::make_index_sequence<kMaxForwarded>{});
+  static std::deque<PyMethodDef> definitions;  // CPython keeps pointers to them
+  static std::deque<std::string> texts;
+  std::size_t slot = 0;
+  py::dict namespace_ = m.attr("__dict__");
+  for (auto [key, value] : py::dict(namespace_)) {
+    std::string name = py::str(key);
+    if (name.empty() || name[0] == '_' || !PyCFunction_Check(value.ptr())) continue;
+    if (PyModule_Check(PyCFunction_GetSelf(value.ptr()))) continue;  // reload, already a function of the module
+    if (slot == kMaxForwarded) throw std::logic_error("modhost: raise kMaxForwarded");
+    std::string doc = py::str(value.attr("__doc__"));
+    std::string first = doc.substr(0, doc.find('\n'));
+    std::string rest = doc.size() > first.size() ? doc.substr(std::min(doc.size(), first.size() + 2)) : "";
+    auto arrow = first.find(") -> ");
+    std::string signature = first.substr(0, arrow == std::string::npos ? first.size() : arrow + 1);
+    if (signature.compare(0, name.size() + 1, name + "(") != 0 || signature.back() != ')')
+      throw std::logic_error("modhost: the docstring of " + name + " must start with its signature");
+    if (arrow != std::string::npos) rest += "\n\nReturns " + first.substr(arrow + 5) + ".";
+    texts.push_back(signature + "\n--\n\n" + rest);
+    g_forwarded_signatures[slot] = signature;
+    g_forwarded_names[slot] = PyUnicode_InternFromString(("_bound_" + name).c_str());  // kept for the process
+    texts.push_back(name);
+    definitions.push_back({texts.back().c_str(), reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(entries[slot])),
+                           METH_FASTCALL | METH_KEYWORDS, texts[texts.size() - 2].c_str()});
+    auto function = py::reinterpret_steal<py::object>(  // steals the new function
+        PyCFunction_NewEx(&definitions.back(), m.ptr(), m.attr("__name__").ptr()));
+    if (!function) throw py::error_already_set();
+    m.attr(("_bound_" + name).c_str()) = value;
+    m.attr(name.c_str()) = function;
+    ++slot;
+  }
 }
 
 }  // namespace
 
 PYBIND11_EMBEDDED_MODULE(modhost, m) {
+  // The docstrings say the signatures in Python's own words (forward_public_functions).
+  py::options options;
+  options.disable_function_signatures();
   m.doc() =
       "modhost: reload, unload and inspect Python modules safely inside a C++ host.\n\n"
       "Every import is tracked by a C++ cache in front of sys.modules. reload() is\n"
@@ -287,7 +379,7 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "transitively, dependencies first, a cycle as one unit; if any fails, all of\n"
       "them are rolled back. dependents='as_needed' (with deep=True, what the\n"
       "autoreloader does) re-runs a dependent only when patching in place cannot\n"
-      "reach what its top level kept (see the README's autoreload section); the\n"
+      "reach what its top level kept (docs/live-reload.md says the rule); the\n"
       "others are in last_reload().spared. What the modules acquired through modhost.acquire is\n"
       "released before their code re-runs and acquired again, exactly, if the reload\n"
       "fails (see help(modhost.acquire)). Built-in and extension modules behave as with\n"
@@ -338,6 +430,20 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
         if (!r.error) return py::none();
         return py::str(r.error->what());
       }, "'Type: message' of the failure, or None.")
+      .def_property_readonly("error_type", [](const modhost::reload_report& r) -> py::object {
+        return r.error ? py::object(py::str(r.error->type_name())) : py::none();
+      }, "The failure's exception type ('ZeroDivisionError', 'json.decoder.JSONDecodeError'), or None.")
+      .def_property_readonly("error_message", [](const modhost::reload_report& r) -> py::object {
+        return r.error ? py::object(py::str(r.error->message())) : py::none();
+      }, "str() of the failure's exception, or None.")
+      .def_property_readonly("error_file", [](const modhost::reload_report& r) -> py::object {
+        return r.error && !r.error->file().empty() ? py::object(py::str(r.error->file())) : py::none();
+      }, "The file it was raised in (a SyntaxError's own file), or None.")
+      .def_property_readonly("error_line", [](const modhost::reload_report& r) -> py::object {
+        return r.error && r.error->line() > 0 ? py::object(py::int_(r.error->line())) : py::none();
+      }, "The line it was raised at, or None.")
+      .def_readonly("deferred_by", &modhost::reload_report::deferred_by,
+                    "A deferred autoreload: the module whose code the main thread was running.")
       .def("__repr__", [](const modhost::reload_report& r) {
         return "<ReloadReport " + r.name + " " + modhost::to_string(r.outcome) + " generation " +
                std::to_string(r.generation) + ">";
@@ -438,6 +544,7 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "on_reload",
       [](py::function callback) {
         auto id = cache().subscribe([callback](const modhost::reload_report& report) {
+          if (report.outcome != modhost::reload_outcome::reloaded) return;
           for (const auto& name : report.reexecuted) {  // the target and, with dependents, the rest
             try {
               callback(name, cache().info(name).generation);
@@ -455,6 +562,29 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "on_reload(callback) -> unsubscribe\n\nCall callback(name, generation) after every successful reload, once for\n"
       "each module it re-executed. An exception in the callback is printed, not raised.\n"
       "Returns a function that removes the subscription.");
+
+  m.def(
+      "subscribe",
+      [](py::function callback) {
+        return cache().subscribe([callback](const modhost::reload_report& report) {
+          modhost::reload_report told = report;
+          told.module = py::object();  // as last_reload(): a kept report must not keep the module alive
+          try {
+            callback(std::move(told));
+          } catch (py::error_already_set& e) {
+            e.discard_as_unraisable("modhost subscriber");
+          }
+        });
+      },
+      "callback"_a,
+      "subscribe(callback) -> token\n\nCall callback(report) with the ReloadReport of every reload that reloaded,\n"
+      "failed (rolled back; report.error_type, error_message, error_file, error_line) or was\n"
+      "deferred, the autoreloader's included, once per reload call for its whole set of\n"
+      "modules (report.targets, report.reexecuted). Not for unchanged modules. An exception in\n"
+      "the callback is printed, not raised. unsubscribe(token) removes it.");
+  m.def(
+      "unsubscribe", [](std::uint64_t token) { cache().unsubscribe(token); }, "token"_a,
+      "unsubscribe(token)\n\nRemoves a subscription made by subscribe(); an unknown token is ignored.");
 
   m.def(
       "autoreload",
@@ -495,10 +625,12 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
       "soon as they are saved. FileNotFoundError or NotADirectoryError if it is not an\n"
       "existing directory.");
   m.def("check", [] { return autoreload().poll(); },
-        "check() -> list[str]\n\nApply the autoreload policy now: deep-reload changed modules (and their\n"
-        "dependents); returns those reloaded. A failure prints one line\n"
-        "`[modhost] reload of NAME failed: ...` to stderr, keeps the old code, and is not\n"
-        "retried until the file changes again. Cheap when nothing changed.");
+        "check() -> list[str]\n\nApply the autoreload policy now: every complete save pending is one changeset,\n"
+        "deep-reloaded as one transaction with what must re-run; returns the modules\n"
+        "reloaded. A failure is one line `[modhost] reload of NAME failed: ...` through the\n"
+        "host's log sink (default stderr) and a failed report to subscribers; the old code\n"
+        "keeps running and the set is retried, whole, when any of its files changes again.\n"
+        "Cheap when nothing changed.");
   m.def(
       "watcher_info",
       [] {
@@ -547,8 +679,9 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
         result["module_paths"] = py::cast(facts.module_paths);
         return result;
       },
-      "The running interpreter: Python version, home (the prefix whose stdlib is\n"
+      "interpreter_info() -> dict\n\nThe running interpreter: Python version, home (the prefix whose stdlib is\n"
       "loaded), library (the libpython file in use) and the host's module paths.");
+  forward_public_functions(m);
 }
 
 namespace modhost {

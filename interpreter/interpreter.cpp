@@ -14,6 +14,7 @@
 
 #include "bindings/modhost_module.h"
 #include "interpreter/gil.h"
+#include "interpreter/log.h"
 #include "interpreter/translate_errors.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
@@ -71,7 +72,7 @@ void check(PyStatus status, PyConfig& config) {
   std::string what = "modhost: cannot start Python";
   if (status.func) what += std::string(" (") + status.func + ")";
   if (status.err_msg) what += std::string(": ") + status.err_msg;
-  throw std::runtime_error(what);
+  throw error(what);
 }
 
 }  // namespace
@@ -167,9 +168,9 @@ interpreter::~interpreter() {
   //     Python finalizes: no C++ object of the host holds Python past it.
   autoreload_->stop_background();
   try {
-    for (const auto& line : unload_at_exit(*cache_)) std::cerr << "[modhost] at exit, " + line + "\n" << std::flush;
+    for (const auto& line : unload_at_exit(*cache_)) log_line("[modhost] at exit, " + line);
   } catch (const std::exception& e) {  // the exit goes on regardless
-    std::cerr << std::string("[modhost] at exit, unloading failed: ") + e.what() + "\n" << std::flush;
+    log_line(std::string("[modhost] at exit, unloading failed: ") + e.what());
   }
   try {
     py::dict modules = py::reinterpret_borrow<py::dict>(PyImport_GetModuleDict());

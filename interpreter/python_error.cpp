@@ -81,7 +81,7 @@ struct python_error::holder {
 python_error::python_error(std::shared_ptr<holder> exc, std::string type_name,
                            std::string message, std::string traceback,
                            std::optional<int> exit_code)
-    : std::runtime_error(message.empty() ? type_name : type_name + ": " + message),
+    : error(message.empty() ? type_name : type_name + ": " + message),
       exception_(std::move(exc)),
       type_name_(std::move(type_name)),
       message_(std::move(message)),
@@ -118,8 +118,34 @@ python_error python_error::fetch() {
   std::string traceback = format_traceback(value);
   auto held = std::make_shared<holder>();
   held->exception = std::move(exception);
-  return python_error(std::move(held), std::move(type_name), std::move(message), std::move(traceback),
-                      exit_code);
+  python_error error(std::move(held), std::move(type_name), std::move(message), std::move(traceback), exit_code);
+  error.locate();
+  return error;
+}
+
+void python_error::locate() {
+  PyObject* value = exception_->exception.ptr();
+  if (!PyExceptionInstance_Check(value)) return;
+  auto attribute = [](PyObject* of, const char* name) {
+    auto found = steal(of ? PyObject_GetAttrString(of, name) : nullptr);
+    PyErr_Clear();
+    return found;
+  };
+  py::object file, line;
+  if (PyErr_GivenExceptionMatches(value, PyExc_SyntaxError)) {
+    file = attribute(value, "filename");
+    line = attribute(value, "lineno");
+  } else if (auto entry = steal(PyException_GetTraceback(value))) {
+    for (auto next = attribute(entry.ptr(), "tb_next"); next && !next.is_none(); next = attribute(entry.ptr(), "tb_next"))
+      entry = next;
+    file = attribute(attribute(attribute(entry.ptr(), "tb_frame").ptr(), "f_code").ptr(), "co_filename");
+    line = attribute(entry.ptr(), "tb_lineno");
+  }
+  if (file && PyUnicode_Check(file.ptr())) file_ = to_string(file.ptr());
+  if (line && PyLong_Check(line.ptr())) {
+    line_ = static_cast<int>(PyLong_AsLong(line.ptr()));
+    PyErr_Clear();
+  }
 }
 
 bool python_error::matches(const char* builtin_type_name) const {

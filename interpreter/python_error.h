@@ -15,7 +15,17 @@
 
 namespace modhost MODHOST_HIDDEN {
 
-class python_error : public std::runtime_error {
+// What modhost throws, one hierarchy: python_error (a Python exception),
+// module_in_use_error (modules/module_types.h), and plain modhost::error
+// (Python cannot start, a handle outlived its interpreter). A host that
+// calls plugins catches modhost::error; std::logic_error stays for misuse
+// (a second interpreter in one process).
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class python_error : public error {
  public:
   // Takes (steals) the exception currently set in the interpreter and clears
   // it. The GIL must be held. If no exception is set, describes a SystemError.
@@ -27,6 +37,11 @@ class python_error : public std::runtime_error {
   const std::string& message() const noexcept { return message_; }
   // The traceback as Python prints it, ending with "Type: message".
   const std::string& traceback() const noexcept { return traceback_; }
+  // Where it was raised: a SyntaxError's own file and line (its traceback
+  // ends in the import machinery), else the innermost traceback entry's.
+  // Empty and 0 when unknown.
+  const std::string& file() const noexcept { return file_; }
+  int line() const noexcept { return line_; }
   // For SystemExit: the process exit code Python would use (None -> 0,
   // int -> itself, anything else -> 1 after printing it). Empty otherwise.
   std::optional<int> exit_code() const noexcept { return exit_code_; }
@@ -42,11 +57,14 @@ class python_error : public std::runtime_error {
   struct holder;
   python_error(std::shared_ptr<holder> exc, std::string type_name, std::string message,
                std::string traceback, std::optional<int> exit_code);
+  void locate();
 
   std::shared_ptr<holder> exception_;
   std::string type_name_;
   std::string message_;
   std::string traceback_;
+  std::string file_;
+  int line_ = 0;
   std::optional<int> exit_code_;
 };
 

@@ -8,10 +8,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <iostream>
 #include <map>
 
 #include "interpreter/gil.h"
+#include "interpreter/log.h"
 #include "modules/internal/handle_safe_point.h"
 #include "modules/internal/main_thread_call.h"
 #include "modules/internal/request_checks.h"
@@ -81,20 +81,6 @@ int open_error(const std::filesystem::path& file) {
   if (fd < 0) return errno;
   ::close(fd);
   return 0;
-}
-
-// Writes one report line to stderr with a single write(), so it never lands
-// in the middle of a line another thread (a Python thread flushing
-// sys.stdout or sys.stderr without the GIL) writes at the same time.
-void report(std::string line) {
-  line += '\n';
-  std::cerr.flush();
-  for (std::size_t done = 0; done < line.size();) {
-    ssize_t n = ::write(STDERR_FILENO, line.data() + done, line.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    done += static_cast<std::size_t>(n);
-  }
 }
 
 }  // namespace
@@ -283,17 +269,17 @@ std::optional<autoreloader::change> autoreloader::examine(const std::string& nam
     // line says what an explicit reload raises ("PermissionError: [Errno 13] ...").
     if (int error = open_error(info.path); error && error != ENOENT && error != ENOTDIR) {
       auto unreadable = detail::os_error(error, info.path.string());
-      report("[modhost] reload of " + name + " failed: " + one_line(unreadable.what()) +
-             "; the old code keeps running");
+      log_line("[modhost] reload of " + name + " failed: " + one_line(unreadable.what()) +
+               "; the old code keeps running");
     } else {
-      report("[modhost] source of " + name + " (" + info.path.string() + ") is gone; the loaded code keeps running");
+      log_line("[modhost] source of " + name + " (" + info.path.string() + ") is gone; the loaded code keeps running");
     }
     return std::nullopt;
   }
   reported_.erase(name);
   if (info.kind == module_kind::extension) {
     if (reported_.insert(name).second)
-      report("[modhost] " + name + " changed on disk, but it is an extension module: restart required");
+      log_line("[modhost] " + name + " changed on disk, but it is an extension module: restart required");
     return std::nullopt;
   }
   return change{name, now->content_hash, vouched};
@@ -413,8 +399,8 @@ void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::c
   const auto now = std::chrono::steady_clock::now();
   options.defer_if_running = !running_since_ || now - *running_since_ < main_thread_patience;
   auto fail = [&](const std::string& why) {
-    report("[modhost] reload of " + label + " failed: " + one_line(why) + "; the old code keeps running" +
-           (changes.size() > 1 ? " (the set is retried, whole, when any of its files changes)" : ""));
+    log_line("[modhost] reload of " + label + " failed: " + one_line(why) + "; the old code keeps running" +
+             (changes.size() > 1 ? " (the set is retried, whole, when any of its files changes)" : ""));
     for (const auto& c : changes) failed_set_[c.name] = c.content_hash;
     running_since_.reset();
     wait_for({});
@@ -436,7 +422,7 @@ void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::c
     return;
   }
   if (running_since_ && !options.defer_if_running)
-    report("[modhost] " + label + ": applied while the main thread still runs code of " + waiting_for_ +
+    log_line("[modhost] " + label + ": applied while the main thread still runs code of " + waiting_for_ +
            ", after waiting " +
            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(main_thread_patience).count()) +
            " ms for it to leave");
@@ -447,12 +433,17 @@ void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::c
     // Ctrl-C while the new code ran: it is rolled back, and the interrupt is
     // the program's, as if it had arrived a moment later (the same content
     // is not tried again until a file changes).
-    report("[modhost] reload of " + label + " interrupted (KeyboardInterrupt); the old code keeps running");
+    log_line("[modhost] reload of " + label + " interrupted (KeyboardInterrupt); the old code keeps running");
     for (const auto& c : changes) failed_set_[c.name] = c.content_hash;
     throw *result.error;
   }
   if (!result) {
-    return fail(result.error->what() +
+    const python_error& error = *result.error;
+    // Where: a SyntaxError's message says it already ("(plug.py, line 3)").
+    std::string where = error.file().empty() || error.matches("SyntaxError")
+                            ? std::string()
+                            : " (" + error.file() + ", line " + std::to_string(error.line()) + ")";
+    return fail(error.what() + where +
                 (std::find(names.begin(), names.end(), result.failed_module) == names.end()
                      ? " (in dependent " + result.failed_module + ")"
                      : std::string(changes.size() > 1 ? " (in " + result.failed_module + ")" : "")));
@@ -547,10 +538,10 @@ int autoreloader::run_pending(void*) {
         interrupted = true;
         PyErr_SetNone(PyExc_KeyboardInterrupt);
       } else {
-        report(std::string("[modhost] autoreload failed: ") + one_line(e.what()));
+        log_line(std::string("[modhost] autoreload failed: ") + one_line(e.what()));
       }
     } catch (const std::exception& e) {
-      report(std::string("[modhost] autoreload failed: ") + one_line(e.what()));
+      log_line(std::string("[modhost] autoreload failed: ") + one_line(e.what()));
     }
   }
   if (!interrupted) PyErr_Clear();  // a pending call leaves no error behind, but Ctrl-C's

@@ -61,7 +61,7 @@ py::object function_handle::current() {
   // The interpreter is gone (an application that keeps a handle past it):
   // no Python may be touched, not even to raise an exception.
   if (!slot.cache && !Py_IsInitialized())
-    throw std::runtime_error("C++ handle " + slot.module + "." + slot.attribute + ": the interpreter is gone");
+    throw error("C++ handle " + slot.module + "." + slot.attribute + ": the interpreter is gone");
   if (detail::handle_safe_point_wanted()) detail::offer_handle_safe_point();
   if (detail::any_gate_closed() && slot.cache)  // another thread may be reloading it: wait for the new version
     if (detail::cache_entry* entry = slot.cache->find_tracked(slot.module))

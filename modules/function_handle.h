@@ -36,7 +36,7 @@ class function_handle {
   // Calls the current version. Throws python_error: AttributeError naming the
   // module and attribute if it no longer exists, ImportError if the module
   // was unloaded, or whatever the function raises. Once the interpreter is
-  // destroyed, std::runtime_error (no Python is left to carry a python_error);
+  // destroyed, modhost::error (no Python is left to carry a python_error);
   // destroying the handle then is safe.
   // (The call needs pybind11/pybind11.h or pybind11/embed.h included.)
   template <class... Args>

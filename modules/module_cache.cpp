@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <iostream>
 #include <map>
 #include <optional>
 
+#include "interpreter/log.h"
 #include "interpreter/time_limit.h"
 #include "interpreter/translate_errors.h"
 #include "modules/import_graph.h"
@@ -55,8 +55,30 @@ class module_cache::impl {
   detail::import_hook hook;
   std::map<std::uint64_t, reload_callback> subscribers;
   std::uint64_t next_subscriber = 1;
+  std::string last_deferral;  // the targets and the reason of the deferral told last
 
   detail::reload_context reload_context() { return {modules, helpers, hook, acquisitions}; }
+
+  // Subscribers hear what happened to code: reloaded, failed (rolled back)
+  // or deferred. Nothing ran for unchanged or not-reloadable modules; a
+  // deferral the autoreloader meets again at every safe point is told once.
+  void tell_subscribers(const reload_report& report) {
+    if (report.outcome == reload_outcome::unchanged || report.outcome == reload_outcome::not_reloadable) return;
+    if (report.outcome == reload_outcome::deferred) {
+      std::string deferral = join(report.targets, ", ") + " | " + report.deferred_by;
+      if (deferral == last_deferral) return;
+      last_deferral = std::move(deferral);
+    } else {
+      last_deferral.clear();
+    }
+    for (auto& [id, callback] : std::map<std::uint64_t, reload_callback>(subscribers)) {
+      try {
+        callback(report);
+      } catch (const std::exception& e) {
+        log_line(std::string("[modhost] reload subscriber failed: ") + e.what());
+      }
+    }
+  }
 };
 
 module_cache::module_cache(const cache_options& options) : impl_(std::make_unique<impl>(options)) {}
@@ -98,14 +120,7 @@ reload_report module_cache::reload(const std::vector<std::string>& names, reload
   return cache_call(impl_->modules, [&] {
     impl_->hook.settle();
     reload_report report = detail::reload(impl_->reload_context(), names, options);
-    if (report.outcome == reload_outcome::reloaded)
-      for (auto& [id, callback] : std::map<std::uint64_t, reload_callback>(impl_->subscribers)) {
-        try {
-          callback(report);
-        } catch (const std::exception& e) {
-          std::cerr << "[modhost] reload callback failed: " << e.what() << std::endl;
-        }
-      }
+    impl_->tell_subscribers(report);
     return report;
   });
 }

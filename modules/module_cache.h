@@ -129,8 +129,13 @@ class module_cache {
   void remove_tracking_listener(std::uint64_t id);
 
   using reload_callback = std::function<void(const reload_report&)>;
-  // Calls `callback` after every successful reload (one report per reload call;
-  // report.reexecuted lists every module it ran). Returns an id for unsubscribe().
+  // Calls `callback` with the report of every reload that reloaded, failed
+  // (rolled back: report.error has the type, message, file and line) or was
+  // deferred (told once while it stays deferred for the same reason); one
+  // report per reload call, for the whole set of modules (report.targets,
+  // report.reexecuted). Also the autoreloader's reloads. Not for unchanged or
+  // not-reloadable modules, nor a request refused before any code ran (an
+  // exception to the caller). Returns an id for unsubscribe().
   std::uint64_t subscribe(reload_callback callback);
   void unsubscribe(std::uint64_t id);
 

@@ -56,6 +56,6 @@ module_in_use_error::module_in_use_error(const std::string& name, std::vector<st
 
 module_in_use_error::module_in_use_error(const std::string& name, std::vector<std::string> referrers,
                                          const std::string& message)
-    : std::runtime_error(message), name_(name), referrers_(std::move(referrers)) {}
+    : error(message), name_(name), referrers_(std::move(referrers)) {}
 
 }  // namespace modhost

@@ -167,7 +167,7 @@ struct [[nodiscard]] unload_report {
 
 // unload() refused: something still holds the module or its code; or
 // reload() found other threads still running its code.
-class module_in_use_error : public std::runtime_error {
+class module_in_use_error : public error {
  public:
   module_in_use_error(const std::string& name, std::vector<std::string> referrers);  // unload's
   module_in_use_error(const std::string& name, std::vector<std::string> referrers, const std::string& message);

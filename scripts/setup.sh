@@ -27,6 +27,8 @@ declare -A PROVIDES=(
   # Copied by single deep-reload regression tests (tests/python/test_deep_*.py).
   [python3-toolz]=/usr/lib/python3/dist-packages/toolz/__init__.py
   [python3-pygments]=/usr/lib/python3/dist-packages/pygments/__init__.py
+  # The installed stub, checked by a type checker (package.stubs).
+  [mypy]=/usr/bin/mypy
   # pytest's own assertion-rewriting loader (tests/python/test_cache_loaders.py).
   [python3-pytest]=/usr/lib/python3/dist-packages/pytest/__init__.py
 )

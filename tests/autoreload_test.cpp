@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "interpreter/interpreter.h"
+#include "interpreter/log.h"
 #include "modules/autoreload.h"
 #include "modules/file_watcher.h"
 #include "modules/module_cache.h"
@@ -166,7 +167,7 @@ TEST_F(Autoreload, SubscribersHearOfAutoreloads) {
   import("ar_event");
   std::vector<std::pair<std::string, std::uint64_t>> events;
   auto id = cache().subscribe([&](const modhost::reload_report& report) {
-    events.emplace_back(report.name, report.generation);
+    if (report.outcome == modhost::reload_outcome::reloaded) events.emplace_back(report.name, report.generation);
   });
   reloader().set_mode(autoreload_mode::all);
   (void)reloader().poll();
@@ -176,6 +177,41 @@ TEST_F(Autoreload, SubscribersHearOfAutoreloads) {
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].first, "ar_event");
   EXPECT_EQ(events[0].second, 2u);
+}
+
+// A host hears of a failed autoreload as it happens, with where it was
+// raised, from its subscribers and its log sink (not only on stderr).
+TEST_F(Autoreload, AFailureReachesSubscribersAndTheLogSinkWithItsFileAndLine) {
+  write("ar_fails.py", version(1));
+  auto module = import("ar_fails");
+  std::vector<modhost::reload_report> failures;
+  auto id = cache().subscribe([&](const modhost::reload_report& report) {
+    if (report.outcome == modhost::reload_outcome::failed) failures.push_back(report);
+  });
+  std::vector<std::string> lines;
+  modhost::set_log_sink([&](const std::string& line) { lines.push_back(line); });
+  reloader().set_mode(autoreload_mode::all);
+  (void)reloader().poll();
+  ::testing::internal::CaptureStderr();
+  write("ar_fails.py", "def value():\n    return 2\n\nraise LookupError('no plugin table')\n");
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (failures.empty() && std::chrono::steady_clock::now() < deadline) {
+    reloader().watcher().wait(5ms);
+    (void)reloader().poll();
+  }
+  modhost::set_log_sink(nullptr);
+  cache().unsubscribe(id);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].targets, std::vector<std::string>{"ar_fails"});
+  EXPECT_EQ(failures[0].error->type_name(), "LookupError");
+  const std::string path = (dir_.path() / "ar_fails.py").string();
+  EXPECT_EQ(failures[0].error->file(), path);
+  EXPECT_EQ(failures[0].error->line(), 4);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "[modhost] reload of ar_fails failed: LookupError: no plugin table (" + path +
+                          ", line 4); the old code keeps running");
+  EXPECT_EQ(module.attr("value")().cast<int>(), 1);
 }
 
 TEST_F(Autoreload, FailedReloadKeepsTheOldCodeAndIsNotRetried) {

@@ -160,7 +160,7 @@ TEST(InterpreterShutdown, FunctionHandlesOutlivingTheInterpreterDoNotTouchPython
     try {
       (*answer)();
       log.push_back("called after finalization");
-    } catch (const std::runtime_error& e) {
+    } catch (const modhost::error& e) {
       log.push_back(std::string("refused: ") + e.what());
     }
     answer.reset();

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "interpreter/interpreter.h"
+#include "interpreter/log.h"
 #include "modules/acquisitions.h"
 #include "modules/autoreload.h"
 #include "modules/module_cache.h"
@@ -273,6 +274,7 @@ int main(int argc, char** argv) {
   }
   if (demo) plugins = copy_plugins(plugins);
 
+  modhost::set_log_sink(say);  // modhost's own lines go where the router's go, in order
   modhost::interpreter_config config;
   config.argv.assign(argv, argv + argc);
   config.module_paths = {plugins};
@@ -286,12 +288,21 @@ int main(int argc, char** argv) {
   python.autoreload().watch_directory(plugins);
   demo_editor editor(plugins / "routes.py");
   auto quiet = [&] { return demo && editor.expected >= demo_editor::kFirstTimed; };  // the timed edits only count
+  // Every autoreload's outcome, as it happens: no need to poll the plugins' state.
   cache.subscribe([&](const modhost::reload_report& r) {
     if (quiet()) return;
-    std::string line = "[router] reloaded";
-    for (const auto& name : r.reexecuted) line += " " + name;
-    say(line + " (generation " + std::to_string(r.generation) + ", " +
-        std::to_string(r.duration.count() / 1000) + " us)");
+    if (r.outcome == modhost::reload_outcome::failed) {
+      const auto& e = *r.error;
+      std::string where = e.file().empty() ? "" : " at " + std::filesystem::path(e.file()).filename().string() + ":" +
+                                                        std::to_string(e.line());
+      say("[router] " + r.failed_module + ".py on disk is broken (" + e.type_name() + where +
+          "); still serving the previous version");
+    } else if (r.outcome == modhost::reload_outcome::reloaded) {
+      std::string line = "[router] reloaded";
+      for (const auto& name : r.reexecuted) line += " " + name;
+      say(line + " (generation " + std::to_string(r.generation) + ", " + std::to_string(r.duration.count() / 1000) +
+          " us)");
+    }
   });
 
   return modhost::interpreter::exit_code_of([&] {
@@ -302,7 +313,6 @@ int main(int argc, char** argv) {
 
     std::map<std::string, std::string> last;  // path -> last answer printed
     std::string last_table;
-    bool reported_broken = false;
     auto stop_at = steady::now() + std::chrono::seconds(seconds);
     while (demo ? !editor.finished.load() : steady::now() < stop_at) {
       python.autoreload().poll();  // the safe point: between requests
@@ -324,10 +334,6 @@ int main(int argc, char** argv) {
           last[r.path] = line;
         }
       }
-      bool broken = cache.info("routes").state == modhost::module_state::failed;
-      if (broken && !reported_broken)
-        say("[router] routes.py on disk is broken; still serving the previous version");
-      reported_broken = broken;
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     if (editing.joinable()) editing.join();

@@ -91,6 +91,11 @@ def execute(name, module, spec, code, fresh, run=None, old_code=None):
         # do). The transaction's snapshot puts it back if the reload fails.
         if "__annotate__" in namespace:
             namespace.pop("__annotations__", None)
+        elif type(namespace.get("__annotations__")) is dict:
+            # Before 3.14 the code fills the module's __annotations__ dict in
+            # place: it fills a copy, so the dict the snapshot holds keeps
+            # the old annotations for a rollback.
+            namespace["__annotations__"] = dict(namespace["__annotations__"])
         if fresh:
             old_top, old_nested = defined_names(old_code) if old_code is not None else (None, set())
             before = dict(namespace)

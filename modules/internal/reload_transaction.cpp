@@ -162,23 +162,32 @@ reload_transaction::pending_commit reload_transaction::run_code(cache_entry& ent
     } else {
       py::bytes bytes = helpers.read_source(source);
       std::string_view view(PyBytes_AS_STRING(bytes.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.ptr())));
+      // A save that truncates and then writes can leave the file empty for
+      // a while (ext4 makes the write wait for the previous save's
+      // writeback; some editors close the truncated file and write it again
+      // later): a source that was not empty before and is empty now must
+      // have been quiet for 3 s before it replaces the module.
+      const bool emptied = view.empty() && entry.print && entry.print->size > 0;
+      const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+      const auto emptied_quiet = std::chrono::seconds(3);
       if (options_.quiet_for.count() > 0 || options_.source_at_rest) {  // read between two stats of a file at rest
-        // A save that truncates and then writes can leave the file empty
-        // for a while (ext4 makes the write wait for the previous save's
-        // writeback; some editors close the truncated file and write it
-        // again later): a source that was not empty before and is empty now
-        // must have been quiet for 3 s before it replaces the module.
         auto quiet = options_.quiet_for;
-        if (view.empty() && entry.print && entry.print->size > 0)
-          quiet = std::max<std::chrono::milliseconds>(quiet, std::chrono::seconds(3));
+        if (emptied) quiet = std::max<std::chrono::milliseconds>(quiet, emptied_quiet);
         auto after = stat_fingerprint(commit.path);
-        auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
         if (!stat || !after || !after->same_stat(*stat) ||
             now_ns - stat->ctime_ns < std::chrono::nanoseconds(quiet).count())
           throw file_in_flux{};
         if (options_.source_at_rest && !options_.source_at_rest(commit.path)) throw file_in_flux{};  // written meanwhile
+      } else if (emptied && (!stat || now_ns - stat->ctime_ns < std::chrono::nanoseconds(emptied_quiet).count())) {
+        // An explicit reload fails instead of waiting: re-run empty, the
+        // module (a dependent the caller never named, often) would lose
+        // every global its code made.
+        raise_error(PyExc_ImportError,
+                    "the source of '" + entry.name + "' (" + commit.path.string() +
+                        ") is empty, and was not when its code ran: a save still in progress? Reload once it "
+                        "is written (a source left empty for 3 s is taken as it is)");
       }
       std::uint64_t hash = content_hash(view);
       commit.print = stat ? stat : fingerprint{};

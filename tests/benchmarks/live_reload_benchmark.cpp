@@ -552,7 +552,7 @@ void background_latency(benchmark::State& state, bool atomic, host_loop loop) {
 
   std::vector<double> reload_ms;
   auto subscription = cache().subscribe([&](const modhost::reload_report& report) {
-    reload_ms.push_back(ms(report.duration));
+    if (report.outcome == modhost::reload_outcome::reloaded) reload_ms.push_back(ms(report.duration));
   });
   stderr_capture errors_out;
   reloader.start_background();
@@ -749,7 +749,7 @@ void checkout_latency(benchmark::State& state) {
   settle(reloader);
   std::vector<double> reload_ms;
   auto subscription = cache().subscribe([&](const modhost::reload_report& report) {
-    reload_ms.push_back(ms(report.duration));
+    if (report.outcome == modhost::reload_outcome::reloaded) reload_ms.push_back(ms(report.duration));
   });
   stderr_capture errors_out;
   reloader.start_background();

@@ -7,6 +7,7 @@
 #include "interpreter/error_scope.h"
 #include "interpreter/gil.h"
 #include "interpreter/interpreter.h"
+#include "interpreter/log.h"
 #include "interpreter/python_error.h"
 #include "interpreter/reference.h"
 #include "interpreter/time_limit.h"

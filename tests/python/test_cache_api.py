@@ -168,5 +168,71 @@ class OnReload(CacheTestCase):
         self.assertTrue(any(isinstance(u.exc_value, RuntimeError) for u in unraisable))
 
 
+class Subscribe(CacheTestCase):
+    """modhost.subscribe: every reload outcome, as one report per reload call."""
+
+    def setUp(self):
+        super().setUp()
+        self.reports = []
+        token = modhost.subscribe(self.reports.append)
+        self.addCleanup(modhost.unsubscribe, token)
+        self.token = token
+        self.name = self.mod("plug")
+        self.write(self.name, "VALUE = 1\n")
+        self.load(self.name)
+
+    def mine(self):
+        return [r for r in self.reports if self.tag in r.name]
+
+    def test_a_reload_and_a_failure_with_its_type_message_file_and_line(self):
+        self.write(self.name, "VALUE = 2\n")
+        modhost.reload(self.name)
+        path = self.write(self.name, "VALUE = 3\n\nraise KeyError('no route')\n")
+        with self.assertRaises(KeyError):
+            modhost.reload(self.name)
+
+        reloaded, failed = self.mine()
+        self.assertEqual((reloaded.outcome, reloaded.generation, reloaded.error), ("reloaded", 2, None))
+        self.assertEqual(reloaded.targets, [self.name])
+        self.assertEqual(failed.outcome, "failed")
+        self.assertTrue(failed.rolled_back)
+        self.assertEqual((failed.error_type, failed.error_message), ("KeyError", "'no route'"))
+        self.assertEqual((failed.error_file, failed.error_line), (path, 3))
+        self.assertEqual(failed.failed_module, self.name)
+        self.assertEqual(sys.modules[self.name].VALUE, 2)
+
+    def test_a_syntax_error_names_its_own_line(self):
+        path = self.write(self.name, "VALUE = 2\ndef broken(:\n")
+        with self.assertRaises(SyntaxError):
+            modhost.reload(self.name)
+        (failed,) = self.mine()
+        self.assertEqual((failed.error_type, failed.error_file, failed.error_line), ("SyntaxError", path, 2))
+
+    def test_a_set_is_one_report(self):
+        other = self.mod("other")
+        self.write(other, "VALUE = 1\n")
+        self.load(other)
+        self.write(self.name, "VALUE = 2\n")
+        self.write(other, "VALUE = 2\n")
+        modhost.reload([self.name, other])
+        (report,) = self.mine()
+        self.assertEqual(report.targets, [self.name, other])
+        self.assertEqual(sorted(report.reexecuted), sorted([self.name, other]))
+
+    def test_unchanged_is_not_told_and_unsubscribe_stops_it(self):
+        modhost.reload(self.name, deep=True)  # same source: nothing runs
+        self.assertEqual(self.mine(), [])
+        modhost.unsubscribe(self.token)
+        self.write(self.name, "VALUE = 2\n")
+        modhost.reload(self.name)
+        self.assertEqual(self.mine(), [])
+
+    def test_a_kept_report_does_not_keep_the_module_alive(self):
+        self.write(self.name, "VALUE = 2\n")
+        modhost.reload(self.name)
+        self.assertEqual(len(self.mine()), 1)
+        modhost.unload(self.name)  # refused if the report held the module
+
+
 if __name__ == "__main__":
     unittest.main()

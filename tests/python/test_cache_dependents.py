@@ -3,6 +3,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import time
 import unittest
 
 from cache_fixtures import CacheTestCase, modhost
@@ -245,6 +246,44 @@ class ReloadWithDependents(CacheTestCase):
         self.assertEqual(self.log(), [])
         self.assertNotIn(b, sys.modules)
         self.assertEqual(sys.modules[a].VALUE, 2)
+
+    def test_a_dependent_caught_half_saved_is_not_rerun_empty(self):
+        # A save truncates the file before it writes the new text; a reload
+        # with dependents that read it then ran it empty and committed the
+        # dependent without a single global (the race harness's "import
+        # missing its globals").
+        a, b = self.mod("a"), self.mod("b")
+        self.write(a, "def value():\n    return 1\n")
+        self.write(b, f"from {a} import value\nRESULT = value()\n")
+        self.load(b)
+        self.write(a, "def value():\n    return 2\n")
+        self.write(b, "")
+
+        for deep in (False, True):
+            with self.subTest(deep=deep), self.assertRaises(ImportError) as caught:
+                modhost.reload(a, deep=deep, dependents=True)
+            self.assertIn(f"the source of '{b}'", str(caught.exception))
+            self.assertIn("is empty", str(caught.exception))
+            self.assertEqual(sys.modules[b].RESULT, 1)
+            self.assertEqual(sys.modules[a].value(), 1)
+            self.assertEqual(modhost.info(b).generation, 1)
+
+        # Once the save completes, the same reload goes through.
+        self.write(b, f"from {a} import value\nRESULT = value()\n")
+        modhost.reload(a, dependents=True)
+        self.assertEqual(sys.modules[b].RESULT, 2)
+
+    def test_a_source_left_empty_reloads_empty(self):
+        a = self.mod("a")
+        self.write(a, "VALUE = 1\n")
+        self.load(a)
+        self.write(a, "")
+        with self.assertRaises(ImportError):
+            modhost.reload(a)
+        time.sleep(3.1)  # the rule's quiet time: a save in progress would have written by now
+        modhost.reload(a, deep=True)
+        self.assertFalse(hasattr(sys.modules[a], "VALUE"))
+        self.assertEqual(modhost.info(a).generation, 2)
 
 
 class ReloadDependentsAsNeeded(CacheTestCase):

@@ -215,7 +215,7 @@ class Unload(CacheTestCase):
 class UnloadFindsIndirectHolders(CacheTestCase):
     """Holders of the module's code that are not a module global one level deep.
 
-    DESIGN.md: unload refuses while *anything* outside sys.modules and the cache
+    docs/design.md: unload refuses while *anything* outside sys.modules and the cache
     holds the module or its code. A host typically keeps plugin callbacks in a
     registry object, not in a module global.
     """

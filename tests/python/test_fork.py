@@ -140,8 +140,8 @@ class ForkedWatcher(ForkTestCase):
 
 # The busy loops call nothing: on CPython 3.13 an asynchronous exception
 # noticed right after a call to a C function (time.monotonic() in the loop's
-# test) can skip every handler of the frame (CPython gh-139622; README,
-# "Supported Pythons"). 300 million empty iterations take 5-20 s.
+# test) can skip every handler of the frame (CPython gh-139622;
+# docs/python-versions.md). 300 million empty iterations take 5-20 s.
 SPINS = 300_000_000
 
 

@@ -219,6 +219,51 @@ class Help(unittest.TestCase):
         self.assertEqual(signatures, ["reload" + signature], text)
         self.assertTrue(modhost.reload.__doc__.startswith("Reload a module"), modhost.reload.__doc__)
 
+    def public_functions(self):
+        return [n for n in dir(modhost) if not n.startswith("_") and inspect.isbuiltin(getattr(modhost, n))]
+
+    def test_every_function_has_one_signature_and_no_capsule(self):
+        # Before: help() read "unload(...) method of builtins.PyCapsule instance",
+        # then pybind11's signature, then the docstring's, and inspect had none.
+        self.assertGreater(len(self.public_functions()), 20)
+        for name in self.public_functions():
+            with self.subTest(name):
+                function = getattr(modhost, name)
+                signature = str(inspect.signature(function))
+                text = pydoc.plain(pydoc.render_doc(function))
+                # pydoc 3.13 wraps a long signature one parameter a line: unwrap it.
+                text = re.sub(r"\(\n\s*", "(", re.sub(r",\n\s*", ", ", re.sub(r"\n\)", ")", text)))
+                self.assertNotIn("PyCapsule", text)
+                self.assertEqual([line for line in text.splitlines() if line.startswith(name + "(")],
+                                 [name + signature], text)
+
+    def test_every_signature_matches_the_stub(self):
+        import ast
+        stub = os.path.join(os.path.dirname(__file__), "..", "..", "bindings", "modhost.pyi")
+        with open(stub) as f:
+            stubbed = {n.name: n for n in ast.parse(f.read()).body if isinstance(n, ast.FunctionDef)}
+        for name in self.public_functions():
+            with self.subTest(name):
+                node = stubbed[name]
+                names = [a.arg for a in node.args.args] + ["*"] + [a.arg for a in node.args.kwonlyargs]
+                params = inspect.signature(getattr(modhost, name)).parameters.values()
+                actual = [p.name for p in params if p.kind != p.KEYWORD_ONLY] + ["*"] + \
+                         [p.name for p in params if p.kind == p.KEYWORD_ONLY]
+                self.assertEqual(actual, names)
+
+    def test_a_wrong_argument_is_one_line_naming_the_signature(self):
+        # Before: pybind11's "incompatible function arguments. The following
+        # argument types are supported: 1. (...)" over five lines.
+        for call, expected in [(lambda: modhost.reload("json", deep="yes"),
+                                "reload() got arguments it cannot take ('json'; kwargs: deep='yes'); it takes "
+                                "reload(module, *, deep=False, dependents=False, timeout=None, wait_for_calls=1.0)"),
+                               (lambda: modhost.unload(42),
+                                "unload() got arguments it cannot take (42); it takes unload(name, *, force=False)"),
+                               (lambda: modhost.watch(), "watch() got arguments it cannot take (); it takes watch(name)")]:
+            with self.subTest(expected), self.assertRaises(TypeError) as caught:
+                call()
+            self.assertEqual(str(caught.exception), expected)
+
     def test_reload_signature_matches_the_stub(self):
         import ast
         stub = os.path.join(os.path.dirname(__file__), "..", "..", "bindings", "modhost.pyi")

@@ -17,7 +17,7 @@ MODHOST = os.environ["MODHOST_EXE"]
 EXIT_LIMIT = 5  # seconds: an exit that takes longer hangs
 
 # A plugin whose top level starts a non-daemon thread through
-# modhost.acquire, looping until its halt (the README's server example).
+# modhost.acquire, looping until its halt (the server example of docs/reloading.md).
 THREAD_PLUGIN = '''
 import threading
 import time
