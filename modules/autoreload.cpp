@@ -571,19 +571,20 @@ int autoreloader::run_pending(void*) {
 // most of its eval-breaker checks when a loop calls it, is asked again at
 // once without a poll's cost each time.
 bool autoreloader::inside_waited_code() {
-  if (waiting_for_.empty() || !running_since_ ||
-      std::chrono::steady_clock::now() - *running_since_ >= main_thread_patience)
-    return false;
+  if (waiting_for_.empty() || !running_since_) return false;
   py::object module = cache_.find(waiting_for_);
   if (!module) return false;
   PyObject* ns = PyModule_GetDict(module.ptr());  // borrowed
   for (auto frame = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(PyEval_GetFrame())); frame;) {
     auto* f = reinterpret_cast<PyFrameObject*>(frame.ptr());
-    if (py::reinterpret_steal<py::object>(PyFrame_GetGlobals(f)).ptr() == ns) return true;
+    if (py::reinterpret_steal<py::object>(PyFrame_GetGlobals(f)).ptr() == ns)  // inside: within the patience?
+      return std::chrono::steady_clock::now() - *running_since_ < main_thread_patience;
     frame = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyFrame_GetBack(f)));
   }
   // Seen outside it: the patience is for code that never leaves, not the
-  // sum of the waits of a stream of saves (each one caught inside a call).
+  // sum of the waits of a stream of saves (each one caught inside a call),
+  // nor the time a burst of saves kept anyone from looking (so the frames
+  // are walked even once the patience ran out).
   running_since_.reset();
   return false;
 }

@@ -8,12 +8,12 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
-#include <stdexcept>
 #include <string>
 #include <thread>
 
 #include "interpreter/error_scope.h"
 #include "interpreter/gil.h"
+#include "interpreter/python_error.h"
 #include "interpreter/reference.h"
 #include "interpreter/time_limit.h"
 #include "modules/internal/interpreter_frame.h"
@@ -354,7 +354,7 @@ closed_gate::closed_gate(const std::vector<py::object>& modules, std::chrono::mi
     // A layout that no longer matches the running libpython would read the
     // frames the hook is given wrongly: refuse loudly, before installing it.
     static const std::string layout_mismatch = frame_layout_mismatch();
-    if (!layout_mismatch.empty()) throw std::runtime_error(layout_mismatch);
+    if (!layout_mismatch.empty()) throw error(layout_mismatch);
     g.owner = me;
     g.owner_ident = PyThread_get_thread_ident();
     g.previous_eval = _PyInterpreterState_GetEvalFrameFunc(PyThreadState_GetInterpreter(me));

@@ -25,10 +25,6 @@ bool changed_recently(const fingerprint& print) {
   return now_ns - print.mtime_ns < 2'000'000'000;
 }
 
-}  // namespace
-
-namespace {
-
 // The module and its loaded submodules, deepest first (a submodule goes
 // before its package).
 std::vector<std::string> with_submodules(registry& modules, const std::string& name) {
