@@ -1,4 +1,4 @@
-"""Runs CPython's own tests under modhost and under python3.11, and compares.
+"""Runs CPython's own tests under modhost and under python3.NN (3.11, 3.14, 3.15), and compares.
 
 Driven by scripts/cpython-tests (which builds modhost and installs Debian's
 libpython3.11-testsuite). Usage:
