@@ -23,6 +23,15 @@
 
 namespace py = pybind11;
 
+#if PY_VERSION_HEX >= 0x030C0000
+// CPython's internal pycore_pystate.h (exported since 3.12): which thread runs
+// the interpreter's main program. python3 marks its main thread while it runs
+// the script; debuggers that attach to a running process (3.14's
+// sys.remote_exec, python3 -m pdb -p PID) look for that thread.
+extern "C" int _PyInterpreterState_SetRunningMain(PyInterpreterState*);
+extern "C" void _PyInterpreterState_SetNotRunningMain(PyInterpreterState*);
+#endif
+
 namespace modhost {
 
 namespace {
@@ -40,6 +49,13 @@ void leave_sigint_to_the_host() {
   py::module_ signal = py::module_::import("_signal");
   if (!(before.sa_flags & SA_SIGINFO) && before.sa_handler == SIG_DFL)
     signal.attr("signal")(SIGINT, signal.attr("SIG_DFL"));
+}
+
+void finalize_python() {
+#if PY_VERSION_HEX >= 0x030C0000
+  _PyInterpreterState_SetNotRunningMain(PyInterpreterState_Get());
+#endif
+  Py_FinalizeEx();
 }
 
 const std::string& stdlib_dir_name() {
@@ -121,6 +137,10 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
   check(Py_InitializeFromConfig(&py_config), py_config);
   PyConfig_Clear(&py_config);
   g_current = this;
+#if PY_VERSION_HEX >= 0x030C0000
+  // The thread that owns the interpreter runs its main program, for as long as it lives.
+  if (_PyInterpreterState_SetRunningMain(PyInterpreterState_Get()) != 0) PyErr_Clear();
+#endif
   // pybind11 creates its internals on first use and records the creating
   // thread's thread state for later GIL acquisitions on that thread. Made
   // here, on the thread that owns the interpreter: made first on a host
@@ -152,7 +172,7 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
     autoreload_.reset();
     cache_.reset();
     g_current = nullptr;
-    Py_FinalizeEx();
+    finalize_python();
     throw;
   }
   if (config_.release_gil) released_ = std::make_unique<gil_release>();
@@ -200,7 +220,7 @@ interpreter::~interpreter() {
   autoreload_.reset();
   cache_.reset();
   g_current = nullptr;
-  Py_FinalizeEx();
+  finalize_python();
 }
 
 interpreter* interpreter::current() noexcept { return g_current; }

@@ -1,4 +1,4 @@
-"""Runs CPython's own tests under modhost and under python3.11, and compares.
+"""Runs CPython's own tests under modhost and under python3.NN (3.11, 3.14, 3.15), and compares.
 
 Driven by scripts/cpython-tests (which builds modhost and installs Debian's
 libpython3.11-testsuite). Usage:
@@ -173,7 +173,8 @@ def main():
     os.makedirs(cwd)
     os.makedirs(log_dir, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    interpreters = {"python3.11": [ns.python, "-P"], "modhost": [ns.modhost]}
+    baseline = os.path.basename(ns.python)  # python3.11, python3.14, ...
+    interpreters = {baseline: [ns.python, "-P"], "modhost": [ns.modhost]}
 
     start = time.monotonic()
     jobs = [(test, name) for test in ns.tests for name in interpreters]
@@ -191,7 +192,7 @@ def main():
     # under both interpreters, or it counts as flaky.
     added, flaky = {}, {}
     for test in ns.tests:
-        base, ours = outcomes[test, "python3.11"], outcomes[test, "modhost"]
+        base, ours = outcomes[test, baseline], outcomes[test, "modhost"]
         new = [key for key in ours.failures if key not in base.failures]
         if not new:
             continue
@@ -203,7 +204,7 @@ def main():
             pattern = match_pattern(key)
             # A module-level failure counts if it comes back as any failure.
             still = key in again["modhost"].failures if pattern else bool(again["modhost"].failures)
-            if still and key not in again["python3.11"].failures:
+            if still and key not in again[baseline].failures:
                 added[key] = ours.failures[key]
             else:
                 flaky[key] = ours.failures[key]
@@ -215,24 +216,24 @@ def main():
     def failed(name):
         return sum(len(outcomes[t, name].failures) for t in ns.tests)
 
-    print(f"\nCPython's test suite ({len(ns.tests)} modules), modhost vs python3.11 -P, in {elapsed / 60:.1f} min:")
+    print(f"\nCPython's test suite ({len(ns.tests)} modules), modhost vs {baseline} -P, in {elapsed / 60:.1f} min:")
     print(f"{'module':<22} {'run (py/mh)':>13} {'failed py':>10} {'failed mh':>10} {'added':>6}")
     for test in ns.tests:
-        base, ours = outcomes[test, "python3.11"], outcomes[test, "modhost"]
+        base, ours = outcomes[test, baseline], outcomes[test, "modhost"]
         n_added = sum(1 for key in added if key.startswith(f"test.{test}.") or key.startswith(f"{test} ["))
         print(f"{test:<22} {base.ran:>6}/{ours.ran:<6} {len(base.failures):>10} {len(ours.failures):>10} {n_added:>6}")
-    print(f"{'total':<22} {ran('python3.11'):>6}/{ran('modhost'):<6} "
-          f"{failed('python3.11'):>10} {failed('modhost'):>10} {len(added):>6}")
+    print(f"{'total':<22} {ran(baseline):>6}/{ran('modhost'):<6} "
+          f"{failed(baseline):>10} {failed('modhost'):>10} {len(added):>6}")
     for test in ns.tests:  # not a failure, but a test that modhost keeps from running
-        base, ours = outcomes[test, "python3.11"], outcomes[test, "modhost"]
+        base, ours = outcomes[test, baseline], outcomes[test, "modhost"]
         if ours.skipped > base.skipped:
-            print(f"note: {test} skips {ours.skipped} test cases under modhost, {base.skipped} under python3.11")
+            print(f"note: {test} skips {ours.skipped} test cases under modhost, {base.skipped} under {baseline}")
     for key in sorted(flaky):
         print(f"flaky (passed when run again, not counted): {flaky[key]}")
     for key in sorted(added):
         print(f"added by modhost: {added[key]}")
     if added:
-        print(f"\n{len(added)} failure(s) that python3.11 does not have; logs in {log_dir}")
+        print(f"\n{len(added)} failure(s) that {baseline} does not have; logs in {log_dir}")
         return 1
     print("\nmodhost adds no failure")
     if not ns.keep:

@@ -41,6 +41,7 @@ bytecode_opcodes bytecode_opcodes::load() {
 #ifdef LOAD_SMALL_INT
   ops.load_small_int = LOAD_SMALL_INT;
 #endif
+  ops.import_name_shift = PY_VERSION_HEX >= 0x030F0000 ? 2 : 0;
   return ops;
 }
 
@@ -103,7 +104,7 @@ void scan(const bytecode_opcodes& ops, PyCodeObject* code, std::vector<import_st
   for (std::size_t k = 0; k < code_units.size(); ++k) {
     if (code_units[k].opcode != ops.import_name) continue;
     import_statement statement;
-    statement.module = utf8_of(tuple_item(names, code_units[k].arg));
+    statement.module = utf8_of(tuple_item(names, code_units[k].arg >> ops.import_name_shift));
     // LOAD_CONST level (3.14: LOAD_SMALL_INT level); LOAD_CONST fromlist; IMPORT_NAME name
     const int level_op = k >= 2 ? code_units[k - 2].opcode : -1;
     if (k >= 2 && code_units[k - 1].opcode == ops.load_const &&

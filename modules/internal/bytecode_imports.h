@@ -40,6 +40,9 @@ struct bytecode_opcodes {
   // LOAD_SMALL_INT (3.14): an int 0-255 is the argument itself, not in
   // co_consts (an import's level, `LIMIT = 3`); -1 before 3.14.
   int load_small_int = -1;
+  // Since 3.15 (PEP 810, lazy imports) IMPORT_NAME's argument is the name's
+  // index shifted left by 2, the low bits saying lazy or eager.
+  int import_name_shift = 0;
   // This version's numbers (CPython's opcode.h).
   static bytecode_opcodes load();
 };

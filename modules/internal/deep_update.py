@@ -389,15 +389,16 @@ class DeepUpdate:
         if new.__closure__ and not self.same_cells(old, new):
             return "its free variables changed"
         state = {attr: getattr(new, attr) for attr in FUNCTION_STATE}
-        if "__wrapped__" in old.__dict__ and "__wrapped__" in new.__dict__:
-            state["__dict__"] = dict(state["__dict__"], __wrapped__=old.__dict__["__wrapped__"])
-        # A default that is the new function itself (networkx's argmap keeps
-        # its wrapper in a keyword default) must be the function that stays.
+        # A default or attribute that is the new function itself must be the
+        # function that stays: networkx's argmap keeps its wrapper in a keyword
+        # default and marks it with `wrapper.__self__ = wrapper`.
         if state["__defaults__"] and any(value is new for value in state["__defaults__"]):
             state["__defaults__"] = tuple(old if value is new else value for value in state["__defaults__"])
-        if state["__kwdefaults__"] and any(value is new for value in state["__kwdefaults__"].values()):
-            state["__kwdefaults__"] = {key: old if value is new else value
-                                       for key, value in state["__kwdefaults__"].items()}
+        for attr in ("__kwdefaults__", "__dict__"):
+            if state[attr] and any(value is new for value in state[attr].values()):
+                state[attr] = {key: old if value is new else value for key, value in state[attr].items()}
+        if "__wrapped__" in old.__dict__ and "__wrapped__" in new.__dict__:
+            state["__dict__"] = dict(state["__dict__"], __wrapped__=old.__dict__["__wrapped__"])
         for attr, value in state.items():
             current = getattr(old, attr)
             if not interchangeable(current, value):  # each change is logged for a rollback

@@ -37,7 +37,7 @@ inline std::string mismatch() {
   const auto& running = _PyRuntime.debug_offsets;
   const auto& frame = running.interpreter_frame;
   if ((running.version >> 16) != (PY_VERSION_HEX >> 16))
-    return "the running libpython is not CPython 3.14";
+    return "the running libpython is another minor version";
   if (frame.size != sizeof(_PyInterpreterFrame) ||
       frame.previous != offsetof(_PyInterpreterFrame, previous) ||
       frame.executable != offsetof(_PyInterpreterFrame, f_executable) ||

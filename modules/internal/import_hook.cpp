@@ -85,6 +85,13 @@ bool bytecode_may_be_stale(PyObject* cached, const fingerprint& source) {
   return word(8) == mtime && word(12) == static_cast<std::uint32_t>(source.size);
 }
 
+// The file a module's code comes from, or null: the co_filename of a
+// "<module>" code object (exec of a string has one like "<string>").
+PyObject* module_file(PyObject* code_object) {
+  auto* code = reinterpret_cast<PyCodeObject*>(code_object);
+  return PyUnicode_CompareWithASCIIString(code->co_name, "<module>") == 0 ? code->co_filename : nullptr;
+}
+
 }  // namespace
 
 // Module roots and strict permissions (cache_options), enforced in C++ so no
@@ -131,7 +138,11 @@ struct import_hook::load_policy {
 };
 
 import_hook::import_hook(const python_helpers& helpers, registry& registry, const cache_options& options)
-    : helpers_(helpers), registry_(registry), opcodes_(bytecode_opcodes::load()), policy_(new load_policy) {
+    : helpers_(helpers),
+      registry_(registry),
+      interpreter_(PyInterpreterState_Get()),
+      opcodes_(bytecode_opcodes::load()),
+      policy_(new load_policy) {
   translate_errors([&] {
     policy_->strict = options.strict_permissions;
     py::list roots;
@@ -169,10 +180,32 @@ int import_hook::audit(const char* event, PyObject* args, void*) {
   bool import = !exec && event[0] == 'i' && std::strcmp(event, "import") == 0;
   import_hook* hook = g_hook;
   if ((!exec && !import) || !hook || !PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 1) return 0;
+  // Audit hooks are process-wide: a subinterpreter's imports come here too.
+  // Its modules and objects are its own (since 3.12 even its allocator: an
+  // object of one interpreter freed by another corrupts the heap), so the
+  // cache, which belongs to one interpreter, does not track them; the load
+  // policy still applies to their files.
+  if (PyInterpreterState_Get() != hook->interpreter_) {
+    PyObject* subject = PyTuple_GET_ITEM(args, 0);
+    if (exec) return hook->check_in_subinterpreter(PyCode_Check(subject) ? module_file(subject) : nullptr);
+    return hook->check_in_subinterpreter(PyTuple_GET_SIZE(args) >= 2 ? PyTuple_GET_ITEM(args, 1) : nullptr);
+  }
   if (exec) return hook->on_exec(PyTuple_GET_ITEM(args, 0));
   // "import" with a path: an extension module is about to be loaded (dlopen).
   if (PyTuple_GET_SIZE(args) < 2 || PyTuple_GET_ITEM(args, 1) == Py_None) return 0;
   return hook->on_extension(PyTuple_GET_ITEM(args, 0), PyTuple_GET_ITEM(args, 1));
+}
+
+// In a subinterpreter, with plain C API only: pybind11's objects and the
+// cache's belong to the main interpreter.
+int import_hook::check_in_subinterpreter(PyObject* file) const {
+  if (policy_->roots.empty() && !policy_->strict) return 0;
+  std::string path = utf8(file);
+  if (path.empty() || path[0] == '<') return 0;
+  std::string why = policy_->refusal(path);
+  if (why.empty()) return 0;
+  PyErr_Format(PyExc_ImportError, "modhost refuses to load %s in a subinterpreter: %s", path.c_str(), why.c_str());
+  return -1;
 }
 
 int import_hook::on_extension(PyObject* name, PyObject* path) {

@@ -94,8 +94,11 @@ class import_hook {
   std::string importer_by_call() const;
   void refuse_if_denied(const std::string& name, PyObject* origin, const char* event) const;
 
+  int check_in_subinterpreter(PyObject* file) const;
+
   const python_helpers& helpers_;
   registry& registry_;
+  PyInterpreterState* interpreter_;  // the one the cache belongs to (not a subinterpreter)
   bytecode_opcodes opcodes_;
   std::unique_ptr<load_policy> policy_;
   pybind11::object call_with_frames_removed_;  // importlib._bootstrap's, the caller of exec for imports

@@ -16,8 +16,10 @@
 #include "modules/internal/frame_layout_3_13.h"
 #elif PY_VERSION_HEX >= 0x030E0000 && PY_VERSION_HEX < 0x030F0000
 #include "modules/internal/frame_layout_3_14.h"
+#elif PY_VERSION_HEX >= 0x030F0000 && PY_VERSION_HEX < 0x03100000
+#include "modules/internal/frame_layout_3_15.h"
 #else
-#error "modhost supports CPython 3.11 to 3.14: add modules/internal/frame_layout_3_NN.h for this version"
+#error "modhost supports CPython 3.11 to 3.15: add modules/internal/frame_layout_3_NN.h for this version"
 #endif
 #ifdef Py_GIL_DISABLED
 #error "modhost needs a CPython built with the GIL: the call gate relies on it to serialize threads"

@@ -26,14 +26,17 @@ _counter = itertools.count(1)
 # The first error of a kind formatted in a process can import stdlib modules
 # that have nothing to do with the cache: since 3.13 an AttributeError or
 # NameError imports _suggestions ("Did you mean ...?"), since 3.14 a
-# SyntaxError imports codeop, __future__ and _suggestions (keyword typos).
+# SyntaxError imports codeop, __future__ and _suggestions (keyword typos),
+# since 3.15 a ModuleNotFoundError imports zipfile, random and more (module
+# name suggestions) and a source that is not UTF-8 imports unicodedata.
 # modhost formats the traceback of each error it carries, so the first such
 # test would see sys.modules grow: format one of each before any test takes
 # its snapshot.
-for _source in ("object().no_such_attribute", "while True print(1)"):
+for _source in ("object().no_such_attribute", "while True print(1)", "import modhost_no_such_module_warm_up",
+                b"TEXT = '\xc3\x28'\n"):
     try:
         exec(_source)
-    except (AttributeError, SyntaxError) as _error:
+    except (AttributeError, SyntaxError, ImportError) as _error:
         traceback.format_exception(_error)
 # Likewise the first cache call of a process runs modhost's own helpers,
 # which import enum, gc, importlib.machinery and a few more.

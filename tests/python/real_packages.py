@@ -279,18 +279,23 @@ def purge():
 
 
 def reference(target):
-    """{module: the workload keeps its answer after importlib.reload of that module}.
+    """{module: what importlib.reload of that module does to its package}:
+    "kept" (the workload gives its first answer), "changed" (it does not) or
+    "raised" (the reload raised; the workload may still work).
 
-    Each verdict starts from a working package: after a reload that breaks
-    it, every corpus module is imported afresh, so one module's breakage
-    does not decide the next module's verdict.
+    Each verdict starts from a working package: after a reload that changes
+    the answer, every corpus module is imported afresh, so one module's
+    breakage does not decide the next module's verdict. A reload that raised
+    but left the answer as it was is not followed by a purge (networkx 3.4
+    refuses every algorithm module run twice, and re-importing it 200 times
+    would take minutes).
     """
     missing = copy_packages(target)
     if missing:
         raise SystemExit("missing packages: %s" % missing)
     sys.path.insert(0, target)
     use_debian_dependencies()
-    kept = {}
+    verdicts = {}
     for package in PACKAGES:
         purge()
         first = answer(package)
@@ -301,13 +306,15 @@ def reference(target):
             append_probe(module)
             try:
                 importlib.reload(module)
-                kept[name] = answer(package) == first
+                raised = False
             except Exception:
-                kept[name] = False
-            if not kept[name]:
+                raised = True
+            kept = answer(package) == first
+            verdicts[name] = "raised" if raised else "kept" if kept else "changed"
+            if not kept:
                 purge()
                 answer(package)
-    return kept
+    return verdicts
 
 
 if __name__ == "__main__":

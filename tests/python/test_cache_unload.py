@@ -323,6 +323,41 @@ class RefcountAndReferrers(CacheTestCase):
         self.assertTrue(any("local 'held'" in r for r in modhost.referrers(name)), modhost.referrers(name))
         del held
 
+    def test_a_module_on_another_threads_running_frame_is_not_free(self):
+        # While use() waits inside wait(), the module is a local of use()'s frame
+        # and an argument on its evaluation stack. Since 3.14 the stack copy is
+        # a borrowed reference (LOAD_FAST_BORROW) that Py_REFCNT does not count:
+        # what counts is the local, and the module must not be declared free.
+        name, user = self.mod("plug"), self.mod("user")
+        self.write(name, "VALUE = 1\n")
+        self.write(user, "import sys, threading\n"
+                         "waiting, release = threading.Event(), threading.Event()\n"
+                         "def wait():\n    waiting.set()\n    release.wait(10)\n    return 0\n"
+                         "def consume(module, _):\n    return module.VALUE\n"
+                         f"def use():\n    module = sys.modules[{name!r}]\n"
+                         "    return consume(module, wait())\n")
+        self.load(name)
+        self.load(user)
+        results = []
+        thread = threading.Thread(target=lambda: results.append(sys.modules[user].use()))
+        thread.start()
+        try:
+            self.assertTrue(sys.modules[user].waiting.wait(10))
+
+            self.assertGreaterEqual(modhost.refcount(name), 1)
+            referrers = modhost.referrers(name)
+            self.assertTrue(any("local 'module'" in r for r in referrers), referrers)
+            with self.assertRaises(modhost.ModuleInUseError) as refused:
+                modhost.unload(name)
+            self.assertTrue(any("local 'module'" in r for r in refused.exception.referrers),
+                            refused.exception.referrers)
+            self.assertIn(name, sys.modules)
+        finally:
+            sys.modules[user].release.set()
+            thread.join(10)
+        self.assertEqual(results, [1])
+        self.assertEqual(modhost.refcount(name), 0)
+
     def test_a_holder_the_scan_cannot_name_is_still_counted_beside_a_local(self):
         # A reference from where the scan does not look (an attribute of an
         # object) is reported as a count, also while a running frame's local

@@ -7,7 +7,9 @@ __annotate__, not compute __annotations__; a deep reload's result must show the
 new annotations even where the old ones were read already; a rollback puts the
 old ones back. On 3.11-3.13 the same cases run with eager annotations.
 """
+import inspect
 import sys
+import typing
 import unittest
 
 from cache_fixtures import DeepReloadTestCase, modhost
@@ -74,6 +76,23 @@ class DeepReloadAnnotations(DeepReloadTestCase):
         self.assertEqual(self.Point.__annotations__, {"x": float, "y": float})
         self.assertEqual(self.Point.move.__annotations__, {"dx": float, "return": None})
         self.assertEqual(self.module.__annotations__, {"LIMIT": str})
+
+    def test_get_type_hints_and_get_annotations_see_the_new_annotations(self):
+        # Both read (and, where they cache, cache) the old ones first.
+        self.assertEqual(typing.get_type_hints(self.Point), {"x": int})
+        self.assertEqual(inspect.get_annotations(self.Point), {"x": int})
+        self.assertEqual(typing.get_type_hints(self.f), {"x": int, "return": int})
+        self.write(self.m, V2)
+
+        self.deep_reload(self.m)
+
+        self.assertIs(self.module.Point, self.Point)
+        self.assertEqual(typing.get_type_hints(self.Point), {"x": float, "y": float})
+        self.assertEqual(inspect.get_annotations(self.Point), {"x": float, "y": float})
+        self.assertEqual(typing.get_type_hints(self.Point.move), {"dx": float, "return": type(None)})
+        self.assertEqual(typing.get_type_hints(self.f), {"x": str, "return": str})
+        self.assertEqual(inspect.get_annotations(self.f), {"x": str, "return": str})
+        self.assertEqual(inspect.get_annotations(self.module), {"LIMIT": str})
 
     def test_a_failed_reload_puts_the_old_annotations_back(self):
         self.write(self.m, V2.replace("LIMIT: str", "1 / 0\nLIMIT: str") + "\nraise ValueError('late')\n")

@@ -1059,6 +1059,45 @@ def both(x):
         self.assertIs(module.both, held)
         self.assertEqual((held(1), held()), ("v2 1", "v2 plain"))
 
+    def test_a_wrapper_that_names_itself_in_its_dict_still_names_itself(self):
+        # networkx's argmap: `wrapper.__self__ = wrapper` marks a wrapper it made
+        # (which finds itself through a keyword default), and a stacked argmap
+        # unwraps only those (networkx 3.4 compiled a wrong
+        # signature for every algorithm after a reload of its dependents).
+        deco, m = self.mod("deco"), self.mod("stacked")
+        self.write(deco, """
+def tagged(fn):
+    def wrapper(*args, __wrapper=None):
+        inner = __wrapper.__wrapped__
+        if getattr(inner, '__self__', None) is inner:
+            return ('stacked', inner(*args))
+        return ('single', inner(*args))
+    wrapper.__kwdefaults__ = {'__wrapper': wrapper}
+    wrapper.__self__ = wrapper
+    wrapper.__wrapped__ = fn
+    return wrapper
+""")
+        body = self.source("""
+from {D} import tagged
+@tagged
+@tagged
+def g(x):
+    return ('{V}', x)
+""", D=deco)
+        self.write(m, body.replace("{V}", "v1"))
+        module = self.load(m)
+        held = module.g
+        self.assertEqual(held(1), ("stacked", ("single", ("v1", 1))))
+        self.write(m, body.replace("{V}", "v2"))
+
+        report = self.deep_reload(module)
+
+        self.assertEqual(list(report.not_patched), [])
+        self.assertIs(module.g, held)
+        self.assertIs(held.__self__, held)
+        self.assertIs(held.__wrapped__.__self__, held.__wrapped__)
+        self.assertEqual(held(1), ("stacked", ("single", ("v2", 1))))
+
 
 class ClassesTheNewCodeStores(DeepReloadTestCase):
     """The new code's top-level statements may store its classes before deep update runs."""

@@ -16,6 +16,23 @@ import modhost
 MODHOST = os.environ["MODHOST_EXE"]
 
 
+# Runs code in a new subinterpreter, as concurrent.interpreters (3.14) does.
+SUBINTERPRETER = """
+    try:
+        import _interpreters as interpreters  # 3.13+
+    except ImportError:
+        import _xxsubinterpreters as interpreters
+    def run_in_subinterpreter(code):
+        interpreter = interpreters.create()
+        try:
+            failed = getattr(interpreters, "exec", None) or interpreters.run_string
+            failure = failed(interpreter, code)
+            assert failure is None, failure
+        finally:
+            interpreters.destroy(interpreter)
+"""
+
+
 def run(*args, stdin=None, env=None, cwd=None):
     return subprocess.run([MODHOST, *args], input=stdin, capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=60)
@@ -45,6 +62,39 @@ class HostProgram(unittest.TestCase):
         result = run(script, "a", "--b", "-c")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), f"[{script!r}, 'a', '--b', '-c'] sibling __main__")
+
+    def test_a_subinterpreters_imports_leave_the_cache_and_the_heap_alone(self):
+        # Audit hooks are process-wide; since 3.12 a subinterpreter also has
+        # its own allocator, and tracking its modules corrupted the heap at
+        # exit (3.14: "free(): invalid size", CPython's test_sys).
+        script = self.write("subinterp.py", textwrap.dedent(SUBINTERPRETER) + textwrap.dedent("""
+            run_in_subinterpreter("import fractions, json; import email.message")
+            import importlib, modhost, sys
+            print("fractions" in sys.modules, "fractions" in modhost.changed() + modhost.check())
+            importlib.import_module("fractions")  # the main interpreter's own, tracked from here
+            print(modhost.refcount("fractions"))
+        """))
+        result = run(script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.split(), ["False", "False", "0"])
+        self.assertEqual(result.stderr, "")
+
+    @unittest.skipUnless(hasattr(sys, "remote_exec"), "sys.remote_exec is new in 3.14")
+    def test_a_debugger_can_attach_to_the_running_program(self):
+        # What python3 -m pdb -p PID does (3.14): find the main thread and run a script there.
+        injected = self.write("injected.py", "import builtins\nbuiltins.injected = True\n")
+        script = self.write("attached.py", f"""
+            import builtins, os, sys, time
+            sys.remote_exec(os.getpid(), {injected!r})
+            for _ in range(500):
+                if getattr(builtins, "injected", False):
+                    break
+                time.sleep(0.01)
+            print(getattr(builtins, "injected", False))
+        """)
+        result = run(script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "True")
 
     def test_dash_c_gets_argv(self):
         result = run("-c", "import sys; print(sys.argv)", "x", "--help")

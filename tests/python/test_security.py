@@ -118,6 +118,34 @@ class ModuleRoots(ChildCase):
         message = self.outcome("twin", "--root", self.root, "-p", twin)
         self.assertIn("outside the module roots", message)
 
+    def test_roots_hold_in_a_subinterpreter(self):
+        # The cache does not track a subinterpreter's modules; the roots still apply.
+        code = f"""
+            try:
+                import _interpreters as interpreters  # 3.13+
+            except ImportError:
+                import _xxsubinterpreters as interpreters
+            run = getattr(interpreters, "exec", None) or interpreters.run_string
+            for name in ("inside", "outside", "json"):
+                interpreter = interpreters.create()
+                try:
+                    failure = run(interpreter, f"import sys; sys.path[:0] = {[self.root, self.outside]!r}; import {{name}}")
+                    print(name, "ok" if failure is None else failure)
+                except Exception as e:  # 3.11, 3.12: raised
+                    print(name, e)
+                finally:
+                    interpreters.destroy(interpreter)
+        """
+        result = self.child(code, *self.options)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(lines[0], "inside ok")
+        self.assertTrue(lines[1].startswith("outside "), lines)
+        self.assertIn("modhost refuses to load " + os.path.join(self.outside, "outside.py") + " in a subinterpreter",
+                      lines[1])
+        self.assertIn("outside the module roots", lines[1])
+        self.assertEqual(lines[2], "json ok")
+
     def test_root_given_through_a_symlink(self):
         link = os.path.join(self.base, "root-link")
         os.symlink(self.root, link)
