@@ -86,17 +86,26 @@ int open_error(const std::filesystem::path& file) {
   return 0;
 }
 
-// The cache's Python helpers run on first use (python_helpers.h). The
-// autoreloader reloads at safe points, which may be inside an import (the
-// main thread running functools' top level): the helpers' own imports would
-// meet that module half-initialized there. So they run when autoreload is
-// turned on, at a statement of the program's own.
-void prepare_reloads(module_cache& cache) { detail::cache_access::modules(cache).helpers().load(); }
-
 }  // namespace
 
 autoreloader::autoreloader(module_cache& cache, std::chrono::milliseconds debounce, bool force_polling)
     : cache_(cache), watcher_(debounce, force_polling) {}
+
+// The autoreloader acts at safe points, which may be inside an import (the
+// main thread running functools' or threading's top level): what it would
+// import there would meet that module half-initialized. So what it needs is
+// imported when autoreload is turned on, at a statement of the program's
+// own: the cache's Python helpers (python_helpers.h, which run on first use),
+// sysconfig for the stdlib's directories, importlib for invalidate_caches.
+void autoreloader::prepare() {
+  detail::cache_access::modules(cache_).helpers().load();
+  if (stdlib_dirs_.empty()) {
+    py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
+    for (const char* key : {"stdlib", "platstdlib", "purelib", "platlib"})
+      if (paths.contains(key)) stdlib_dirs_.push_back(real_directory(py::str(paths[key]).cast<std::string>()));
+  }
+  py::module_::import("importlib");
+}
 
 // "all" covers sys.path minus the stdlib and installed packages. Recomputed
 // only when sys.path changed: a rescan follows every new import.
@@ -104,11 +113,6 @@ void autoreloader::refresh_roots() {
   py::list path = py::module_::import("sys").attr("path");
   if (last_sys_path_ && last_sys_path_.equal(path)) return;
   last_sys_path_ = py::reinterpret_steal<py::object>(PySequence_List(path.ptr()));  // sys.path changes in place
-  if (stdlib_dirs_.empty()) {
-    py::dict paths = py::module_::import("sysconfig").attr("get_paths")();
-    for (const char* key : {"stdlib", "platstdlib", "purelib", "platlib"})
-      if (paths.contains(key)) stdlib_dirs_.push_back(real_directory(py::str(paths[key]).cast<std::string>()));
-  }
   roots_ = watched_dirs_;
   excluded_ = stdlib_dirs_;
   for (auto entry : path) {
@@ -130,14 +134,14 @@ void autoreloader::rescan_all() {
 }
 
 void autoreloader::set_mode(autoreload_mode mode) {
-  if (mode != autoreload_mode::off) prepare_reloads(cache_);
+  if (mode != autoreload_mode::off) prepare();
   mode_ = mode;
   rescan_all();
 }
 
 void autoreloader::watch(const std::string& name) {
   detail::check_module_name(name);  // it need not be loaded yet, but it must be a name a module can have
-  prepare_reloads(cache_);
+  prepare();
   unwatched_.erase(name);
   watched_.insert(name);
   rescan_all();
@@ -159,7 +163,7 @@ void autoreloader::watch_directory(const std::filesystem::path& directory) {
   struct stat st {};
   int error = text.empty() ? ENOENT : ::stat(text.c_str(), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
   if (error) throw detail::os_error(error, text);
-  prepare_reloads(cache_);
+  prepare();
   watched_dirs_.push_back(real_directory(directory));
   watcher_.watch_directory(normal_path(directory));
   rescan_all();

@@ -110,6 +110,7 @@ class autoreloader {
   std::chrono::milliseconds time_limit() const noexcept { return time_limit_; }
 
  private:
+  void prepare();
   void refresh_roots();
   void rescan_all();
   bool covers(const std::string& name, const std::filesystem::path& file) const;

@@ -68,11 +68,11 @@ class HostProgram(unittest.TestCase):
         # its own allocator, and tracking its modules corrupted the heap at
         # exit (3.14: "free(): invalid size", CPython's test_sys).
         script = self.write("subinterp.py", textwrap.dedent(SUBINTERPRETER) + textwrap.dedent("""
-            run_in_subinterpreter("import fractions, json; import email.message")
+            run_in_subinterpreter("import colorsys, json; import email.message")
             import importlib, modhost, sys
-            print("fractions" in sys.modules, "fractions" in modhost.changed() + modhost.check())
-            importlib.import_module("fractions")  # the main interpreter's own, tracked from here
-            print(modhost.refcount("fractions"))
+            print("colorsys" in sys.modules, "colorsys" in modhost.changed() + modhost.check())
+            importlib.import_module("colorsys")  # the main interpreter's own, tracked from here
+            print(modhost.refcount("colorsys"))
         """))
         result = run(script)
         self.assertEqual(result.returncode, 0, result.stderr)
