@@ -211,12 +211,25 @@ void find_interpreter_hooks(const referrer_query& query, const ownership& owned,
 
   // sys.setprofile/settrace set the calling thread's functions only, so
   // every thread state is read (the fields are public in 3.11-3.13's
-  // cpython/pystate.h; they change only under the GIL, which we hold).
+  // cpython/pystate.h; they change only under the GIL, which we hold). They
+  // are collected first, with no Python code run meanwhile: naming a thread
+  // runs some, which lets other threads in, and one that ends frees its
+  // thread state while the walk would still be on it.
+  struct thread_hooks {
+    long long ident;
+    py::object profile, trace;
+  };
+  std::vector<thread_hooks> threads;
   for (PyThreadState* thread = PyInterpreterState_ThreadHead(PyInterpreterState_Get()); thread;
-       thread = PyThreadState_Next(thread)) {
-    std::string name = thread_name(static_cast<long long>(thread->thread_id));
-    if (thread->c_profileobj) note(thread->c_profileobj, "profile function of thread " + name);
-    if (thread->c_traceobj) note(thread->c_traceobj, "trace function of thread " + name);
+       thread = PyThreadState_Next(thread))
+    if (thread->c_profileobj || thread->c_traceobj)
+      threads.push_back({static_cast<long long>(thread->thread_id),
+                         py::reinterpret_borrow<py::object>(thread->c_profileobj),
+                         py::reinterpret_borrow<py::object>(thread->c_traceobj)});
+  for (const auto& thread : threads) {
+    std::string name = thread_name(thread.ident);
+    if (thread.profile) note(thread.profile, "profile function of thread " + name);
+    if (thread.trace) note(thread.trace, "trace function of thread " + name);
   }
 }
 
