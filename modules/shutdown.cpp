@@ -46,13 +46,26 @@ bool managed(detail::registry& modules, detail::acquisition_ledger& ledger, cons
   return PyModule_Check(module) && PyDict_GetItemString(PyModule_GetDict(module), "__unload__");  // borrowed
 }
 
+// A module in sys.modules defines __unload__ (read from its __dict__).
+bool any_unload_hook() {
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  PyObject *key = nullptr, *module = nullptr;
+  for (Py_ssize_t pos = 0; PyDict_Next(modules, &pos, &key, &module);)
+    if (PyModule_Check(module) && PyDict_GetItemString(PyModule_GetDict(module), "__unload__")) return true;
+  return false;
+}
+
 }  // namespace
 
 std::vector<std::string> unload_at_exit(module_cache& cache) {
   std::vector<std::string> not_unloaded;
-  std::vector<std::string> names = cache.modules();  // also settles the imports not yet recorded
   auto& modules = detail::cache_access::modules(cache);
   auto& ledger = detail::cache_access::ledger(cache);
+  // Most programs leave nothing for modhost to take down: then nothing is
+  // settled either (that reads every imported source and runs the cache's
+  // Python helpers, which would double `modhost -c pass`).
+  if (ledger.holders().empty() && !any_unload_hook()) return not_unloaded;
+  std::vector<std::string> names = cache.modules();  // also settles the imports not yet recorded
   detail::registry::call_scope counted(modules);  // as a cache call: no autoreload under it
   detail::release_orphans(ledger, modules.reloading());
   for (const auto& name : exit_order(modules, names)) {
