@@ -2,9 +2,10 @@
 //
 // modules/internal/reload_support.py (importlib's steps of a reload) and
 // deep_update.py (patching live objects) are embedded at build time. They
-// run once, on first use (a reload, an unload, a referrer scan), each in a
-// namespace of its own: at start-up, compiling and running them was a third
-// of the host program's start. Every function or class the C++ side uses is
+// run once, each in a namespace of its own, on the first cache call
+// (import_hook::settle) or when autoreload is turned on (autoreload.cpp),
+// not at start-up: compiling and running them was a third of the host
+// program's start. Every function or class the C++ side uses is
 // resolved then into a named handle, so a helper renamed or removed in a .py
 // file fails on that first use, naming it (and in tests/python_helpers_test.cpp).
 #pragma once
