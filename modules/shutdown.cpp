@@ -34,24 +34,27 @@ std::vector<std::string> exit_order(detail::registry& modules, const std::vector
   return order;
 }
 
+// `module` defines __unload__, read from its __dict__: a lazy module stays lazy.
+bool defines_unload_hook(PyObject* module) {
+  return PyModule_Check(module) && PyDict_GetItemString(PyModule_GetDict(module), "__unload__");  // borrowed
+}
+
 // What modhost takes down itself at exit: a module unload() could take
 // (not sys, the import machinery, a built-in or extension module) that holds
-// acquisitions or defines __unload__. Read from its __dict__: a lazy module
-// stays lazy.
+// acquisitions or defines __unload__.
 bool managed(detail::registry& modules, detail::acquisition_ledger& ledger, const std::string& name) {
   detail::cache_entry* entry = modules.lookup(name);
   if (!entry || detail::refusal_reason(name) || !is_reloadable(entry->kind)) return false;
   if (ledger.holds(name)) return true;
-  PyObject* module = entry->module.ptr();
-  return PyModule_Check(module) && PyDict_GetItemString(PyModule_GetDict(module), "__unload__");  // borrowed
+  return defines_unload_hook(entry->module.ptr());
 }
 
-// A module in sys.modules defines __unload__ (read from its __dict__).
+// A module in sys.modules defines __unload__.
 bool any_unload_hook() {
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   PyObject *key = nullptr, *module = nullptr;
   for (Py_ssize_t pos = 0; PyDict_Next(modules, &pos, &key, &module);)
-    if (PyModule_Check(module) && PyDict_GetItemString(PyModule_GetDict(module), "__unload__")) return true;
+    if (defines_unload_hook(module)) return true;
   return false;
 }
 
