@@ -29,9 +29,9 @@
 #include <stdexcept>
 #include <utility>
 
-#include "interpreter/time_limit.h"
 #include "modules/acquisitions.h"
 #include "modules/autoreload.h"
+#include "modules/cpython/time_limit.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;
@@ -634,11 +634,11 @@ PYBIND11_EMBEDDED_MODULE(modhost, m) {
   m.def(
       "watcher_info",
       [] {
-        const auto& watcher = autoreload().watcher();
+        const auto status = autoreload().describe_watcher();
         py::dict result;
-        result["mode"] = watcher.current_mode() == modhost::file_watcher::mode::inotify ? "inotify" : "polling";
-        result["fallback_reason"] = watcher.fallback_reason();
-        result["debounce_ms"] = watcher.debounce().count();
+        result["mode"] = status.mode;
+        result["fallback_reason"] = status.fallback_reason;
+        result["debounce_ms"] = status.debounce.count();
         return result;
       },
       "watcher_info() -> dict\n\nThe file watcher: mode ('inotify' or 'polling'), why it polls, debounce in ms.");

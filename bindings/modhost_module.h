@@ -12,12 +12,16 @@
 #include <string>
 #include <vector>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
-
+// Declared with the public headers' visibility: a class's first declaration
+// sets it, and a shared libmodhost exports these two.
+namespace modhost MODHOST_API {
 class autoreloader;
 class module_cache;
+}  // namespace modhost
+
+namespace modhost MODHOST_HIDDEN {
 
 // What `modhost.interpreter_info()` reports.
 struct interpreter_facts {

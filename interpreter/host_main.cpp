@@ -4,7 +4,7 @@
 //   modhost -c CODE [args]     run a string
 //   modhost -m MODULE [args]   run a module (runpy semantics)
 //   modhost                    REPL on a terminal, else run the script on stdin
-#include "interpreter/reference.h"  // Python.h first, as CPython requires
+#include "modules/cpython/reference.h"  // Python.h first, as CPython requires
 
 #include <pthread.h>
 #include <signal.h>
@@ -24,9 +24,9 @@
 
 #include <CLI/CLI.hpp>
 
-#include "interpreter/error_scope.h"
 #include "interpreter/interpreter.h"
 #include "modules/autoreload.h"
+#include "modules/cpython/error_scope.h"
 #include "modules/module_cache.h"
 
 namespace {

@@ -14,10 +14,10 @@
 #include <stdexcept>
 
 #include "bindings/modhost_module.h"
-#include "interpreter/gil.h"
-#include "interpreter/log.h"
-#include "interpreter/translate_errors.h"
 #include "modules/autoreload.h"
+#include "modules/cpython/gil.h"
+#include "modules/cpython/log.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/module_cache.h"
 #include "modules/shutdown.h"
 

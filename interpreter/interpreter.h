@@ -15,7 +15,7 @@
 //
 // All run_* functions need the GIL (the main thread holds it after start-up
 // unless config.release_gil is set; other threads take it with gil_acquire
-// from interpreter/gil.h).
+// from modules/cpython/gil.h).
 // A Python exception surfaces as modhost::python_error.
 #pragma once
 
@@ -26,11 +26,11 @@
 #include <string_view>
 #include <vector>
 
-#include "interpreter/python_error.h"
-#include "interpreter/visibility.h"
 #include "modules/cache_options.h"
+#include "modules/cpython/python_error.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 class autoreloader;
 class module_cache;

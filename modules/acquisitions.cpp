@@ -6,8 +6,8 @@
 #include <memory>
 #include <utility>
 
-#include "interpreter/reference.h"
-#include "interpreter/translate_errors.h"
+#include "modules/cpython/reference.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/internal/acquisition_ledger.h"
 #include "modules/internal/cache_access.h"
 #include "modules/internal/registry.h"

@@ -30,9 +30,9 @@
 #include <string>
 #include <vector>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 class module_cache;
 

@@ -10,9 +10,10 @@
 #include <cerrno>
 #include <map>
 
-#include "interpreter/gil.h"
-#include "interpreter/log.h"
+#include "modules/cpython/gil.h"
+#include "modules/cpython/log.h"
 #include "modules/internal/cache_access.h"
+#include "modules/internal/file_watcher.h"
 #include "modules/internal/handle_safe_point.h"
 #include "modules/internal/main_thread_call.h"
 #include "modules/internal/python_helpers.h"
@@ -89,7 +90,7 @@ int open_error(const std::filesystem::path& file) {
 }  // namespace
 
 autoreloader::autoreloader(module_cache& cache, std::chrono::milliseconds debounce, bool force_polling)
-    : cache_(cache), watcher_(debounce, force_polling) {}
+    : cache_(cache), watcher_(std::make_unique<file_watcher>(debounce, force_polling)) {}
 
 // The autoreloader acts at safe points, which may be inside an import (the
 // main thread running functools' or threading's top level): what it would
@@ -165,7 +166,7 @@ void autoreloader::watch_directory(const std::filesystem::path& directory) {
   if (error) throw detail::os_error(error, text);
   prepare();
   watched_dirs_.push_back(real_directory(directory));
-  watcher_.watch_directory(normal_path(directory));
+  watcher_->watch_directory(normal_path(directory));
   rescan_all();
 }
 
@@ -202,7 +203,7 @@ void autoreloader::track_new_modules() {
     if (info.path.empty() || !covers(info.name, info.path)) continue;
     auto path = normal_path(info.path);
     bool new_path = path_to_name_.emplace(path, info.name).second;
-    watcher_.watch_file(path);
+    watcher_->watch_file(path);
     // Saved before the watch existed (between its import and now): no event will come.
     if (new_path && cache_.is_changed(info.name)) due_.insert(info.name);
   }
@@ -226,7 +227,7 @@ std::vector<std::string> autoreloader::poll() {
   // while examine() looks at the files, is one that the changesets at hand
   // may be half of (apply_set's still_complete).
   const auto collected = file_watcher::clock::now();
-  auto settled = watcher_.take_settled(collected);
+  auto settled = watcher_->take_settled(collected);
   if (settled.empty() && due_.empty()) return reloaded;
   bool new_files = false;
   std::map<std::string, bool> names;  // name -> the watcher reported its save complete
@@ -274,8 +275,8 @@ std::optional<autoreloader::change> autoreloader::examine(const std::string& nam
   // place) and nobody touched since is read at once. Anything else (saved
   // before its file was watched, polling, a deferred retry) must have been
   // quiet for the debounce.
-  const bool vouched = reported && watcher_.at_rest(info.path);
-  if (!vouched && watcher_.still_changing(info.path)) {  // a save in progress (truncated, not yet written)
+  const bool vouched = reported && watcher_->at_rest(info.path);
+  if (!vouched && watcher_->still_changing(info.path)) {  // a save in progress (truncated, not yet written)
     due_.insert(name);
     return std::nullopt;
   }
@@ -402,15 +403,15 @@ void autoreloader::apply_set(const std::vector<change>& changes, file_watcher::c
   // with it that is not watched: quiet for the debounce), or it was quiet
   // for the debounce.
   if (vouched)
-    options.source_at_rest = [this](const std::filesystem::path& path) { return !watcher_.still_changing(path); };
+    options.source_at_rest = [this](const std::filesystem::path& path) { return !watcher_->still_changing(path); };
   else
-    options.quiet_for = watcher_.debounce();
+    options.quiet_for = watcher_->debounce();
   // A save that arrives after the set was collected may belong to it (the next file
   // of a git checkout): the set rolls back and is collected again with it,
   // unless saves keep coming for longer than changeset_limit.
   if (!incomplete_since_) incomplete_since_ = collected;
   if (collected - *incomplete_since_ < changeset_limit)
-    options.still_complete = [this, collected] { return !watcher_.changed_since(collected); };
+    options.still_complete = [this, collected] { return !watcher_->changed_since(collected); };
   // Not under a running frame of the set's code on this (the main) thread,
   // unless it never leaves it: then after main_thread_patience, said once.
   const auto now = std::chrono::steady_clock::now();
@@ -487,7 +488,7 @@ void autoreloader::start_background() {
   // A newly imported module is watched at once: the import wakes the thread,
   // which has the main thread poll (and so watch the module's file) right after it.
   tracking_listener_ = cache_.add_tracking_listener([this] {
-    if (!woken_.exchange(true)) watcher_.interrupt();  // one write() per wait, however many imports
+    if (!woken_.exchange(true)) watcher_->interrupt();  // one write() per wait, however many imports
   });
   thread_ = std::thread([this] { background_loop(); });
   detail::set_handle_safe_point_hook(&autoreloader::run_pending, main_thread_ident());
@@ -531,7 +532,7 @@ void autoreloader::stop_background() {
   g_background = nullptr;
   stop_ = true;
   done_->notify_all();
-  watcher_.interrupt();
+  watcher_->interrupt();
   {
     gil_release released;  // a pending call it waits for needs the main thread to be free of us
     thread_.join();
@@ -571,12 +572,12 @@ int autoreloader::run_pending(void*) {
       self->retry_at_ = now;
     } else if (!safe) {  // an import or a reload runs: look again soon, less often the longer it takes
       self->retry_at_ = now + self->unsafe_backoff_;
-      self->unsafe_backoff_ = std::min(self->unsafe_backoff_ * 2, std::max(self->watcher_.debounce(), std::chrono::milliseconds(20)));
+      self->unsafe_backoff_ = std::min(self->unsafe_backoff_ * 2, std::max(self->watcher_->debounce(), std::chrono::milliseconds(20)));
     } else {
       self->unsafe_backoff_ = std::chrono::milliseconds(1);
       // A save deferred (caught mid-save, or saved before its file was
       // watched) is looked at again after one debounce interval.
-      self->retry_at_ = self->due_.empty() ? file_watcher::clock::time_point::max() : now + self->watcher_.debounce();
+      self->retry_at_ = self->due_.empty() ? file_watcher::clock::time_point::max() : now + self->watcher_->debounce();
     }
   }
   self->done_->notify_all();
@@ -608,14 +609,23 @@ bool autoreloader::inside_waited_code() {
 
 // More saves of the burst at hand may come: a watched file changed less
 // than changeset_gap() ago, or one is still being written or deleted.
+std::chrono::milliseconds autoreloader::changeset_gap() const {
+  return std::max(std::chrono::milliseconds(1), watcher_->debounce());
+}
+
+autoreloader::watcher_status autoreloader::describe_watcher() const {
+  const bool inotify = watcher_->current_mode() == file_watcher::mode::inotify;
+  return {inotify ? "inotify" : "polling", watcher_->fallback_reason(), watcher_->debounce()};
+}
+
 bool autoreloader::in_burst(file_watcher::clock::time_point now) const {
-  return now < watcher_.last_event() + changeset_gap() || watcher_.busy(now);
+  return now < watcher_->last_event() + changeset_gap() || watcher_->busy(now);
 }
 
 void autoreloader::background_loop() {
   using namespace std::chrono;
   using clock = file_watcher::clock;
-  const auto debounce = watcher_.debounce();
+  const auto debounce = watcher_->debounce();
   // When the first complete save of the changeset at hand was seen (max:
   // none is at hand); see changeset_gap below.
   auto burst = clock::time_point::max();
@@ -630,11 +640,11 @@ void autoreloader::background_loop() {
     // Sleep until the kernel has events, an import wakes us, a file still
     // waiting for its writer or the debounce may settle, or a retry is due;
     // polling has no events to wait for and looks every round.
-    const bool polling = watcher_.current_mode() == file_watcher::mode::polling;
+    const bool polling = watcher_->current_mode() == file_watcher::mode::polling;
     auto now = clock::now();
-    auto next = std::min(retry_at, watcher_.next_settle());
+    auto next = std::min(retry_at, watcher_->next_settle());
     if (burst != clock::time_point::max())
-      next = std::min({retry_at, std::max(watcher_.last_event() + changeset_gap(), now + milliseconds(1)),
+      next = std::min({retry_at, std::max(watcher_->last_event() + changeset_gap(), now + milliseconds(1)),
                        burst + changeset_limit});
     if (polling) next = std::min(next, now + std::max(debounce, milliseconds(50)));
     milliseconds timeout(1000);  // stop_background() interrupts the wait: this only bounds it
@@ -645,7 +655,7 @@ void autoreloader::background_loop() {
       timeout = milliseconds(0);
     else if (next - now < timeout)
       timeout = ceil<milliseconds>(next - now);
-    if (timeout.count() > 0) watcher_.wait(timeout);
+    if (timeout.count() > 0) watcher_->wait(timeout);
     woken_ = false;
     if (stop_) break;
     now = clock::now();
@@ -654,7 +664,7 @@ void autoreloader::background_loop() {
     // Events that only say a writer is busy (or concern other files in a
     // watched directory) wake us but not the main thread.
     const bool new_modules = cache_.tracking_revision() != seen_tracking_.load();
-    const bool settled = watcher_.has_settled(now);
+    const bool settled = watcher_->has_settled(now);
     if (!retry_due && !new_modules && !settled) continue;
     // A burst of saves (git checkout, a formatter, a rename across files) is
     // one changeset: after a complete save, the main thread is asked only

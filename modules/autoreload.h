@@ -27,7 +27,7 @@
 // function_handles see new code without calling anything. Code blocked in
 // a C call reaches that boundary when the call returns.
 //
-// After fork() the child has a watcher of its own (see file_watcher.h), and
+// After fork() the child has a watcher of its own (see modules/internal/file_watcher.h), and
 // if the parent ran the background thread, the child starts its own in
 // Python's after-fork hook (os.register_at_fork): a child that only calls
 // poll() and one that relies on the thread both see their edits.
@@ -50,12 +50,12 @@
 
 #include <pybind11/pytypes.h>
 
-#include "interpreter/visibility.h"
-#include "modules/file_watcher.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 class module_cache;
+class file_watcher;  // modules/internal/file_watcher.h
 
 enum class autoreload_mode { off, explicit_only, all };
 
@@ -100,7 +100,15 @@ class autoreloader {
   void start_background();
   void stop_background();
 
-  const file_watcher& watcher() const noexcept { return watcher_; }
+  // The file watcher: "inotify" or "polling", why it polls (empty if it
+  // does not), and the debounce.
+  struct watcher_status {
+    std::string mode;
+    std::string fallback_reason;
+    std::chrono::milliseconds debounce;
+  };
+  watcher_status describe_watcher() const;
+  const file_watcher& watcher() const noexcept { return *watcher_; }  // for tests
 
   // How long one autoreload's new code may run before it is rolled back
   // with TimeLimitExceeded (0: no limit). Ctrl-C during it rolls it back
@@ -123,15 +131,15 @@ class autoreloader {
   };
   std::optional<change> examine(const std::string& name, bool reported);
   // `collected`: when poll() read the saves that `changes` come from.
-  void apply(std::vector<change> changes, file_watcher::clock::time_point collected, std::vector<std::string>& reloaded);
-  void apply_set(const std::vector<change>& changes, file_watcher::clock::time_point collected,
+  void apply(std::vector<change> changes, std::chrono::steady_clock::time_point collected, std::vector<std::string>& reloaded);
+  void apply_set(const std::vector<change>& changes, std::chrono::steady_clock::time_point collected,
                  std::vector<std::string>& reloaded);
   void background_loop();
   static int run_pending(void*);
   void restart_after_fork();
 
   module_cache& cache_;
-  file_watcher watcher_;
+  std::unique_ptr<file_watcher> watcher_;
   autoreload_mode mode_ = autoreload_mode::off;
   std::chrono::milliseconds time_limit_{std::chrono::seconds(10)};
   std::set<std::string> watched_;
@@ -165,14 +173,14 @@ class autoreloader {
   std::string waiting_for_;  // the module whose running code the changes wait for, or empty
   // Since when the changes at hand were rolled back because more saves came
   // while they ran (reload_options::still_complete).
-  std::optional<file_watcher::clock::time_point> incomplete_since_;
+  std::optional<std::chrono::steady_clock::time_point> incomplete_since_;
   // Since when poll() has waited for a burst of saves to end (background mode).
-  std::optional<file_watcher::clock::time_point> burst_since_;
+  std::optional<std::chrono::steady_clock::time_point> burst_since_;
   bool inside_waited_code();
   void wait_for(std::string module);
   // The quiet that ends a burst of saves: the debounce (see background_loop).
-  std::chrono::milliseconds changeset_gap() const { return std::max(std::chrono::milliseconds(1), watcher_.debounce()); }
-  bool in_burst(file_watcher::clock::time_point now) const;
+  std::chrono::milliseconds changeset_gap() const;
+  bool in_burst(std::chrono::steady_clock::time_point now) const;
   std::set<std::string> reported_;                    // deleted / extension: said once
   bool polling_ = false;  // poll() is on the stack: a pending call inside it must not poll again
 
@@ -185,7 +193,7 @@ class autoreloader {
   // Set by the pending call: when to poll again without a new event (a
   // deferred save, no safe point), and whether only that time may bring the
   // next poll (no safe point: the main thread is importing or reloading).
-  file_watcher::clock::time_point retry_at_ = file_watcher::clock::time_point::max();
+  std::chrono::steady_clock::time_point retry_at_ = std::chrono::steady_clock::time_point::max();
   bool unsafe_ = false;
   std::chrono::milliseconds unsafe_backoff_{1};
   std::uint64_t tracking_listener_ = 0;

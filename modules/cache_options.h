@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <vector>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 struct cache_options {
   // Directories modules may load from, besides the stdlib. Empty: anywhere.

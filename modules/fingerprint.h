@@ -11,9 +11,9 @@
 #include <optional>
 #include <string_view>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 struct fingerprint {
   std::uint64_t size = 0;

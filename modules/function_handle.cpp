@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "interpreter/translate_errors.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/internal/call_gate.h"
 #include "modules/internal/handle_safe_point.h"
 #include "modules/internal/registry.h"

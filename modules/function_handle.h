@@ -8,10 +8,10 @@
 #include <string>
 #include <utility>
 
-#include "interpreter/python_error.h"
-#include "interpreter/visibility.h"
+#include "modules/cpython/python_error.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 class module_cache;
 

@@ -7,11 +7,11 @@
 #include <map>
 #include <optional>
 
-#include "interpreter/log.h"
-#include "interpreter/time_limit.h"
-#include "interpreter/translate_errors.h"
-#include "modules/import_graph.h"
+#include "modules/cpython/log.h"
+#include "modules/cpython/time_limit.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/internal/acquisition_ledger.h"
+#include "modules/internal/import_graph.h"
 #include "modules/internal/import_hook.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/registry.h"

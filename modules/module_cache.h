@@ -31,12 +31,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "interpreter/visibility.h"
 #include "modules/cache_options.h"
+#include "modules/cpython/visibility.h"
 #include "modules/function_handle.h"
 #include "modules/module_types.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 namespace detail {
 class registry;

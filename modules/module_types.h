@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "interpreter/python_error.h"
-#include "interpreter/visibility.h"
+#include "modules/cpython/python_error.h"
+#include "modules/cpython/visibility.h"
 #include "modules/fingerprint.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 enum class module_kind {
   source,             // a .py file

@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <exception>
 
-#include "interpreter/python_error.h"
-#include "modules/import_graph.h"
+#include "modules/cpython/python_error.h"
 #include "modules/internal/acquisition_ledger.h"
 #include "modules/internal/cache_access.h"
+#include "modules/internal/import_graph.h"
 #include "modules/internal/registry.h"
 #include "modules/internal/request_checks.h"
 #include "modules/internal/unload.h"

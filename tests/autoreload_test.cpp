@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "interpreter/interpreter.h"
-#include "interpreter/log.h"
 #include "modules/autoreload.h"
-#include "modules/file_watcher.h"
+#include "modules/cpython/log.h"
+#include "modules/internal/file_watcher.h"
 #include "modules/module_cache.h"
 #include "tests/test_support.h"
 

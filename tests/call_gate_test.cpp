@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "interpreter/gil.h"
+#include "modules/cpython/gil.h"
 #include "modules/internal/call_gate.h"
 #include "tests/test_support.h"
 

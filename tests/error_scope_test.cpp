@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "interpreter/error_scope.h"
+#include "modules/cpython/error_scope.h"
 #include "tests/test_support.h"
 
 namespace py = pybind11;

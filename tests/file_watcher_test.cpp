@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "modules/file_watcher.h"
+#include "modules/internal/file_watcher.h"
 #include "tests/test_support.h"
 
 namespace fs = std::filesystem;

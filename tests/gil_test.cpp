@@ -5,7 +5,7 @@
 
 #include <thread>
 
-#include "interpreter/gil.h"
+#include "modules/cpython/gil.h"
 #include "tests/test_support.h"
 
 namespace py = pybind11;

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "modules/import_graph.h"
+#include "modules/internal/import_graph.h"
 
 using modhost::import_graph;
 using order = std::vector<std::vector<std::string>>;

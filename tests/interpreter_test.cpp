@@ -4,8 +4,8 @@
 #include <thread>
 #include <vector>
 
-#include "interpreter/gil.h"
 #include "interpreter/interpreter.h"
+#include "modules/cpython/gil.h"
 #include "tests/test_support.h"
 
 namespace py = pybind11;

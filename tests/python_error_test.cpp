@@ -7,9 +7,9 @@
 #include <string>
 #include <thread>
 
-#include "interpreter/gil.h"
 #include "interpreter/interpreter.h"
-#include "interpreter/python_error.h"
+#include "modules/cpython/gil.h"
+#include "modules/cpython/python_error.h"
 #include "tests/test_support.h"
 
 namespace py = pybind11;

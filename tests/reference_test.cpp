@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 #include <pybind11/embed.h>
 
-#include "interpreter/python_error.h"
-#include "interpreter/reference.h"
+#include "modules/cpython/python_error.h"
+#include "modules/cpython/reference.h"
 #include "tests/test_support.h"
 
 namespace py = pybind11;

@@ -27,8 +27,8 @@
 #include <thread>
 #include <vector>
 
-#include "interpreter/gil.h"
 #include "interpreter/interpreter.h"
+#include "modules/cpython/gil.h"
 #include "modules/module_cache.h"
 #include "tests/test_support.h"
 

@@ -7,10 +7,10 @@
 #include <string>
 #include <thread>
 
-#include "interpreter/gil.h"
 #include "interpreter/interpreter.h"
-#include "interpreter/reference.h"
-#include "interpreter/time_limit.h"
+#include "modules/cpython/gil.h"
+#include "modules/cpython/reference.h"
+#include "modules/cpython/time_limit.h"
 #include "tests/test_support.h"
 
 namespace py = pybind11;

@@ -5,8 +5,6 @@
 //
 // README.md quotes this file; the test package.minimal_app builds it against
 // the installed package and checks its output.
-#include <pybind11/embed.h>
-
 #include <unistd.h>
 
 #include <chrono>
@@ -17,12 +15,7 @@
 #include <string>
 #include <thread>
 
-#include "interpreter/interpreter.h"
-#include "interpreter/log.h"
-#include "modules/acquisitions.h"
-#include "modules/autoreload.h"
-#include "modules/function_handle.h"
-#include "modules/module_cache.h"
+#include <modhost/modhost.h>
 
 namespace fs = std::filesystem;
 

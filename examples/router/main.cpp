@@ -33,11 +33,7 @@
 #include <unistd.h>
 #include <vector>
 
-#include "interpreter/interpreter.h"
-#include "interpreter/log.h"
-#include "modules/acquisitions.h"
-#include "modules/autoreload.h"
-#include "modules/module_cache.h"
+#include <modhost/modhost.h>
 
 namespace py = pybind11;
 using namespace pybind11::literals;

@@ -7,8 +7,8 @@
 #include <iterator>
 #include <utility>
 
-#include "interpreter/error_scope.h"
-#include "interpreter/python_error.h"
+#include "modules/cpython/error_scope.h"
+#include "modules/cpython/python_error.h"
 
 namespace py = pybind11;
 

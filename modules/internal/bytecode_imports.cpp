@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <set>
 
-#include "interpreter/reference.h"
+#include "modules/cpython/reference.h"
 
 namespace py = pybind11;
 

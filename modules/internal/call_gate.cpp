@@ -11,11 +11,11 @@
 #include <string>
 #include <thread>
 
-#include "interpreter/error_scope.h"
-#include "interpreter/gil.h"
-#include "interpreter/python_error.h"
-#include "interpreter/reference.h"
-#include "interpreter/time_limit.h"
+#include "modules/cpython/error_scope.h"
+#include "modules/cpython/gil.h"
+#include "modules/cpython/python_error.h"
+#include "modules/cpython/reference.h"
+#include "modules/cpython/time_limit.h"
 #include "modules/internal/interpreter_frame.h"
 #include "modules/internal/referrers.h"
 

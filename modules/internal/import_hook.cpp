@@ -12,7 +12,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "interpreter/translate_errors.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/fingerprint.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/registry.h"

@@ -5,7 +5,7 @@
 #include <initializer_list>
 #include <string>
 
-#include "interpreter/translate_errors.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/internal/bytecode_imports.h"
 #include "modules/internal/reference_counts.h"
 

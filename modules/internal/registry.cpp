@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <tuple>
 
-#include "interpreter/reference.h"
-#include "interpreter/translate_errors.h"
+#include "modules/cpython/reference.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/request_checks.h"
 

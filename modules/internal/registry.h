@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "modules/fingerprint.h"
-#include "modules/import_graph.h"
+#include "modules/internal/import_graph.h"
 #include "modules/module_types.h"
 
 namespace modhost::detail {

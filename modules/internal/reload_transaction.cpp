@@ -6,8 +6,8 @@
 #include <chrono>
 #include <tuple>
 
-#include "interpreter/reference.h"
-#include "interpreter/translate_errors.h"
+#include "modules/cpython/reference.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/internal/import_hook.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/registry.h"

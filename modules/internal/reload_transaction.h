@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "interpreter/time_limit.h"
-#include "modules/import_graph.h"
+#include "modules/cpython/time_limit.h"
 #include "modules/internal/acquisition_ledger.h"
 #include "modules/internal/call_gate.h"
+#include "modules/internal/import_graph.h"
 #include "modules/module_types.h"
 
 namespace modhost::detail {

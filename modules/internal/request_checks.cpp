@@ -6,7 +6,7 @@
 #include <cerrno>
 #include <climits>
 
-#include "interpreter/python_error.h"
+#include "modules/cpython/python_error.h"
 
 namespace py = pybind11;
 using namespace pybind11::literals;

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "interpreter/python_error.h"
+#include "modules/cpython/python_error.h"
 
 namespace modhost::detail {
 

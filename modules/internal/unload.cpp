@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
-#include "interpreter/python_error.h"
-#include "interpreter/translate_errors.h"
+#include "modules/cpython/python_error.h"
+#include "modules/cpython/translate_errors.h"
 #include "modules/internal/python_helpers.h"
 #include "modules/internal/referrers.h"
 #include "modules/internal/registry.h"

@@ -61,9 +61,9 @@
 #include <vector>
 
 #include "bench_common.h"
-#include "interpreter/gil.h"
 #include "modules/autoreload.h"
-#include "modules/file_watcher.h"
+#include "modules/cpython/gil.h"
+#include "modules/internal/file_watcher.h"
 #include "modules/module_cache.h"
 
 namespace py = pybind11;

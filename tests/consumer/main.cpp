@@ -1,6 +1,6 @@
 #include <iostream>
 
-#include "interpreter/interpreter.h"
+#include <modhost/modhost.h>
 
 int main() {
   modhost::interpreter python;

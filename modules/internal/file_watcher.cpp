@@ -1,4 +1,4 @@
-#include "modules/file_watcher.h"
+#include "modules/internal/file_watcher.h"
 
 #include <fcntl.h>
 #include <poll.h>

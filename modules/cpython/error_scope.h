@@ -18,7 +18,7 @@
 
 #include <pybind11/pytypes.h>  // Python.h first, as CPython requires
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
 namespace modhost MODHOST_HIDDEN {
 

@@ -1,4 +1,4 @@
-#include "interpreter/log.h"
+#include "modules/cpython/log.h"
 
 #include <unistd.h>
 

@@ -11,9 +11,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 // What modhost throws, one hierarchy: python_error (a Python exception),
 // module_in_use_error (modules/module_types.h), and plain modhost::error

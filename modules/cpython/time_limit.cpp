@@ -1,6 +1,6 @@
 #include <pybind11/pybind11.h>  // Python.h first, as CPython requires
 
-#include "interpreter/time_limit.h"
+#include "modules/cpython/time_limit.h"
 
 #include <pthread.h>
 
@@ -10,8 +10,8 @@
 #include <mutex>
 #include <thread>
 
-#include "interpreter/gil.h"
-#include "interpreter/reference.h"
+#include "modules/cpython/gil.h"
+#include "modules/cpython/reference.h"
 
 namespace py = pybind11;
 

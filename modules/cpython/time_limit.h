@@ -22,9 +22,9 @@
 #include <chrono>
 #include <cstdint>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 class time_limit {
  public:

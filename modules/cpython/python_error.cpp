@@ -1,8 +1,8 @@
-#include "interpreter/reference.h"  // Python.h first, as CPython requires
+#include "modules/cpython/reference.h"  // Python.h first, as CPython requires
 
-#include "interpreter/python_error.h"
+#include "modules/cpython/python_error.h"
 
-#include "interpreter/gil.h"
+#include "modules/cpython/gil.h"
 
 namespace py = pybind11;
 

@@ -10,9 +10,9 @@
 #include <functional>
 #include <string>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 // Called with one line, without its newline, on whichever thread logs (with
 // the GIL when that thread holds it). It must not call into modhost; an

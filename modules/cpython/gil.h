@@ -19,9 +19,9 @@
 
 #include <Python.h>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
-namespace modhost MODHOST_HIDDEN {
+namespace modhost MODHOST_API {
 
 class gil_acquire {
  public:

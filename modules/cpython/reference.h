@@ -24,8 +24,8 @@
 
 #include <pybind11/pytypes.h>  // Python.h first, as CPython requires
 
-#include "interpreter/python_error.h"
-#include "interpreter/visibility.h"
+#include "modules/cpython/python_error.h"
+#include "modules/cpython/visibility.h"
 
 namespace modhost MODHOST_HIDDEN {
 

@@ -39,7 +39,7 @@
 #include <string>
 #include <vector>
 
-#include "interpreter/visibility.h"
+#include "modules/cpython/visibility.h"
 
 namespace modhost MODHOST_HIDDEN {
 

@@ -1,4 +1,4 @@
-#include "modules/import_graph.h"
+#include "modules/internal/import_graph.h"
 
 #include <algorithm>
 #include <functional>
