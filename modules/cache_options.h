@@ -14,9 +14,10 @@ struct cache_options {
   // A module outside them, or a symlink that resolves outside them, is
   // refused with ImportError, at import and at reload.
   std::vector<std::filesystem::path> module_roots;
-  // Like sshd's StrictModes: refuse to load or reload a file, or a file in a
-  // directory, that is writable by group or others or owned by a user other
-  // than this process's (or root).
+  // Like sshd's StrictModes: refuse to load or reload a file when it, or any
+  // directory above it up to /, is writable by group or others (a sticky
+  // directory, like /tmp, may be) or owned by a user other than this
+  // process's (or root).
   bool strict_permissions = false;
 };
 

@@ -119,18 +119,25 @@ struct import_hook::load_policy {
       return "outside the module roots " + roots_text + resolved;
     }
     if (strict) {
-      std::string dir = std::filesystem::path(real).parent_path().string();
-      for (const std::string& path : {real, dir}) {
+      // The file and every directory above it, up to /: whoever may rename
+      // a directory of the chain can put other code in the file's place.
+      // As sshd's StrictModes: each owned by root or this user and not
+      // writable by group or others; a directory may be if it is sticky
+      // (like /tmp), since then only the owner of an entry (checked at the
+      // next step down) may rename or remove it.
+      for (std::filesystem::path path = real;; path = path.parent_path()) {
         struct stat st {};
-        if (::stat(path.c_str(), &st) != 0) continue;
-        if (st.st_mode & 022) {
+        if (::stat(path.c_str(), &st) != 0) break;
+        const bool sticky_directory = S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX);
+        if ((st.st_mode & 022) && !sticky_directory) {
           char mode[16];
-          std::snprintf(mode, sizeof mode, "%o", static_cast<unsigned>(st.st_mode & 0777));
-          return path + " is writable by group or others (mode " + mode + "; strict permissions)";
+          std::snprintf(mode, sizeof mode, "%o", static_cast<unsigned>(st.st_mode & 07777));
+          return path.string() + " is writable by group or others (mode " + mode + "; strict permissions)";
         }
         if (st.st_uid != ::getuid() && st.st_uid != 0)
-          return path + " is owned by uid " + std::to_string(st.st_uid) +
+          return path.string() + " is owned by uid " + std::to_string(st.st_uid) +
                  ", not by this process's user or root (strict permissions)";
+        if (path == path.root_path() || !path.has_parent_path()) break;
       }
     }
     return {};

@@ -211,6 +211,35 @@ class StrictPermissions(ChildCase):
         self.write(package, "__init__.py", "VALUE = 1\n")
         self.assertIn("writable by group or others", self.strict("pkg"))
 
+    def test_a_world_writable_directory_above_the_modules_is_refused(self):
+        # Whoever may write a directory of the chain can rename the module's
+        # directory away and put another in its place (another user on a
+        # shared machine): every directory up to / is checked.
+        parent = self.make_dir("open-parent", mode=0o777)
+        plugins = self.make_dir("open-parent", "plugins")
+        self.write(plugins, "below_open.py", "VALUE = 1\n")
+        message = self.outcome("below_open", "--strict", "-p", plugins)
+        self.assertTrue(message.startswith("ImportError: "), message)
+        self.assertIn(f"{parent} is writable by group or others (mode 777", message)
+        self.assertEqual(self.outcome("below_open", "-p", plugins), "ok")  # not strict: loads
+
+    def test_a_sticky_directory_above_the_modules_is_allowed(self):
+        # Like /tmp: writable by all, but only an entry's owner may rename it.
+        self.make_dir("sticky-parent", mode=0o1777)
+        plugins = self.make_dir("sticky-parent", "plugins")
+        self.write(plugins, "below_sticky.py", "VALUE = 1\n")
+        self.assertEqual(self.outcome("below_sticky", "--strict", "-p", plugins), "ok")
+
+    def test_a_directory_above_owned_by_another_user_is_refused(self):
+        if os.geteuid() != 0:
+            self.skipTest("chown to another user needs root")
+        parent = self.make_dir("foreign-parent")
+        plugins = self.make_dir("foreign-parent", "plugins")
+        self.write(plugins, "below_foreign.py", "VALUE = 1\n")
+        os.chown(parent, 65534, 65534)
+        message = self.outcome("below_foreign", "--strict", "-p", plugins)
+        self.assertIn(f"{parent} is owned by uid 65534", message)
+
     def test_file_owned_by_another_user_is_refused(self):
         if os.geteuid() != 0:
             self.skipTest("chown to another user needs root")
