@@ -232,11 +232,16 @@ void import_hook::refuse_if_denied(const std::string& name, PyObject* origin, co
   if (!origin) origin = Py_None;
   // A host's audit hook may log or veto (raise) the load.
   if (PySys_Audit(event, "OO", name_obj.ptr(), origin) < 0) throw py::error_already_set();
-  if (origin == Py_None || (policy_->roots.empty() && !policy_->strict)) return;
+  refuse_by_policy(name, origin);
+}
+
+void import_hook::refuse_by_policy(const std::string& name, PyObject* origin) const {
+  if (!origin || origin == Py_None || (policy_->roots.empty() && !policy_->strict)) return;
   std::string path = utf8(origin);
   if (path.empty()) return;
   std::string why = policy_->refusal(path);
   if (why.empty()) return;
+  py::str name_obj(name);
   std::string message = "modhost refuses to load " + py::repr(name_obj).cast<std::string>() + " from " + path + ": " + why;
   py::str text(message);
   PyErr_SetImportError(text.ptr(), name_obj.ptr(), origin);
@@ -392,14 +397,23 @@ int import_hook::on_exec(PyObject* code_object) {
     }
     std::string name = utf8(dict_item(globals, "__name__"));
     PyObject* module = name.empty() ? nullptr : PyDict_GetItemString(PyImport_GetModuleDict(), name.c_str());
-    if (!module || !PyModule_Check(module) || PyModule_GetDict(module) != globals) return 0;
+    const bool tracked_module = module && PyModule_Check(module) && PyModule_GetDict(module) == globals;
+    const bool reloading = registry_.reloading().count(name) > 0;  // checked by the cache's reload
+    const bool first_load = from_runpy || (tracked_module && registry::initializing(module));
+    // The load policy holds for any module code run from a file, not only
+    // for imports: importlib.reload, and a loader called directly (the
+    // importlib docs' spec_from_file_location + exec_module recipe, with or
+    // without sys.modules) run code that no import vetted. Not the script
+    // the host program runs (no Python frame calls it): the user named it.
+    if (!first_load && !reloading && PyEval_GetFrame()) refuse_by_policy(name, code->co_filename);
+    if (!tracked_module) return 0;
     auto code_ref = py::reinterpret_borrow<py::object>(code_object);
-    if (registry_.reloading().count(name)) {  // the cache reloads it through its loader
+    if (reloading) {  // the cache reloads it through its loader
       reload_codes_[name] = code_ref;
       return 0;
     }
     PyObject* file = dict_item(globals, "__file__");  // the spec's origin, when it has a location
-    if (from_runpy || registry::initializing(module)) {  // a first load (importlib.reload is not one)
+    if (first_load) {  // (importlib.reload is not one)
       std::string checked = name;
       if (from_runpy)  // -m: the policy names the module, not __main__
         if (PyObject* spec = dict_item(globals, "__spec__"); spec && spec != Py_None) {

@@ -92,7 +92,10 @@ class import_hook {
   // through a loader other than importlib's, or null.
   PyObject* module_of_file(PyObject* filename) const;
   std::string importer_by_call() const;
+  // Raises the audit event `event`, then refuses by the load policy.
   void refuse_if_denied(const std::string& name, PyObject* origin, const char* event) const;
+  // Throws ImportError if the load policy (roots, strict) refuses `origin`.
+  void refuse_by_policy(const std::string& name, PyObject* origin) const;
 
   int check_in_subinterpreter(PyObject* file) const;
 

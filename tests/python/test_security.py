@@ -174,6 +174,59 @@ class ModuleRoots(ChildCase):
         self.assertEqual((kind, same, value, generation), ("ImportError", True, "inside", 1))
         self.assertIn(f"it resolves to {evil}", message)
 
+    def test_importlib_reload_of_a_file_swapped_for_an_outside_symlink_is_refused(self):
+        evil = self.write(self.outside, "evil.py", "VALUE = 'evil'\n")
+        plugin = os.path.join(self.root, "inside.py")
+        result = self.child(f"""
+            import json, os, importlib
+            import inside
+            os.remove({plugin!r})
+            os.symlink({evil!r}, {plugin!r})
+            try:
+                importlib.reload(inside)
+                print(json.dumps(['reloaded', inside.VALUE]))
+            except ImportError as e:
+                print(json.dumps([str(e), inside.VALUE]))
+        """, *self.options)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        message, value = json.loads(result.stdout)
+        self.assertIn(f"it resolves to {evil}", message)
+        self.assertEqual(value, "inside")
+
+    def test_a_loader_called_directly_is_held_to_the_roots(self):
+        # The importlib docs' recipe for importing a source file directly,
+        # with and without the sys.modules entry.
+        outside = os.path.join(self.outside, "outside.py")
+        result = self.child(f"""
+            import json, sys, importlib.util
+            for register in (True, False):
+                spec = importlib.util.spec_from_file_location("by_path", {outside!r})
+                module = importlib.util.module_from_spec(spec)
+                if register:
+                    sys.modules["by_path"] = module
+                try:
+                    spec.loader.exec_module(module)
+                    print(json.dumps(['ran', module.VALUE]))
+                except ImportError as e:
+                    print(json.dumps([type(e).__name__, str(e), hasattr(module, 'VALUE')]))
+            spec = importlib.util.spec_from_file_location("in_root", {os.path.join(self.root, "inside.py")!r})
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            print(json.dumps(['ran', module.VALUE]))
+        """, *self.options)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        for kind, message, ran in lines[:2]:
+            self.assertEqual((kind, ran), ("ImportError", False))
+            self.assertIn(f"modhost refuses to load 'by_path' from {outside}: outside the module roots", message)
+        self.assertEqual(lines[2], ["ran", "inside"])
+
+    def test_the_script_the_host_runs_may_be_outside_the_roots(self):
+        script = self.write(self.outside, "script.py", "import inside\nprint('script', inside.VALUE)\n")
+        result = run(*self.options, script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "script inside")
+
 
 class StrictPermissions(ChildCase):
     def setUp(self):
