@@ -45,19 +45,26 @@ bool starts_with(const std::string& text, const std::string& prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
 }
 
-std::string real_path(const std::string& path) {
-  char resolved[PATH_MAX];
-  if (::realpath(path.c_str(), resolved)) return resolved;
-  std::error_code ec;
-  auto absolute = std::filesystem::absolute(path, ec);
-  return (ec ? std::filesystem::path(path) : absolute).lexically_normal().string();
-}
-
 // os.path.abspath: lexical, no symlinks resolved.
 std::string absolute_path(const std::string& path) {
   std::error_code ec;
   auto absolute = std::filesystem::absolute(path, ec);
   return (ec ? std::filesystem::path(path) : absolute).lexically_normal().string();
+}
+
+// The path with every symbolic link resolved. A path that does not exist
+// as a whole, such as a module inside a zip archive on sys.path
+// ("lib/plugins.zip/plug.py"), resolves up to its longest existing part:
+// the archive, which may itself be a link to anywhere.
+std::string real_path(const std::string& path) {
+  std::filesystem::path rest;
+  for (std::filesystem::path part = absolute_path(path);; part = part.parent_path()) {
+    char resolved[PATH_MAX];
+    if (::realpath(part.c_str(), resolved))
+      return rest.empty() ? std::string(resolved) : (std::filesystem::path(resolved) / rest).string();
+    if (part == part.root_path() || !part.has_parent_path()) return absolute_path(path);
+    rest = rest.empty() ? part.filename() : part.filename() / rest;
+  }
 }
 
 // The .pyc at `cached` was valid for the source whose stat is `source`
@@ -125,9 +132,13 @@ struct import_hook::load_policy {
       // writable by group or others; a directory may be if it is sticky
       // (like /tmp), since then only the owner of an entry (checked at the
       // next step down) may rename or remove it.
+      // (Parts that do not exist are a zip archive's members: its file is checked.)
       for (std::filesystem::path path = real;; path = path.parent_path()) {
         struct stat st {};
-        if (::stat(path.c_str(), &st) != 0) break;
+        if (::stat(path.c_str(), &st) != 0) {
+          if (path == path.root_path() || !path.has_parent_path()) break;
+          continue;
+        }
         const bool sticky_directory = S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX);
         if ((st.st_mode & 022) && !sticky_directory) {
           char mode[16];

@@ -221,6 +221,39 @@ class ModuleRoots(ChildCase):
             self.assertIn(f"modhost refuses to load 'by_path' from {outside}: outside the module roots", message)
         self.assertEqual(lines[2], ["ran", "inside"])
 
+    def test_a_zip_in_the_root_that_links_outside_is_refused(self):
+        import zipfile
+        evil = os.path.join(self.outside, "evil.zip")
+        with zipfile.ZipFile(evil, "w") as archive:
+            archive.writestr("zevil.py", "VALUE = 'evil'\n")
+        link = os.path.join(self.root, "z.zip")
+        os.symlink(evil, link)
+        result = self.child(f"""
+            import sys
+            sys.path.insert(0, {link!r})
+            try:
+                import zevil
+                print('ran', zevil.VALUE)
+            except ImportError as e:
+                print(e)
+        """, *self.options)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("outside the module roots", result.stdout)
+        self.assertIn(f"it resolves to {evil}/zevil.py", result.stdout)
+
+    def test_a_zip_inside_the_root_loads(self):
+        import zipfile
+        archive_path = os.path.join(self.root, "good.zip")
+        with zipfile.ZipFile(archive_path, "w") as archive:
+            archive.writestr("zgood.py", "VALUE = 'zipped'\n")
+        result = self.child(f"""
+            import sys
+            sys.path.insert(0, {archive_path!r})
+            import zgood
+            print(zgood.VALUE)
+        """, *self.options)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "zipped"), result.stderr)
+
     def test_the_script_the_host_runs_may_be_outside_the_roots(self):
         script = self.write(self.outside, "script.py", "import inside\nprint('script', inside.VALUE)\n")
         result = run(*self.options, script)
@@ -292,6 +325,24 @@ class StrictPermissions(ChildCase):
         os.chown(parent, 65534, 65534)
         message = self.outcome("below_foreign", "--strict", "-p", plugins)
         self.assertIn(f"{parent} is owned by uid 65534", message)
+
+    def test_a_zip_writable_by_others_is_refused(self):
+        import zipfile
+        archive_path = os.path.join(self.dir, "open.zip")
+        with zipfile.ZipFile(archive_path, "w") as archive:
+            archive.writestr("zopen.py", "VALUE = 1\n")
+        os.chmod(archive_path, 0o666)
+        result = self.child(f"""
+            import sys
+            sys.path.insert(0, {archive_path!r})
+            try:
+                import zopen
+                print('ran')
+            except ImportError as e:
+                print(e)
+        """, "--strict")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"{archive_path} is writable by group or others (mode 666", result.stdout)
 
     def test_file_owned_by_another_user_is_refused(self):
         if os.geteuid() != 0:
