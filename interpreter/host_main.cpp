@@ -121,7 +121,8 @@ int main(int argc, char** argv) {
   bool strict = false;
   std::string audit_log;
   app.add_option("--root", roots,
-                 "Load modules only from DIR and the stdlib (repeatable); symlinks are resolved")
+                 "Load modules only from DIR and the stdlib (repeatable; symlinks are resolved); "
+                 "no PYTHONPATH, user site or site-packages then")
       ->type_name("DIR")
       ->allow_extra_args(false);
   app.add_flag("--strict", strict,

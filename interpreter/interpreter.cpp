@@ -120,6 +120,21 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
   py_config.use_environment = config_.use_environment ? 1 : 0;
   py_config.install_signal_handlers = config_.install_signal_handlers ? 1 : 0;
   py_config.safe_path = 1;  // never an implicit sys.path[0]; run_file adds it explicitly
+  // Module roots police what loads once the import hook exists. What
+  // python3 would load from elsewhere before that, or around it, would
+  // escape them: modules on PYTHONPATH, .pth files of the user site and of
+  // site-packages (which run code at start-up), bytecode under
+  // PYTHONPYCACHEPREFIX. With roots those are off, as python3 -I does for
+  // the first two, and site runs only after the hook exists
+  // (start_site_within_roots). Environment variables that load no code
+  // (PYTHONDONTWRITEBYTECODE, PYTHONUNBUFFERED, ...) still count.
+  const bool roots = !config_.cache.module_roots.empty();
+  if (roots) {
+    py_config.user_site_directory = 0;
+    py_config.site_import = 0;
+    if (config_.use_environment)  // empty, not unset: unset reads the variable
+      check(PyConfig_SetString(&py_config, &py_config.pythonpath_env, L""), py_config);
+  }
   check(PyConfig_SetBytesString(&py_config, &py_config.home, info_.home.c_str()), py_config);
   auto executable = info_.home / "bin" / stdlib_dir_name();
   std::error_code ec;
@@ -160,6 +175,7 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
       info_.version = version.substr(0, version.find(' '));
     });
     cache_ = std::make_unique<module_cache>(config_.cache);
+    if (roots) start_site_within_roots();
     bool polling = config_.watch_polling;
     if (const char* env = std::getenv("MODHOST_WATCH_POLLING"); env && std::string(env) == "1") polling = true;
     autoreload_ = std::make_unique<autoreloader>(*cache_, config_.watch_debounce, polling);
@@ -176,6 +192,25 @@ interpreter::interpreter(interpreter_config config) : config_(std::move(config))
     throw;
   }
   if (config_.release_gil) released_ = std::make_unique<gil_release>();
+}
+
+// With module roots: what python3's start-up (site.main()) does, but with
+// the import hook in place and no site directories, whose modules lie
+// outside the roots anyway: exit(), help(), sitecustomize (from the stdlib
+// or a root, through the policy). Says which variables were ignored.
+void interpreter::start_site_within_roots() {
+  std::string ignored;
+  for (const char* name : {"PYTHONPATH", "PYTHONPYCACHEPREFIX", "PYTHONUSERBASE"})
+    if (config_.use_environment && std::getenv(name)) ignored += (ignored.empty() ? "" : ", ") + std::string(name);
+  if (!ignored.empty())
+    log_line("[modhost] with module roots, ignoring " + ignored + " (code from outside the roots)");
+  translate_errors([] {
+    py::module_::import("sys").attr("pycache_prefix") = py::none();  // bytecode beside its source only
+    py::module_ site = py::module_::import("site");
+    site.attr("PREFIXES") = py::list();
+    site.attr("ENABLE_USER_SITE") = false;
+    site.attr("main")();
+  });
 }
 
 interpreter::~interpreter() {

@@ -133,6 +133,8 @@ class interpreter {
   const interpreter_config& config() const noexcept { return config_; }
 
  private:
+  void start_site_within_roots();
+
   interpreter_config config_;
   interpreter_info info_;
   std::unique_ptr<module_cache> cache_;  // destroyed before Python finalizes

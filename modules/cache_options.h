@@ -12,7 +12,9 @@ namespace modhost MODHOST_API {
 struct cache_options {
   // Directories modules may load from, besides the stdlib. Empty: anywhere.
   // A module outside them, or a symlink that resolves outside them, is
-  // refused with ImportError, at import and at reload.
+  // refused with ImportError, at import and at reload. With roots, the
+  // interpreter starts without PYTHONPATH, the user site and site-packages
+  // (docs/reliability.md).
   std::vector<std::filesystem::path> module_roots;
   // Like sshd's StrictModes: refuse to load or reload a file when it, or any
   // directory above it up to /, is writable by group or others (a sticky

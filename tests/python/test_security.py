@@ -19,8 +19,8 @@ from cache_fixtures import CacheTestCase, modhost
 MODHOST = os.environ["MODHOST_EXE"]
 
 
-def run(*args, timeout=60):
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+def run(*args, timeout=60, **environment):
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **environment)
     return subprocess.run([MODHOST, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -259,6 +259,46 @@ class ModuleRoots(ChildCase):
         result = run(*self.options, script)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), "script inside")
+
+
+class StartUpWithRoots(ChildCase):
+    """What python3 loads before any import hook exists, or beside it."""
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.make_dir("root")
+        self.outside = self.make_dir("outside")
+        self.write(self.root, "inside.py", "VALUE = 'inside'\n")
+
+    def test_pythonpath_loads_nothing_and_is_named(self):
+        self.write(self.outside, "sitecustomize.py", "print('sitecustomize from outside ran')\n")
+        self.write(self.outside, "fromenv.py", "VALUE = 1\n")
+        code = "import importlib.util, inside; print(importlib.util.find_spec('fromenv') is None)"
+        without = run("-p", self.root, "-c", code, PYTHONPATH=self.outside)
+        self.assertEqual(without.stdout.split(), ["sitecustomize", "from", "outside", "ran", "False"], without.stderr)
+        result = run("--root", self.root, "-p", self.root, "-c", code, PYTHONPATH=self.outside)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "True"), result.stderr)
+        self.assertIn("[modhost] with module roots, ignoring PYTHONPATH", result.stderr)
+
+    def test_a_user_site_pth_file_does_not_run(self):
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        site_dir = self.make_dir("userbase", "lib", version, "site-packages")
+        self.write(site_dir, "evil.pth", "import sys; sys.stdout.write('pth ran\\n')\n")
+        without = run("-c", "pass", PYTHONUSERBASE=os.path.join(self.base, "userbase"))
+        self.assertEqual(without.stdout, "pth ran\n", without.stderr)
+        result = run("--root", self.root, "-c", "pass", PYTHONUSERBASE=os.path.join(self.base, "userbase"))
+        self.assertEqual((result.returncode, result.stdout), (0, ""), result.stderr)
+
+    def test_no_site_packages_but_the_builtins_site_adds(self):
+        code = """
+            import sys
+            print([p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))], sys.pycache_prefix)
+            help, copyright, credits
+            exit(3)
+        """
+        result = run("--root", self.root, "-c", textwrap.dedent(code), PYTHONPYCACHEPREFIX=self.outside)
+        self.assertEqual((result.returncode, result.stdout.strip()), (3, "[] None"), result.stderr)
+        self.assertIn("ignoring PYTHONPYCACHEPREFIX", result.stderr)
 
 
 class StrictPermissions(ChildCase):
