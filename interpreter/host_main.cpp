@@ -128,7 +128,8 @@ int main(int argc, char** argv) {
   app.add_flag("--strict", strict,
                "Refuse module files writable by group/others or owned by another user, or under "
                "a directory that is (up to /; sticky ones may be writable)");
-  app.add_option("--audit-log", audit_log, "Append every modhost.load/reload/unload audit event to FILE")
+  app.add_option("--audit-log", audit_log,
+                 "Append every modhost.load/reload/unload/refuse audit event to FILE")
       ->type_name("FILE");
   app.footer("Arguments after the script are passed to it: modhost [options] SCRIPT [args...]");
   // python3 ends its own options at -c CODE / -m MODULE too: what follows

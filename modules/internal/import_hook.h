@@ -98,6 +98,8 @@ class import_hook {
   void refuse_by_policy(const std::string& name, PyObject* origin) const;
 
   int check_in_subinterpreter(PyObject* file) const;
+  static PyObject* open_code(PyObject* path, void*);
+  int audit_refusal(const std::string& name, PyObject* path, const std::string& why) const;
 
   const python_helpers& helpers_;
   registry& registry_;

@@ -141,8 +141,8 @@ class ModuleRoots(ChildCase):
         lines = result.stdout.splitlines()
         self.assertEqual(lines[0], "inside ok")
         self.assertTrue(lines[1].startswith("outside "), lines)
-        self.assertIn("modhost refuses to load " + os.path.join(self.outside, "outside.py") + " in a subinterpreter",
-                      lines[1])
+        self.assertIn("modhost refuses to load", lines[1])
+        self.assertIn(os.path.join(self.outside, "outside.py"), lines[1])
         self.assertIn("outside the module roots", lines[1])
         self.assertEqual(lines[2], "json ok")
 
@@ -237,9 +237,12 @@ class ModuleRoots(ChildCase):
             except ImportError as e:
                 print(e)
         """, *self.options)
+        # zipimport says "No module named" for an archive it cannot open;
+        # modhost says why on stderr.
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("outside the module roots", result.stdout)
-        self.assertIn(f"it resolves to {evil}/zevil.py", result.stdout)
+        self.assertEqual(result.stdout.strip(), "No module named 'zevil'")
+        self.assertIn(f"[modhost] refused to open {link}: outside the module roots", result.stderr)
+        self.assertIn(f"it resolves to {evil}", result.stderr)
 
     def test_a_zip_inside_the_root_loads(self):
         import zipfile
@@ -259,6 +262,68 @@ class ModuleRoots(ChildCase):
         result = run(*self.options, script)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), "script inside")
+
+
+class CheckedThenRead(ChildCase):
+    """What runs is what was checked: another process swaps a module's link
+    between a file inside the root and one outside while the program loads
+    it (the attacker of a race). The outside file counts its runs."""
+
+    SECONDS = 3
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.make_dir("root")
+        self.outside = self.make_dir("outside")
+        self.good = self.write(self.root, "good.py", "VALUE = 'good'\n")
+        # Large, so that compiling it keeps the window between the loader's
+        # read and the code running wide open.
+        padding = "".join(f"_pad{i} = {i}\n" for i in range(20000))
+        self.evil = self.write(self.outside, "evil.py", "import sys\nsys.evil_runs = getattr(sys, 'evil_runs', 0) + 1\n"
+                               "VALUE = 'evil'\n" + padding)
+        self.link = os.path.join(self.root, "plug.py")
+        os.symlink(self.good, self.link)
+
+    def race(self, attempt):
+        swapper = f"""
+            import os
+            link, spare = {self.link!r}, {self.link + ".swap"!r}
+            targets = [{self.evil!r}, {self.good!r}]
+            i = 0
+            while True:
+                os.symlink(targets[i % 2], spare)
+                os.replace(spare, link)
+                i += 1
+        """
+        result = self.child(f"""
+            import importlib, json, subprocess, sys, textwrap, time
+            import modhost
+            import plug
+            swapper = subprocess.Popen([sys.executable, "-c", textwrap.dedent({swapper!r})])
+            loaded = refused = 0
+            end = time.monotonic() + {self.SECONDS}
+            try:
+                while time.monotonic() < end:
+                    try:
+                        {attempt}
+                        loaded += 1
+                    except ImportError:
+                        refused += 1
+            finally:
+                swapper.kill()
+            print(json.dumps([getattr(sys, "evil_runs", 0), loaded, refused]))
+        """, "--root", self.root, "-p", self.root)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        evil_runs, loaded, refused = json.loads(result.stdout)
+        self.assertEqual(evil_runs, 0, f"outside code ran {evil_runs} times ({loaded} loads, {refused} refused)")
+        self.assertGreater(loaded, 0)
+        self.assertGreater(refused, 0)  # the race was run: the link pointed outside at times
+
+    def test_a_reload_runs_only_what_it_checked(self):
+        self.race("modhost.reload('plug')")
+
+    def test_an_import_runs_only_what_it_checked(self):
+        self.race("sys.modules.pop('plug', None); importlib.invalidate_caches(); import plug")
 
 
 class StartUpWithRoots(ChildCase):
@@ -382,7 +447,29 @@ class StrictPermissions(ChildCase):
                 print(e)
         """, "--strict")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(f"{archive_path} is writable by group or others (mode 666", result.stdout)
+        self.assertEqual(result.stdout.strip(), "No module named 'zopen'")
+        self.assertIn(f"{archive_path} is writable by group or others (mode 666", result.stderr)
+
+    def test_bytecode_planted_beside_a_checked_source_does_not_run(self):
+        # Another user may write __pycache__ (mode 777): a .pyc that matches
+        # the source's stat but holds other code. Refused, the source runs.
+        if os.geteuid() != 0:
+            self.skipTest("a .pyc of another user needs root to chown")
+        import importlib.util
+        from importlib._bootstrap_external import _code_to_timestamp_pyc
+        source = self.write(self.dir, "planted.py", "VALUE = 'source'\n")
+        cache = self.make_dir("plugins", "__pycache__", mode=0o777)
+        st = os.stat(source)
+        evil = compile("VALUE = 'planted'\n", source, "exec")
+        pyc = importlib.util.cache_from_source(source)
+        with open(pyc, "wb") as f:
+            f.write(_code_to_timestamp_pyc(evil, st.st_mtime, st.st_size))
+        os.chown(pyc, 65534, 65534)
+        code = "import planted; print(planted.VALUE)"
+        self.assertEqual(run("-p", self.dir, "-c", code).stdout.strip(), "planted")  # without --strict: it runs
+        result = run("--strict", "-p", self.dir, "-c", code)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "source"), result.stderr)
+        self.assertTrue(os.path.isdir(cache))
 
     def test_file_owned_by_another_user_is_refused(self):
         if os.geteuid() != 0:
@@ -572,7 +659,9 @@ class AuditLog(ChildCase):
         with open(log) as f:
             lines = f.read().splitlines()
         self.assertEqual(lines[0], "earlier line")
-        self.assertIn(f"modhost.load ('intruder', {path!r})", lines)
+        refusals = [line for line in lines if line.startswith(f"modhost.refuse ('intruder', {path!r}, ")]
+        self.assertEqual(len(refusals), 1, lines)
+        self.assertIn("outside the module roots", refusals[0])
 
     def test_unwritable_audit_log_is_a_clear_start_up_error(self):
         result = run("--audit-log", os.path.join(self.base, "missing-dir", "audit.log"), "-c", "pass")
