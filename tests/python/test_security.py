@@ -265,9 +265,10 @@ class ModuleRoots(ChildCase):
 
 
 class CheckedThenRead(ChildCase):
-    """What runs is what was checked: another process swaps a module's link
-    between a file inside the root and one outside while the program loads
-    it (the attacker of a race). The outside file counts its runs."""
+    """What runs is what was checked: another user swaps a module's link
+    between a file inside the root (which they may write: no --strict) and
+    one outside while the program loads it. The outside file counts its
+    runs. (Not root, or no setpriv: the attacker is a process of this user.)"""
 
     SECONDS = 3
 
@@ -284,6 +285,14 @@ class CheckedThenRead(ChildCase):
         self.link = os.path.join(self.root, "plug.py")
         os.symlink(self.good, self.link)
 
+    def attacker(self):
+        """The command prefix that runs the attacker as another user, if possible."""
+        if os.geteuid() != 0 or not shutil.which("setpriv"):
+            return []
+        os.chmod(self.base, 0o755)
+        os.chmod(self.root, 0o777)
+        return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
     def race(self, attempt):
         swapper = f"""
             import os
@@ -299,7 +308,7 @@ class CheckedThenRead(ChildCase):
             import importlib, json, subprocess, sys, textwrap, time
             import modhost
             import plug
-            swapper = subprocess.Popen([sys.executable, "-c", textwrap.dedent({swapper!r})])
+            swapper = subprocess.Popen({self.attacker()!r} + [sys.executable, "-c", textwrap.dedent({swapper!r})])
             loaded = refused = 0
             end = time.monotonic() + {self.SECONDS}
             try:
