@@ -572,7 +572,8 @@ int autoreloader::run_pending(void*) {
       self->retry_at_ = now;
     } else if (!safe) {  // an import or a reload runs: look again soon, less often the longer it takes
       self->retry_at_ = now + self->unsafe_backoff_;
-      self->unsafe_backoff_ = std::min(self->unsafe_backoff_ * 2, std::max(self->watcher_->debounce(), std::chrono::milliseconds(20)));
+      self->unsafe_backoff_ =
+          std::min(self->unsafe_backoff_ * 2, std::max(self->watcher_->debounce(), std::chrono::milliseconds(20)));
     } else {
       self->unsafe_backoff_ = std::chrono::milliseconds(1);
       // A save deferred (caught mid-save, or saved before its file was

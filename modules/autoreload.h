@@ -131,7 +131,8 @@ class autoreloader {
   };
   std::optional<change> examine(const std::string& name, bool reported);
   // `collected`: when poll() read the saves that `changes` come from.
-  void apply(std::vector<change> changes, std::chrono::steady_clock::time_point collected, std::vector<std::string>& reloaded);
+  void apply(std::vector<change> changes, std::chrono::steady_clock::time_point collected,
+             std::vector<std::string>& reloaded);
   void apply_set(const std::vector<change>& changes, std::chrono::steady_clock::time_point collected,
                  std::vector<std::string>& reloaded);
   void background_loop();

@@ -192,7 +192,8 @@ struct import_hook::load_policy {
       }
       const bool last = std::next(part) == relative.end();
       // O_NONBLOCK: a FIFO in the file's place must not block the open.
-      int next = ::openat(fd, part->c_str(), O_CLOEXEC | O_NOFOLLOW | (last ? O_RDONLY | O_NONBLOCK : O_PATH | O_DIRECTORY));
+      const int flags = last ? O_RDONLY | O_NONBLOCK : O_PATH | O_DIRECTORY;
+      int next = ::openat(fd, part->c_str(), flags | O_CLOEXEC | O_NOFOLLOW);
       const int error = errno;
       ::close(fd);
       walked /= *part;
@@ -317,10 +318,12 @@ PyObject* import_hook::open_code(PyObject* path, void*) {
     if (!ends_with(".py") && !ends_with(".pyc"))  // a zip archive: zipimport turns any error into "No module named"
       log_line("[modhost] refused to open " + text + ": " + why);
     if (ends_with(".pyc")) {
-      PyErr_Format(PyExc_PermissionError, "modhost refuses to read the bytecode cache %s: %s", text.c_str(), why.c_str());
+      PyErr_Format(PyExc_PermissionError, "modhost refuses to read the bytecode cache %s: %s", text.c_str(),
+                   why.c_str());
       return nullptr;
     }
-    std::string message = "modhost refuses to load " + (name.empty() ? std::string() : "'" + name + "' from ") + text + ": " + why;
+    std::string message =
+        "modhost refuses to load " + (name.empty() ? std::string() : "'" + name + "' from ") + text + ": " + why;
     auto message_obj = steal(PyUnicode_FromString(message.c_str()));
     auto name_obj = name.empty() ? borrow(Py_None) : steal(PyUnicode_FromString(name.c_str()));
     if (message_obj && name_obj) PyErr_SetImportError(message_obj.ptr(), name_obj.ptr(), path);
