@@ -2,6 +2,8 @@
 
 #include "modules/internal/import_hook.h"
 
+#include <marshal.h>  // not in Python.h
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -279,16 +281,14 @@ int import_hook::audit(const char* event, PyObject* args, void*) {
 
 namespace {
 
-// The module whose file importlib's loader is reading: `self.name` of the
-// frame calling io.open_code (FileLoader.get_data), or empty.
-std::string module_being_read() {
+// The loader reading a file through io.open_code: `self` of the frame
+// calling it (FileLoader.get_data), or null.
+pybind11::object loader_reading() {
   PyFrameObject* frame = PyEval_GetFrame();  // borrowed
   if (!frame) return {};
   error_scope keep;  // whatever this finds or not, the caller's error state stays
   auto locals = steal(PyFrame_GetLocals(frame));
-  auto self = locals ? steal(PyMapping_GetItemString(locals.ptr(), "self")) : pybind11::object();
-  auto name = self ? steal(PyObject_GetAttrString(self.ptr(), "name")) : pybind11::object();
-  return name ? utf8(name.ptr()) : std::string();
+  return locals ? steal(PyMapping_GetItemString(locals.ptr(), "self")) : pybind11::object();
 }
 
 }  // namespace
@@ -296,7 +296,8 @@ std::string module_being_read() {
 // io.open_code's hook (process-wide, plain C API: it runs in
 // subinterpreters too). Refused: a bytecode cache with PermissionError, so
 // that the loader compiles the (checked) source instead, as it does for an
-// unreadable .pyc; anything else with ImportError, as an import refuses.
+// unreadable .pyc; anything else (a source, a module of bytecode alone, a
+// zip archive) with ImportError, as an import refuses.
 PyObject* import_hook::open_code(PyObject* path, void*) {
   PyObject* io = PyImport_ImportModule("_io");
   if (!io) return nullptr;
@@ -309,7 +310,10 @@ PyObject* import_hook::open_code(PyObject* path, void*) {
   int fd = hook->policy_->open_checked(text, why);
   if (fd < 0 && why.empty()) return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
   if (fd < 0) {
-    std::string name = module_being_read();
+    auto loader = loader_reading();
+    auto name_attr = loader ? steal(PyObject_GetAttrString(loader.ptr(), "name")) : pybind11::object();
+    PyErr_Clear();
+    std::string name = name_attr ? utf8(name_attr.ptr()) : std::string();
     if (hook->audit_refusal(name, path, why) < 0) return nullptr;
     auto ends_with = [&](const char* suffix) {
       const std::size_t n = std::strlen(suffix);
@@ -317,7 +321,8 @@ PyObject* import_hook::open_code(PyObject* path, void*) {
     };
     if (!ends_with(".py") && !ends_with(".pyc"))  // a zip archive: zipimport turns any error into "No module named"
       log_line("[modhost] refused to open " + text + ": " + why);
-    if (ends_with(".pyc")) {
+    const bool sourceless = loader && std::strcmp(Py_TYPE(loader.ptr())->tp_name, "SourcelessFileLoader") == 0;
+    if (ends_with(".pyc") && !sourceless) {
       PyErr_Format(PyExc_PermissionError, "modhost refuses to read the bytecode cache %s: %s", text.c_str(),
                    why.c_str());
       return nullptr;
@@ -391,6 +396,44 @@ void import_hook::refuse_by_policy(const std::string& name, PyObject* origin) co
   std::string message = "modhost refuses to load " + py::repr(name_obj).cast<std::string>() + " from " + path + ": " + why;
   py::str text(message);
   PyErr_SetImportError(text.ptr(), name_obj.ptr(), origin);
+  throw py::error_already_set();
+}
+
+// A module of bytecode alone (a .pyc without its .py) is read by its
+// loader without io.open_code before CPython 3.14 (and Debian's 3.11): what
+// is about to run must be what a checked open of its file holds now, or the
+// file was replaced while it was loaded.
+void import_hook::refuse_unchecked_bytecode(const std::string& name, PyObject* globals, PyObject* code) const {
+  PyObject* loader = dict_item(globals, "__loader__");
+  if (!loader || std::strcmp(Py_TYPE(loader)->tp_name, "SourcelessFileLoader") != 0) return;
+  PyObject* file = dict_item(globals, "__file__");
+  std::string path = utf8(file);
+  if (path.empty()) return;
+  std::string why;
+  std::string data;
+  if (int fd = policy_->open_checked(path, why); fd >= 0) {
+    char buffer[65536];
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) data.append(buffer, static_cast<std::size_t>(n));
+    ::close(fd);
+  } else if (why.empty()) {
+    why = std::strerror(errno);
+  }
+  constexpr std::size_t header = 16;  // magic, flags, and the source's mtime and size or its hash
+  if (why.empty()) {
+    auto checked = data.size() < header ? py::object()
+                                        : steal(PyMarshal_ReadObjectFromString(data.data() + header,
+                                                                               static_cast<Py_ssize_t>(data.size() - header)));
+    int same = checked ? PyObject_RichCompareBool(code, checked.ptr(), Py_EQ) : 0;
+    if (same != 1) {
+      PyErr_Clear();
+      why = "the bytecode about to run is not what the file holds (it was replaced while it was loaded)";
+    }
+  }
+  if (why.empty()) return;
+  if (audit_refusal(name, file, why) < 0) throw py::error_already_set();
+  py::str name_obj(name);
+  py::str text("modhost refuses to load " + py::repr(name_obj).cast<std::string>() + " from " + path + ": " + why);
+  PyErr_SetImportError(text.ptr(), name_obj.ptr(), file);
   throw py::error_already_set();
 }
 
@@ -552,6 +595,7 @@ int import_hook::on_exec(PyObject* code_object) {
     // without sys.modules) run code that no import vetted. Not the script
     // the host program runs (no Python frame calls it): the user named it.
     if (!first_load && !reloading && PyEval_GetFrame()) refuse_by_policy(name, code->co_filename);
+    if (!reloading && policy_->active()) refuse_unchecked_bytecode(name, globals, code_object);
     if (!tracked_module) return 0;
     auto code_ref = py::reinterpret_borrow<py::object>(code_object);
     if (reloading) {  // the cache reloads it through its loader

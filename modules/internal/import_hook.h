@@ -100,6 +100,7 @@ class import_hook {
   int check_in_subinterpreter(PyObject* file) const;
   static PyObject* open_code(PyObject* path, void*);
   int audit_refusal(const std::string& name, PyObject* path, const std::string& why) const;
+  void refuse_unchecked_bytecode(const std::string& name, PyObject* globals, PyObject* code) const;
 
   const python_helpers& helpers_;
   registry& registry_;

@@ -285,6 +285,17 @@ class CheckedThenRead(ChildCase):
         self.link = os.path.join(self.root, "plug.py")
         os.symlink(self.good, self.link)
 
+    def bytecode_only(self):
+        """The module as bytecode alone: plug.pyc, a link to good's or evil's."""
+        import py_compile
+        os.remove(self.link)
+        for name in ("good", "evil"):
+            source = getattr(self, name)
+            setattr(self, name, py_compile.compile(source, cfile=source + "c", doraise=True))
+            os.remove(source)
+        self.link = os.path.join(self.root, "plug.pyc")
+        os.symlink(self.good, self.link)
+
     def attacker(self):
         """The command prefix that runs the attacker as another user, if possible."""
         if os.geteuid() != 0 or not shutil.which("setpriv"):
@@ -332,6 +343,10 @@ class CheckedThenRead(ChildCase):
         self.race("modhost.reload('plug')")
 
     def test_an_import_runs_only_what_it_checked(self):
+        self.race("sys.modules.pop('plug', None); importlib.invalidate_caches(); import plug")
+
+    def test_an_import_of_bytecode_alone_runs_only_what_it_checked(self):
+        self.bytecode_only()
         self.race("sys.modules.pop('plug', None); importlib.invalidate_caches(); import plug")
 
 
