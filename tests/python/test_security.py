@@ -297,12 +297,14 @@ class CheckedThenRead(ChildCase):
         os.symlink(self.good, self.link)
 
     def attacker(self):
-        """The command prefix that runs the attacker as another user, if possible."""
-        if os.geteuid() != 0 or not shutil.which("setpriv"):
-            return []
+        """The command that runs the attacker's Python: as another user, if possible,
+        with the system's python3 (another user may not reach this one's files)."""
+        system_python = shutil.which("python3", path="/usr/bin:/bin")
+        if os.geteuid() != 0 or not shutil.which("setpriv") or not system_python:
+            return [sys.executable]
         os.chmod(self.base, 0o755)
         os.chmod(self.root, 0o777)
-        return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", system_python]
 
     def race(self, attempt):
         swapper = f"""
@@ -319,7 +321,8 @@ class CheckedThenRead(ChildCase):
             import importlib, json, subprocess, sys, textwrap, time
             import modhost
             import plug
-            swapper = subprocess.Popen({self.attacker()!r} + [sys.executable, "-c", textwrap.dedent({swapper!r})])
+            swapper = subprocess.Popen({self.attacker()!r} + ["-c", textwrap.dedent({swapper!r})],
+                                       stderr=subprocess.PIPE, text=True)
             loaded = refused = 0
             end = time.monotonic() + {self.SECONDS}
             try:
@@ -330,11 +333,14 @@ class CheckedThenRead(ChildCase):
                     except ImportError:
                         refused += 1
             finally:
+                attacker_died = swapper.poll() is not None
                 swapper.kill()
-            print(json.dumps([getattr(sys, "evil_runs", 0), loaded, refused]))
+            print(json.dumps([getattr(sys, "evil_runs", 0), loaded, refused,
+                              swapper.communicate()[1] if attacker_died else None]))
         """, "--root", self.root, "-p", self.root)
         self.assertEqual(result.returncode, 0, result.stderr)
-        evil_runs, loaded, refused = json.loads(result.stdout)
+        evil_runs, loaded, refused, attacker_error = json.loads(result.stdout)
+        self.assertIsNone(attacker_error, "the attacker's process ended early")
         self.assertEqual(evil_runs, 0, f"outside code ran {evil_runs} times ({loaded} loads, {refused} refused)")
         self.assertGreater(loaded, 0)
         self.assertGreater(refused, 0)  # the race was run: the link pointed outside at times
