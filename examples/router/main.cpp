@@ -143,7 +143,7 @@ class demo_editor {
     pause(400);
     save(version_source(4, "hello from routes v4 (fixed)"), 4);
     wait_live(4);
-    say("[editor] opening /admin in auth.py (routes imports it: both reload)");
+    say("[editor] opening /admin in auth.py (routes took `allowed` from it: updated in place, routes need not re-run)");
     write(routes_.parent_path() / "auth.py",
           "BLOCKED_PREFIXES = ()\n\n\ndef allowed(path):\n    return not path.startswith(BLOCKED_PREFIXES)\n");
     pause(400);
